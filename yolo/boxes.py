@@ -1,0 +1,69 @@
+"""Box formats and the IoU family.
+
+Pairwise IoU and format conversion come from torchvision.ops; the loss needs *element-wise* IoU between matched
+pairs, which torchvision offers only inside its loss functions, so `iou_family` computes it here, written out from
+the papers (GIoU: Rezatofighi et al. 2019; DIoU and CIoU: Zheng et al. 2020).
+"""
+import math
+
+import torch
+from torchvision.ops import box_convert, box_iou  # noqa: F401  (re-exported: one place to import box ops from)
+
+
+def cxcywh_to_xyxy(boxes):
+    return box_convert(boxes, "cxcywh", "xyxy")
+
+
+def xyxy_to_cxcywh(boxes):
+    return box_convert(boxes, "xyxy", "cxcywh")
+
+
+def wh_iou(wh1, wh2):
+    """IoU of boxes that share a centre, from their sizes: (N, 2) x (M, 2) -> (N, M).
+
+    YOLOv3 matches anchors to objects by shape alone: both boxes are centred on the same point.
+    """
+    inter = torch.min(wh1[:, None], wh2[None]).prod(-1)
+    return inter / (wh1.prod(-1)[:, None] + wh2.prod(-1)[None] - inter)
+
+
+def iou_family(pred, target, kind="ciou", eps=1e-7):
+    """Element-wise IoU / GIoU / DIoU / CIoU of matched boxes in (cx, cy, w, h): (..., 4), (..., 4) -> (...).
+
+    The loss is 1 - this value. CIoU = IoU - rho^2/c^2 - alpha * v with
+    v = 4/pi^2 (atan(w_gt/h_gt) - atan(w/h))^2 and alpha = v / ((1 - IoU) + v), alpha held constant in the
+    backward pass as the CIoU paper prescribes.
+    """
+    p1, p2 = pred[..., :2] - pred[..., 2:] / 2, pred[..., :2] + pred[..., 2:] / 2
+    t1, t2 = target[..., :2] - target[..., 2:] / 2, target[..., :2] + target[..., 2:] / 2
+    inter = (torch.min(p2, t2) - torch.max(p1, t1)).clamp(min=0).prod(-1)
+    union = pred[..., 2:].prod(-1) + target[..., 2:].prod(-1) - inter
+    iou = inter / (union + eps)
+    if kind == "iou":
+        return iou
+    hull_wh = torch.max(p2, t2) - torch.min(p1, t1)  # smallest box enclosing both
+    if kind == "giou":
+        hull_area = hull_wh.prod(-1) + eps
+        return iou - (hull_area - union) / hull_area
+    centre_dist2 = (pred[..., :2] - target[..., :2]).pow(2).sum(-1)
+    hull_diag2 = hull_wh.pow(2).sum(-1) + eps
+    diou = iou - centre_dist2 / hull_diag2
+    if kind == "diou":
+        return diou
+    if kind != "ciou":
+        raise ValueError(f"unknown IoU kind {kind!r}; choose iou, giou, diou or ciou")
+    v = (4 / math.pi ** 2) * (torch.atan(target[..., 2] / (target[..., 3] + eps))
+                              - torch.atan(pred[..., 2] / (pred[..., 3] + eps))).pow(2)
+    with torch.no_grad():
+        alpha = v / ((1 - iou) + v + eps)
+    return diou - alpha * v
+
+
+def batched_box_iou(boxes1, boxes2):
+    """Pairwise IoU inside each batch element: (B, N, 4) x (B, M, 4) xyxy -> (B, N, M)."""
+    lt = torch.max(boxes1[:, :, None, :2], boxes2[:, None, :, :2])
+    rb = torch.min(boxes1[:, :, None, 2:], boxes2[:, None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    area1 = (boxes1[..., 2:] - boxes1[..., :2]).prod(-1)
+    area2 = (boxes2[..., 2:] - boxes2[..., :2]).prod(-1)
+    return inter / (area1[:, :, None] + area2[:, None, :] - inter).clamp(min=1e-9)

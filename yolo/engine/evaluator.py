@@ -1,0 +1,44 @@
+"""Run a model over a loader, map detections back to original images, and score them with the COCO tools."""
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..data.transforms import boxes_to_original
+from ..metrics import evaluate_detections
+from ..postprocess import postprocess
+
+
+@torch.no_grad()
+def predict_loader(model, loader, cfg, device, show_progress=True):
+    """Detections for every image of the loader's dataset, in original-image pixels: index -> (boxes, scores, labels)."""
+    model.eval()
+    records = loader.dataset.records
+    detections = {}
+    for images, _, indices in tqdm(loader, desc="eval", leave=False, disable=not show_progress):
+        outputs = model(images.to(device, non_blocking=True))
+        anchors = unwrap(model).anchors
+        results = postprocess(outputs, anchors, cfg.strides, cfg.label_assignment, cfg.conf_thres, cfg.nms_iou,
+                              cfg.max_det)
+        for index, (boxes, scores, labels) in zip(indices, results):
+            rec = records[index]
+            boxes = boxes_to_original(boxes.cpu().numpy(), rec.width, rec.height, images.shape[-1])
+            detections[index] = (boxes, scores.cpu().numpy(), labels.cpu().numpy())
+    return detections
+
+
+def evaluate(model, loader, cfg, device, show_progress=True):
+    """COCO metrics of `model` on the loader's records. Returns (EvalResult, detections)."""
+    detections = predict_loader(model, loader, cfg, device, show_progress)
+    records = loader.dataset.records
+    empty = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
+    dets = [detections.get(i, empty) for i in range(len(records))]
+    result = evaluate_detections(
+        [r.boxes for r in records], [r.labels for r in records], [r.difficult for r in records],
+        [(r.width, r.height) for r in records],
+        [d[0] for d in dets], [d[1] for d in dets], [d[2] for d in dets], list(cfg.class_names), cfg.eval_backend)
+    return result, detections
+
+
+def unwrap(model):
+    """The bare model inside DataParallel / DistributedDataParallel wrappers."""
+    return model.module if hasattr(model, "module") else model
