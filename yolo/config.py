@@ -80,6 +80,9 @@ class BaseConfig:
         self.predict_source = None             # folder or image file (None = a few built-in val images)
         self.predict_conf = 0.3                # score threshold for drawn predictions
         self.predict_max_images = 8            # how many built-in val images predict uses by default
+        # ---- debug
+        self.num_debug_batch = 1               # --task debug: batches of augmented training data to draw
+        self.debug_demos = False               # --task debug: also redraw imgs/<strategy>_demo.png for the README
 
     # ---------------------------------------------------------------- derived fields
     def finalize(self):
@@ -178,6 +181,7 @@ def parse_value(text, default):
 def apply_overrides(cfg, overrides):
     """overrides: list like ['--epochs', '3', '--img_size=320']. Every field of the config can be set."""
     fields = cfg.to_dict()
+    base_defaults = BaseConfig().to_dict()  # the type to parse to is the base default's (None: any literal)
     i = 0
     while i < len(overrides):
         arg = overrides[i]
@@ -197,7 +201,7 @@ def apply_overrides(cfg, overrides):
             hint = f"; did you mean '{close[0]}'?" if close else ""
             raise ValueError(f"unknown config field '{key}'{hint}")
         try:
-            setattr(cfg, key, parse_value(text, fields[key]))
+            setattr(cfg, key, parse_value(text, base_defaults.get(key, fields[key])))
         except ValueError as e:
             raise ValueError(f"config field '{key}': {e}") from None
     return cfg
