@@ -45,6 +45,9 @@ class BaseConfig:
         self.backbone = "resnet18"             # one of BACKBONES
         self.width = 0.5                       # channel width multiplier of backbone and neck (seed's channel_sparsity)
         self.pretrained_path = None            # local backbone weights file (never downloaded); None = from scratch
+        self.init_ckpt = None                  # start from this checkpoint's weights (fine-tuning): tensors whose
+                                               # shape differs, e.g. heads of another class count, are skipped
+        self.freeze_backbone_epochs = 0        # keep the backbone frozen (weights and BN statistics) this many epochs
         # ---- anchors and label assignment
         self.anchors = [[(14, 14), (22, 22), (30, 30)],        # stride 8 (small objects), pixels at img_size
                         [(42, 42), (58, 58), (80, 80)],        # stride 16

@@ -28,6 +28,8 @@ def run_task(cfg):
         return validate(cfg)
     if cfg.task == "predict":
         return predict(cfg)
+    if cfg.task == "debug": from .engine.debug import run_debug; return run_debug(cfg)  # noqa: E701, E702
+    if cfg.task == "info": from .engine.info import run_info; return run_info(cfg)  # noqa: E701, E702
     raise ValueError(f"task {cfg.task!r} is not implemented yet")
 
 

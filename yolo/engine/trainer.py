@@ -13,7 +13,8 @@ from ..config import save_config
 from ..data.dataset import build_loader, read_records
 from ..loss import YOLOLoss
 from ..models.detector import build_model
-from .checkpoint import save_checkpoint
+from ..models.weights import load_backbone_weights, load_matching_state
+from .checkpoint import load_checkpoint, save_checkpoint
 from .evaluator import evaluate, unwrap
 from .logs import MetricsCSV, setup_logging
 from .plots import plot_results
@@ -58,13 +59,26 @@ def build_optimizer(model, cfg):
     return adam(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999))
 
 
-def load_pretrained(model, cfg):
-    if not cfg.pretrained_path:
+def load_initial_weights(model, cfg):
+    """Backbone weights from pretrained_path, then (fine-tuning) every matching tensor of init_ckpt."""
+    if cfg.pretrained_path:
+        load_backbone_weights(model.backbone, cfg.backbone, cfg.pretrained_path)
+        logger.info(f"backbone weights loaded from {cfg.pretrained_path}")
+    elif not cfg.init_ckpt:
         logger.info(f"no pretrained_path set: the {cfg.backbone} backbone starts from random weights")
-        return
-    from ..models.weights import load_backbone_weights
-    load_backbone_weights(model.backbone, cfg.backbone, cfg.pretrained_path)
-    logger.info(f"backbone weights loaded from {cfg.pretrained_path}")
+    if cfg.init_ckpt:
+        loaded, skipped = load_matching_state(model, load_checkpoint(cfg.init_ckpt)["model"])
+        logger.info(f"init_ckpt {cfg.init_ckpt}: {len(loaded)} tensors loaded, {len(skipped)} skipped")
+        for line in skipped:
+            logger.info(f"  skipped {line}")
+
+
+def set_backbone_frozen(model, frozen):
+    """Frozen = no gradients and BN in eval mode, so the statistics of pretrained weights are kept too."""
+    for p in model.backbone.parameters():
+        p.requires_grad_(not frozen)
+    if frozen:
+        model.backbone.eval()
 
 
 def train(cfg):
@@ -82,7 +96,7 @@ def train(cfg):
                 f"{len(train_loader)} iterations per epoch of {cfg.batch_size}")
 
     model = build_model(cfg).to(device)
-    load_pretrained(model, cfg)
+    load_initial_weights(model, cfg)
     optimizer = build_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, build_lr_lambda(cfg, len(train_loader)))
     loss_fn = YOLOLoss(cfg)
@@ -113,6 +127,7 @@ def train(cfg):
 
 def train_one_epoch(model, loader, optimizer, scheduler, loss_fn, cfg, device, epoch):
     model.train()
+    set_backbone_frozen(unwrap(model), epoch < cfg.freeze_backbone_epochs)
     sums, count = {}, 0
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", dynamic_ncols=True)
     for it, (images, targets, _) in enumerate(bar):
