@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .boxes import box_iou, cxcywh_to_xyxy, wh_iou
+from .boxes import cxcywh_to_xyxy, wh_iou
 
 STRATEGIES = ("single_grid", "nearby_grid", "all_grid")
 
@@ -73,14 +73,24 @@ def candidates_nearby(targets, anchors_wh, stride, grid_hw, thres):
 
 def candidates_all(targets, anchors_wh, stride, grid_hw, thres):
     h, w = grid_hw
-    ys, xs = torch.meshgrid(torch.arange(h, device=targets.device), torch.arange(w, device=targets.device),
-                            indexing="ij")
-    cells = torch.stack((xs.flatten(), ys.flatten()), 1)                     # (H*W, 2)
-    anchors = anchor_boxes_at_cells(cells, anchors_wh, stride)               # (H*W, A, 4)
-    iou = box_iou(cxcywh_to_xyxy(targets[:, 2:6]), anchors.view(-1, 4))      # (N, H*W*A)
-    n, j = (iou >= thres).nonzero(as_tuple=True)
-    cell, a = cells[j // len(anchors_wh)], j % len(anchors_wh)
-    return n, a, cell[:, 1], cell[:, 0], iou[n, j]
+    gt_area = targets[:, 4] * targets[:, 5]
+    anchor_area = anchors_wh.prod(1)
+    # IoU can never exceed smaller area / larger area: most (GT, anchor) pairs are ruled out before any cell
+    ratio = torch.min(gt_area[:, None], anchor_area[None]) / torch.max(gt_area[:, None], anchor_area[None])
+    n, a = (ratio >= thres).nonzero(as_tuple=True)                           # (P,) pairs worth a look
+    gt_xyxy = cxcywh_to_xyxy(targets[n, 2:6])                                # (P, 4)
+    half_wh = anchors_wh[a] / 2                                              # (P, 2)
+    centres_x = (torch.arange(w, device=targets.device) + 0.5) * stride      # (W,)
+    centres_y = (torch.arange(h, device=targets.device) + 0.5) * stride      # (H,)
+    # boxes are axis-aligned, so the overlap is (overlap along x) * (overlap along y): (P, W) and (P, H)
+    overlap_x = (torch.min(gt_xyxy[:, 2:3], centres_x + half_wh[:, :1])
+                 - torch.max(gt_xyxy[:, 0:1], centres_x - half_wh[:, :1])).clamp(min=0)
+    overlap_y = (torch.min(gt_xyxy[:, 3:4], centres_y + half_wh[:, 1:])
+                 - torch.max(gt_xyxy[:, 1:2], centres_y - half_wh[:, 1:])).clamp(min=0)
+    inter = overlap_y[:, :, None] * overlap_x[:, None, :]                   # (P, H, W)
+    iou = inter / (gt_area[n, None, None] + anchor_area[a, None, None] - inter)
+    p, gy, gx = (iou >= thres).nonzero(as_tuple=True)
+    return n[p], a[p], gy, gx, iou[p, gy, gx]
 
 
 CANDIDATES = {"single_grid": candidates_single, "nearby_grid": candidates_nearby, "all_grid": candidates_all}
@@ -101,10 +111,10 @@ def best_anchor_iou(targets, anchors_wh, stride, grid_hw, strategy):
 def resolve_conflicts(key, priority, gt):
     """Keep, for every distinct key, the candidate with the highest priority (ties: lowest GT index)."""
     _, inverse = torch.unique(key, return_inverse=True)
-    best = torch.full((int(inverse.max()) + 1,), -1.0, device=key.device).scatter_reduce(0, inverse, priority, "amax")
+    num_keys = int(inverse.max()) + 1
+    best = priority.new_full((num_keys,), -1.0).scatter_reduce(0, inverse, priority, "amax")
     is_best = priority == best[inverse]
-    lowest_gt = torch.full_like(best, float(len(gt) + 1), dtype=torch.long).scatter_reduce(
-        0, inverse[is_best], gt[is_best], "amin")
+    lowest_gt = gt.new_full((num_keys,), int(gt.max()) + 1).scatter_reduce(0, inverse[is_best], gt[is_best], "amin")
     return is_best & (gt == lowest_gt[inverse])
 
 

@@ -3,7 +3,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 from loguru import logger
 
 from .config import config_from_dict

@@ -10,7 +10,6 @@ therefore has the *leading* channels of the matching full-width layer, which is 
 `yolo.models.weights` initialise a slim network from full-width pretrained weights by slicing.
 """
 
-import torch
 from torch import nn
 from torchvision.models import mobilenet_v3_large, mobilenet_v3_small
 from torchvision.models.resnet import BasicBlock, Bottleneck

@@ -1,0 +1,102 @@
+"""python main.py --task debug: look at what the label assignment makes of real, augmented training batches.
+
+For each of `num_debug_batch` training batches: run `assign` with the config's strategy and thresholds, log its
+statistics, and save one PNG per image in <runs_dir>/debug/ showing the three scales side by side (grid, GT boxes,
+every positive anchor box at its cell). With `debug_demos=True` it also redraws the README figures
+imgs/<strategy>_demo.png: one fixed validation image (no augmentation) assigned with each strategy.
+"""
+import io
+from itertools import islice
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from loguru import logger  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from ..assign import STRATEGIES, assign  # noqa: E402
+from ..data.dataset import DetectionDataset, build_loader, read_records  # noqa: E402
+from ..data.transforms import build_transform  # noqa: E402
+from ..viz import assignment_figure  # noqa: E402
+from .logs import setup_logging  # noqa: E402
+from .trainer import seed_everything  # noqa: E402
+
+DEMO_DPI = 90  # 3 panels of 4 inches -> 1080 x 400 px
+
+
+def run_debug(cfg, demo_dir="imgs"):
+    """Draw the assignment of cfg.num_debug_batch augmented training batches; returns the output folder."""
+    setup_logging()
+    seed_everything(cfg.seed)
+    out_dir = Path(cfg.runs_dir) / "debug"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records = read_records(cfg, "train")
+    loader = build_loader(cfg, records, train=True)
+    anchors = torch.tensor(cfg.anchors, dtype=torch.float32)  # (3, A, 2) pixels
+    generator = torch.Generator().manual_seed(cfg.seed)  # for filter_by_max_iou=False
+    logger.info(f"label assignment {cfg.label_assignment}, match_iou_thres {cfg.match_iou_thres}, "
+                f"filter_by_max_iou {cfg.filter_by_max_iou}, assign_unmatched_to_best {cfg.assign_unmatched_to_best}")
+    for batch_index, (images, targets, indices) in enumerate(islice(loader, cfg.num_debug_batch)):
+        assignments, stats = assign_batch(cfg, targets, anchors, generator)
+        logger.info(f"batch {batch_index}: {format_stats(stats)}")
+        for i, record_index in enumerate(indices):
+            name = Path(records[record_index].image_path).stem
+            title = f"{name} (augmented), {cfg.label_assignment} @ IoU {cfg.match_iou_thres}"
+            save_figure(images[i], targets, assignments, i, anchors, cfg, title,
+                        out_dir / f"batch{batch_index}_{i:02d}_{name}.png")
+    logger.info(f"assignment drawings written to {out_dir}")
+    if cfg.debug_demos:
+        write_demos(cfg, Path(demo_dir), anchors)
+    return out_dir
+
+
+def assign_batch(cfg, targets, anchors, generator=None, strategy=None):
+    grid_sizes = [(cfg.img_size // s, cfg.img_size // s) for s in cfg.strides]
+    return assign(targets, anchors, grid_sizes, cfg.strides, strategy or cfg.label_assignment, cfg.match_iou_thres,
+                  cfg.filter_by_max_iou, cfg.assign_unmatched_to_best, generator)
+
+
+def format_stats(stats):
+    return (f"{int(stats['num_gt'])} GTs, positives per GT mean {stats['pos_per_gt']:.2f} min "
+            f"{stats['pos_per_gt_min']:.0f}, unmatched {stats['unmatched_pct']:.1f} %, positives per scale "
+            f"{int(stats['pos_s0'])} / {int(stats['pos_s1'])} / {int(stats['pos_s2'])} (strides 8 / 16 / 32)")
+
+
+def save_figure(image, targets, assignments, image_index, anchors, cfg, title, path, dpi=100, palette=False):
+    """image: (3, S, S) uint8 tensor as the loader yields it. palette=True stores 256 colours (README images:
+    about 3x smaller files, and the noisy shapes backgrounds do not need more)."""
+    fig = assignment_figure(image.permute(1, 2, 0).numpy(), targets, assignments, image_index, anchors.numpy(),
+                            cfg.strides, cfg.class_names, title)
+    if palette:
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=dpi)
+        Image.open(buffer).convert("RGB").quantize(colors=256).save(path, optimize=True)
+    else:
+        fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+
+
+def demo_sample(cfg, max_candidates=20):
+    """The fixed README image: among the first val images, the one with the most objects (no augmentation)."""
+    records = read_records(cfg, "val")
+    if not records:
+        raise FileNotFoundError(f"the val split of {cfg.data_root} is empty; debug_demos needs one val image")
+    index = max(range(min(len(records), max_candidates)), key=lambda k: (len(records[k].boxes), -k))
+    image, targets, _ = DetectionDataset(records, build_transform(cfg, train=False))[index]
+    batch_targets = torch.cat((torch.zeros(len(targets), 1), targets), 1)  # (n, 6) with batch index 0
+    return Path(records[index].image_path).stem, image, batch_targets
+
+
+def write_demos(cfg, demo_dir, anchors):
+    demo_dir.mkdir(parents=True, exist_ok=True)
+    name, image, targets = demo_sample(cfg)
+    for strategy in STRATEGIES:
+        assignments, stats = assign_batch(cfg, targets, anchors, torch.Generator().manual_seed(cfg.seed), strategy)
+        title = (f"{strategy} @ IoU {cfg.match_iou_thres}: {stats['pos_per_gt']:.1f} positives per GT "
+                 f"(val image {name})")
+        path = demo_dir / f"{strategy}_demo.png"
+        save_figure(image, targets, assignments, 0, anchors, cfg, title, path, dpi=DEMO_DPI, palette=True)
+        logger.info(f"{path} ({path.stat().st_size / 1024:.0f} KB): {format_stats(stats)}")
