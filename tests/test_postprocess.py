@@ -4,7 +4,8 @@ from yolo.postprocess import postprocess
 
 
 def logit(p):
-    return torch.log(torch.tensor(p) / (1 - torch.tensor(p)))
+    p = torch.as_tensor(p)
+    return torch.log(p / (1 - p))
 
 
 def test_decode_threshold_nms_and_max_det():
@@ -36,3 +37,16 @@ def test_max_det_keeps_the_best():
     boxes, scores, _ = postprocess(outputs, anchors, (8, 16, 32), "single_grid", 0.01, 0.5, max_det=5)[0]
     assert len(scores) == 5 and torch.all(scores[:-1] >= scores[1:])
     assert abs(scores[0].item() - torch.sigmoid(torch.tensor(3.0)).item()) < 1e-4
+
+
+def test_multi_label_keeps_each_class_above_threshold():
+    anchors = torch.tensor([[[16.0, 16.0]], [[32.0, 32.0]], [[64.0, 64.0]]])
+    outputs = [torch.full((1, 1, 64 // s, 64 // s, 5 + 3), -20.0) for s in (8, 16, 32)]
+    outputs[0][0, 0, 3, 3, :4] = 0.0
+    outputs[0][0, 0, 3, 3, 4] = 20.0                      # surely an object
+    outputs[0][0, 0, 3, 3, 5:] = logit(torch.tensor([0.6, 0.3, 0.01]))  # unsure between classes 0 and 1
+    single = postprocess(outputs, anchors, (8, 16, 32), "single_grid", 0.05, 0.5, 10)[0]
+    multi = postprocess(outputs, anchors, (8, 16, 32), "single_grid", 0.05, 0.5, 10, multi_label=True)[0]
+    assert single[2].tolist() == [0]
+    assert multi[2].tolist() == [0, 1] and torch.allclose(multi[1], torch.tensor([0.6, 0.3]), atol=1e-4)
+    assert torch.equal(multi[0][0], multi[0][1])  # the same box, once per class
