@@ -28,15 +28,17 @@ def conv_set(c_in, c):
                          conv_bn_act(c, 2 * c, 3), conv_bn_act(2 * c, c, 1))
 
 
-def neck_channels(width):
-    """Channels of x3, x4, x5 (YOLOv3 uses 128, 256, 512) scaled by the width multiplier."""
-    return tuple(max(8, int(c * width)) for c in (128, 256, 512))
+def neck_channels(in_channels):
+    """Channels of x3, x4, x5: half the backbone's at each level. For Darknet-53 (256, 512, 1024) this is exactly
+    YOLOv3's 128, 256, 512; for lighter backbones the neck shrinks with them (the width multiplier already scaled
+    the backbone), so it never outweighs the backbone it serves."""
+    return tuple(max(8, c // 2) for c in in_channels)
 
 
-def build_neck_blocks(in_channels, width):
+def build_neck_blocks(in_channels):
     """in_channels: backbone (C3, C4, C5) channels. Returns the 8 blocks in the order of the table above."""
     c3_in, c4_in, c5_in = in_channels
-    n3, n4, n5 = neck_channels(width)
+    n3, n4, n5 = neck_channels(in_channels)
     return nn.ModuleList([
         conv_set(c5_in, n5),
         conv_bn_act(n5, 2 * n5, 3),
@@ -49,9 +51,9 @@ def build_neck_blocks(in_channels, width):
     ])
 
 
-def output_channels(width):
+def output_channels(in_channels):
     """Channels of P3, P4, P5 (the 3x3 `out` blocks double the conv-set width)."""
-    return tuple(2 * c for c in neck_channels(width))
+    return tuple(2 * c for c in neck_channels(in_channels))
 
 
 def run_neck(blocks, c3, c4, c5):
@@ -66,10 +68,10 @@ def run_neck(blocks, c3, c4, c5):
 
 
 class YOLONeck(nn.Module):
-    def __init__(self, in_channels, width):
+    def __init__(self, in_channels):
         super().__init__()
-        self.blocks = build_neck_blocks(in_channels, width)
-        self.out_channels = output_channels(width)
+        self.blocks = build_neck_blocks(in_channels)
+        self.out_channels = output_channels(in_channels)
 
     def forward(self, features):
         return run_neck(self.blocks, *features)
