@@ -3,37 +3,64 @@ import os
 import sys
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations would otherwise query PyPI on import
+os.environ.setdefault("MPLBACKEND", "Agg")  # plots are saved to files; no display needed (notebooks keep inline)
 
-from yolo.config import apply_overrides, load_config  # noqa: E402
+from yolo.config import BaseConfig, apply_overrides, load_config  # noqa: E402
 
 DEFAULT_CONFIG = "configs/my_config.py"
 
 
+LOCAL_RANK_FLAGS = ("--local-rank", "--local_rank")  # python -m torch.distributed.launch passes --local-rank=N
+
+
 def parse_args(argv):
-    """Split --config from the field overrides; everything else must be --field value."""
+    """Split --config from the field overrides; everything else must be --field value. The launcher's
+    --local-rank / --local_rank N is moved to the LOCAL_RANK environment variable, where torchrun puts it."""
     config_path, rest, i = DEFAULT_CONFIG, [], 0
     while i < len(argv):
+        flag, has_value, value = argv[i].partition("=")
         if argv[i] == "--config":
             if i + 1 >= len(argv):
                 raise ValueError("--config needs a file path")
             config_path, i = argv[i + 1], i + 2
         elif argv[i].startswith("--config="):
             config_path, i = argv[i].split("=", 1)[1], i + 1
+        elif flag in LOCAL_RANK_FLAGS:
+            if not has_value and i + 1 >= len(argv):
+                raise ValueError(f"{flag} needs a number")
+            value, i = (value, i + 1) if has_value else (argv[i + 1], i + 2)
+            if not value.isdigit():
+                raise ValueError(f"{flag} must be a number, got {value!r}")
+            os.environ.setdefault("LOCAL_RANK", value)
         else:
             rest.append(argv[i])
             i += 1
     return config_path, rest
 
 
+def print_help():
+    print(__doc__)
+    print("Every field of the config can be overridden; defaults (see yolo/config.py for what each one means):")
+    for name, value in BaseConfig().to_dict().items():
+        print(f"  --{name} {value!r}")
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
+    if "-h" in argv or "--help" in argv:
+        return print_help()
     try:
         config_path, overrides = parse_args(argv)
         cfg = apply_overrides(load_config(config_path), overrides).finalize()
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
-    from yolo.tasks import run_task  # heavy imports only once the config is known to be valid
-    return run_task(cfg)
+    from yolo.data.checks import DataError  # heavy imports only once the config is known to be valid
+    from yolo.tasks import run_task
+    try:
+        return run_task(cfg)
+    except (DataError, FileNotFoundError, FloatingPointError) as e:
+        # bad input (a file and what is wrong with it) or a diverged run: the message says it all
+        sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":

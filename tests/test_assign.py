@@ -20,9 +20,6 @@ DEFAULT_ANCHORS = [[(14, 14), (22, 22), (30, 30)], [(42, 42), (58, 58), (80, 80)
 # instead of a number above every GT index, so a candidate whose GT row index is larger than the number of
 # candidates on its scale is silently dropped (see test_late_gt_alone_on_a_scale_is_kept). Remove this mark
 # once that is fixed.
-RESOLVE_BUG = pytest.mark.xfail(strict=True, reason="assign.resolve_conflicts drops candidates whose GT index "
-                                                    "exceeds the scale's candidate count (lowest_gt fill value)")
-
 
 def f32(x):
     """Round a Python float to the nearest float32, as torch stores it."""

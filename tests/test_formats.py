@@ -9,7 +9,9 @@ from conftest import SHARED_DATA
 from loguru import logger
 from PIL import Image
 
-from yolo.data.formats import load_image_rgb, read_coco, read_image_size, read_voc, read_yolo_txt
+from yolo.data.checks import DataError
+from yolo.data.formats import load_image_rgb, read_image_size, read_voc
+from yolo.data.formats_coco_yolo import read_coco, read_yolo_txt
 
 CLASSES = ["cat", "dog", "person"]
 
@@ -79,8 +81,9 @@ def test_boxes_outside_image_are_clipped_and_empty_ones_dropped(tmp_path, warnin
     (record,) = read_voc(str(tmp_path), "train", CLASSES)
     np.testing.assert_array_equal(record.boxes, [[0, 0, 100, 50], [1, 1, 4, 4]])
     np.testing.assert_array_equal(record.labels, [0, 2])
-    assert any(str(xml_path) in m and "clipped 1 box" in m for m in warnings_log)
-    assert any(str(xml_path) in m and "dropped 2 box" in m for m in warnings_log)
+    assert any(str(xml_path) in m and "[-1, -4, 120, 50] clipped" in m for m in warnings_log)
+    assert sum(str(xml_path) in m and "has no area" in m for m in warnings_log) == 2
+    assert any("2 zero/negative area (box dropped), 1 box outside image (box clipped)" in m for m in warnings_log)
 
 
 def test_real_image_size_wins_over_xml_size(tmp_path, warnings_log):
@@ -104,7 +107,8 @@ def test_many_problem_files_give_a_few_warnings_and_a_summary(tmp_path, warnings
         write_voc_image(tmp_path, f"im{i}", (20, 20), [("horse", 1, 1, 9, 9, 0)])
     read_voc(str(tmp_path), "train", CLASSES)
     assert sum("'horse'" in m for m in warnings_log) == 10
-    assert any("15 files had unknown classes" in m for m in warnings_log)
+    assert any("15 images kept, 15 data problems: 15 unknown class (box skipped); 5 not shown above" in m
+               for m in warnings_log)
 
 
 def test_malformed_xml_error_names_the_file(tmp_path):
@@ -114,20 +118,21 @@ def test_malformed_xml_error_names_the_file(tmp_path):
         read_voc(str(tmp_path), "train", CLASSES)
 
 
-def test_non_numeric_coordinate_error_names_the_file(tmp_path):
-    xml_path = write_voc_image(tmp_path, "a", (100, 80), [("cat", "one", 1, 9, 9, 0)])
-    with pytest.raises(ValueError, match=re.escape(str(xml_path)) + ".*xmin"):
-        read_voc(str(tmp_path), "train", CLASSES)
+def test_non_numeric_coordinate_skips_only_that_box(tmp_path, warnings_log):
+    xml_path = write_voc_image(tmp_path, "a", (100, 80), [("cat", "one", 1, 9, 9, 0), ("dog", 2, 2, 8, 8, 0)])
+    (record,) = read_voc(str(tmp_path), "train", CLASSES)
+    np.testing.assert_array_equal(record.boxes, [[1, 1, 8, 8]])
+    assert any(str(xml_path) in m and "xmin" in m and "'one'" in m for m in warnings_log)
 
 
 def test_missing_image_and_missing_annotation_errors_name_the_file(tmp_path):
     xml_path = write_voc_image(tmp_path, "a", (100, 80), [("cat", 1, 1, 9, 9, 0)])
     (tmp_path / "JPEGImages" / "a.jpg").unlink()
-    with pytest.raises(FileNotFoundError, match=re.escape(str(xml_path))):
-        read_voc(str(tmp_path), "train", CLASSES)
+    with pytest.raises(DataError, match="usable images of 1(.|\n)*" + re.escape(str(xml_path))):
+        read_voc(str(tmp_path), "train", CLASSES)  # the only image is unusable: fatal, naming the file
     with open(tmp_path / "ImageSets" / "Main" / "val.txt", "w") as f:
         f.write("nonexistent\n")
-    with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "Annotations" / "nonexistent.xml"))):
+    with pytest.raises(DataError, match=re.escape(str(tmp_path / "Annotations" / "nonexistent.xml"))):
         read_voc(str(tmp_path), "val", CLASSES)
     with pytest.raises(FileNotFoundError, match="test.txt"):
         read_voc(str(tmp_path), "test", CLASSES)
@@ -230,7 +235,7 @@ def test_coco_sparse_ids_crowd_clipping_and_background(tmp_path, warnings_log):
     np.testing.assert_array_equal(a.labels, [1, 0, 2])
     np.testing.assert_array_equal(a.difficult, [False, True, False])
     assert (b.width, b.height, len(b.boxes)) == (50, 40, 0)
-    assert any("clipped 1 box" in m for m in warnings_log)
+    assert any("ann.json [a.jpg]: box [90.5, 0, 110.5, 10] clipped" in m for m in warnings_log)
 
     records, names = read_coco(ann_json, img_dir, class_names=["dog", "cat"])  # a subset, in the user's order
     assert names == ["dog", "cat"]
@@ -238,16 +243,18 @@ def test_coco_sparse_ids_crowd_clipping_and_background(tmp_path, warnings_log):
     assert any("category 5" in m for m in warnings_log)
 
 
-def test_coco_bad_files_are_named(tmp_path):
-    ann_json, img_dir = write_coco(tmp_path, [{"image_id": 7, "category_id": 3}])  # no bbox
-    with pytest.raises(ValueError, match=re.escape(ann_json) + ".*bbox"):
-        read_coco(ann_json, img_dir)
+def test_coco_bad_files_are_named(tmp_path, warnings_log):
+    ann_json, img_dir = write_coco(tmp_path, [{"image_id": 7, "category_id": 3},  # no bbox: skipped
+                                              {"image_id": 7, "category_id": 3, "bbox": [1, 2, 3, 4]}])
+    records, _ = read_coco(ann_json, img_dir)
+    np.testing.assert_array_equal(records[0].boxes, [[1, 2, 4, 6]])
+    assert any(ann_json in m and "bbox is not 4 numbers" in m for m in warnings_log)
     (tmp_path / "ann.json").write_text("{not json")
     with pytest.raises(ValueError, match=re.escape(ann_json)):
         read_coco(ann_json, img_dir)
     ann_json, img_dir = write_coco(tmp_path, [], images=[{"id": 1, "file_name": "missing.jpg"}])
-    with pytest.raises(FileNotFoundError, match="missing.jpg"):
-        read_coco(ann_json, img_dir)
+    with pytest.raises(DataError, match="missing.jpg"):
+        read_coco(ann_json, img_dir)  # its only image is missing: fatal
 
 
 # ----------------------------------------------------------------------------------------------- YOLO txt
@@ -278,17 +285,18 @@ def test_yolo_txt_layout(tmp_path, warnings_log, names_yaml):
     np.testing.assert_array_equal(a.labels, [1, 2])
     assert b.image_path.endswith("b.png") and b.boxes.shape == (0, 4)
     assert any("orphan.txt" in m for m in warnings_log)
-    assert any("a.txt, line 3" in m and "class 7" in m for m in warnings_log)
+    assert any("a.txt: line 3: class 7" in m for m in warnings_log)
 
 
-def test_yolo_txt_bad_line_is_named(tmp_path):
+def test_yolo_txt_bad_line_is_named(tmp_path, warnings_log):
     (tmp_path / "data.yaml").write_text("names: [cat]\n")
     for sub in ("images/val", "labels/val"):
         (tmp_path / sub).mkdir(parents=True)
     Image.new("RGB", (20, 20)).save(tmp_path / "images/val/a.jpg")
     (tmp_path / "labels/val/a.txt").write_text("0 0.5 0.5 0.1 0.1\n0 0.5 0.5\n")
-    with pytest.raises(ValueError, match=re.escape(str(tmp_path / "labels/val/a.txt")) + ", line 2"):
-        read_yolo_txt(str(tmp_path), "val")
+    (record,), _ = read_yolo_txt(str(tmp_path), "val")
+    np.testing.assert_allclose(record.boxes, [[9, 9, 11, 11]], atol=1e-4)  # the good line survives
+    assert any(str(tmp_path / "labels/val/a.txt") + ": line 2" in m for m in warnings_log)
     (tmp_path / "data.yaml").write_text("nc: 1\n")
     with pytest.raises(ValueError, match="names"):
         read_yolo_txt(str(tmp_path), "val")

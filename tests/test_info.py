@@ -28,9 +28,8 @@ def test_run_info_reports_blocks_params_and_grids():
     expected = sum(p.numel() for p in build_model(cfg).parameters())
     reported = int(re.search(r"([\d,]+) params", text).group(1).replace(",", ""))
     assert reported == expected
-    # block 1 (out5) by hand: resnet18 x0.25 gives C5 = 128 channels, x5 has half of them (64);
-    # 3x3 conv 64 -> 128 without bias + BN (2 * 128)
-    assert f"| 1 | out5 | 128 | {64 * 128 * 9 + 2 * 128:,} |" in text
+    # block 1 (out5) by hand: x5 has 512 * 0.25 = 128 channels; 3x3 conv 128 -> 256 without bias + BN (2 * 256)
+    assert f"| 1 | out5 | 256 | {128 * 256 * 9 + 2 * 256:,} |" in text
     # a 128 px input gives 16x16, 8x8 and 4x4 grids at strides 8, 16, 32
     for stride, grid in ((8, 16), (16, 8), (32, 4)):
         assert f"| {stride} | {grid}x{grid} |" in text

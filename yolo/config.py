@@ -9,7 +9,7 @@ import importlib.util
 import json
 from pathlib import Path
 
-TASKS = ("train", "val", "predict", "debug", "info")
+TASKS = ("train", "val", "predict", "debug", "info", "schedule", "check", "anchors", "show_batch")
 BACKBONES = ("resnet18", "resnet34", "resnet50", "darknet53", "mobilenet_v3_small", "mobilenet_v3_large")
 
 
@@ -22,13 +22,16 @@ class BaseConfig:
         self.device = "auto"                   # auto (cuda if available, else cpu) | cpu | cuda | cuda:N
         self.seed = 0                          # seeds python, numpy and torch
         # ---- data
-        self.dataset = "shapes"                # shapes (built-in, generated on first use) | voc
-        self.data_root = "data/shapes"         # VOC-layout root (for shapes: where it is generated)
-        self.ann_dir = "Annotations"           # annotation folder inside data_root
-        self.img_dir = "JPEGImages"            # image folder inside data_root
-        self.train_split = "train"             # ImageSets/Main/<split>.txt, or a .txt/.csv file given by *_split_file
+        self.dataset = "shapes"                # shapes (built-in, generated on first use) | voc | coco | yolo (txt)
+        self.data_root = "data/shapes"         # dataset root (for shapes: where it is generated)
+        self.train_dirs = None                 # folders inside data_root whose splits are concatenated, e.g. VOC's
+        self.val_dirs = None                   # ["VOC2007", "VOC2012"]; None = data_root itself
+        self.ann_dir = "Annotations"           # annotation folder inside data_root (VOC xml; COCO instances_<split>.json)
+        self.img_dir = "JPEGImages"            # image folder inside data_root; "{split}" becomes the split name (COCO)
+        self.train_split = "train"             # VOC ImageSets/Main/<split>.txt, COCO instances_<split>.json, YOLO images/<split>
         self.val_split = "val"
-        self.train_split_file = None           # optional explicit id list (.txt) or file list (.csv, column `filename`)
+        self.train_split_file = None           # VOC: explicit id list (.txt) or file list (.csv, column `filename`);
+                                               # COCO: the annotation json (both relative to data_root)
         self.val_split_file = None
         self.class_names = ["circle", "square", "triangle"]
         self.shapes_num_train = 2000           # size of the built-in dataset
@@ -40,7 +43,13 @@ class BaseConfig:
         self.affine_scale = (0.75, 1.25)       # train augmentation: random zoom range
         self.affine_translate = 0.1            # train augmentation: random shift, fraction of the image side
         self.color_jitter = 0.3                # train augmentation: brightness/contrast/saturation strength (0 = off)
+        self.augmentations = None              # train augmentation list [(albumentations name, probability, kwargs)],
+                                               # after the letterbox; None = flip/affine/colour jitter from the 4
+                                               # fields above; yolo.data.transforms.SEED_AUGMENTATIONS = seed 004's set
+        self.mosaic_prob = 0.0                 # chance that a training sample is a 4-image mosaic (then augmented)
         self.min_box_size = 2.0                # boxes smaller than this (pixels, after augmentation) are dropped
+        self.min_visibility = 0.3              # augmented boxes keeping less than this fraction of their area are dropped
+        self.cache_images = False              # keep all images resized to img_size in RAM (small datasets: faster)
         # ---- model
         self.backbone = "resnet18"             # one of BACKBONES
         self.width = 0.5                       # channel width multiplier of backbone and neck (seed's channel_sparsity)
@@ -66,12 +75,38 @@ class BaseConfig:
         # ---- training
         self.epochs = 12                       # passes over the training set
         self.optimizer = "adamw"               # sgd (Nesterov) | adam | adamw
-        self.lr = 2e-3                         # peak learning rate (for batch_size; scale it yourself with the batch)
+        self.lr = 2e-3                         # peak lr of one optimizer step (nominal_batch_size images); not rescaled for you
         self.momentum = 0.937                  # SGD momentum / Adam beta1
         self.weight_decay = 5e-4               # applied to conv/linear weights only, never to BN or biases
         self.warmup_epochs = 1.0               # linear warmup length, then cosine decay to lr * final_lr_ratio
         self.final_lr_ratio = 0.05             # cosine schedule's last lr as a fraction of lr
         self.grad_clip = 10.0                  # max gradient norm (0 = off)
+        self.nominal_batch_size = None         # images per optimizer step, all processes together: gradients are
+                                               # accumulated over batches until it is reached (None = batch_size x
+                                               # processes, no accumulation). lr is the lr of one such step and is never
+                                               # rescaled for you: changing the step batch, scale lr (linear: x new/old)
+        self.lr_schedule = "cosine"            # after the warmup: cosine | step | cosine_restarts | constant
+        self.lr_steps = (0.7, 0.9)             # step: fractions of training at which lr is multiplied by lr_step_factor
+        self.lr_step_factor = 0.1              # step: the multiplier applied at each of lr_steps
+        self.restart_epochs = 4.0              # cosine_restarts: length of the first cosine cycle in epochs
+        self.restart_mult = 1                  # cosine_restarts: each cycle is this many times longer than the previous
+        self.precision = "auto"                # auto (fp16 AMP on CUDA, fp32 on CPU) | fp32 | fp16 | bf16
+        self.ema = False                       # moving average of the weights, used by evaluation and best.pt
+        self.ema_decay = 0.9999                # EMA decay, warmed up as ema_decay * (1 - exp(-updates / ema_tau))
+        self.ema_tau = 2000.0                  # optimizer updates over which the EMA decay warms up
+        self.multiscale = False                # train on a random input side, redrawn every multiscale_interval batches
+        self.multiscale_sizes = (256, 384)     # (min, max) input side of multiscale training, multiples of 32
+        self.multiscale_interval = 10          # batches between two multiscale size draws
+        self.best_metric = "map50"             # map50 | map (AP@[.5:.95]): what best.pt and early stopping rank by
+        self.patience = 0                      # stop after this many evaluations without a new best (0 = never)
+        self.resume = False                    # continue the run of resume_path in its folder (metrics.csv continues)
+        self.resume_path = None                # checkpoint to resume from (None = runs_dir/run_name/last.pt)
+        self.deterministic = False             # deterministic kernels; with seed, CPU and num_workers 0 runs repeat exactly
+        self.tensorboard = True                # TensorBoard scalars + prediction grids in run_dir/tensorboard
+        self.log_interval = 10                 # iterations between two TensorBoard points of the loss terms and lr
+        # ---- distributed (launch with torchrun; batch_size is per process, see nominal_batch_size for lr)
+        self.sync_bn = False                   # DDP: batch-norm statistics over all processes (SyncBatchNorm)
+        self.dist_backend = "auto"             # auto (nccl on GPU, gloo on CPU) | nccl | gloo
         # ---- validation
         self.val_interval = 2                  # evaluate every N epochs (and always after the last)
         self.conf_thres = 0.005                # score threshold before NMS during evaluation
@@ -102,12 +137,16 @@ class BaseConfig:
 
 ALLOWED = {
     "task": TASKS,
-    "dataset": ("shapes", "voc"),
+    "dataset": ("shapes", "voc", "coco", "yolo"),
     "backbone": BACKBONES,
     "label_assignment": ("single_grid", "nearby_grid", "all_grid"),
     "box_loss": ("iou", "giou", "diou", "ciou"),
     "optimizer": ("sgd", "adam", "adamw"),
     "eval_backend": ("pycocotools", "faster_coco_eval"),
+    "lr_schedule": ("cosine", "step", "cosine_restarts", "constant"),
+    "precision": ("auto", "fp32", "fp16", "bf16"),
+    "best_metric": ("map50", "map"),
+    "dist_backend": ("auto", "nccl", "gloo"),
 }
 DERIVED = ("num_classes", "strides", "run_dir")
 
@@ -134,6 +173,47 @@ def validate(cfg):
             raise ValueError(f"config field '{name}' = {getattr(cfg, name)} must be in [0, 1]")
     if cfg.num_workers < 0:
         raise ValueError(f"config field 'num_workers' = {cfg.num_workers} must be >= 0")
+    validate_data_fields(cfg)
+    validate_engine_fields(cfg)
+
+
+def validate_data_fields(cfg):
+    """The data fields the checks above do not cover (albumentations names are checked when the pipeline is built)."""
+    for name in ("mosaic_prob", "min_visibility"):
+        if not 0 <= getattr(cfg, name) <= 1:
+            raise ValueError(f"config field '{name}' = {getattr(cfg, name)} must be in [0, 1]")
+    for name in ("train_dirs", "val_dirs"):
+        dirs = getattr(cfg, name)
+        if dirs is not None and (isinstance(dirs, str) or not all(isinstance(d, str) for d in dirs)):
+            raise ValueError(f"config field '{name}' = {dirs!r} must be None or a list of folder names")
+    if cfg.augmentations is not None:
+        for entry in cfg.augmentations:
+            if (not isinstance(entry, (list, tuple)) or len(entry) != 3 or not isinstance(entry[0], str)
+                    or not isinstance(entry[1], (int, float)) or not 0 <= entry[1] <= 1 or not isinstance(entry[2], dict)):
+                raise ValueError(f"config field 'augmentations': entry {entry!r} must be (albumentations transform "
+                                 f"name, probability in [0, 1], keyword-argument dict), e.g. ('HorizontalFlip', 0.5, {{}})")
+
+
+def validate_engine_fields(cfg):
+    """The training-engine fields (optimisation, schedules, checkpoints, distributed)."""
+    nbs = cfg.nominal_batch_size
+    if nbs is not None and (not isinstance(nbs, int) or nbs < 1):
+        raise ValueError(f"config field 'nominal_batch_size' = {cfg.nominal_batch_size!r} must be None or an int >= 1")
+    for name in ("multiscale_interval", "restart_mult", "log_interval"):
+        if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:
+            raise ValueError(f"config field '{name}' = {getattr(cfg, name)!r} must be an int >= 1")
+    if not isinstance(cfg.patience, int) or cfg.patience < 0:
+        raise ValueError(f"config field 'patience' = {cfg.patience!r} must be an int >= 0 (0 = no early stopping)")
+    if not 0 <= cfg.ema_decay < 1 or cfg.ema_tau <= 0:
+        raise ValueError(f"config fields 'ema_decay' = {cfg.ema_decay} must be in [0, 1), 'ema_tau' = {cfg.ema_tau} > 0")
+    if cfg.restart_epochs <= 0 or cfg.lr_step_factor <= 0:
+        raise ValueError("config fields 'restart_epochs' and 'lr_step_factor' must be > 0")
+    steps = list(cfg.lr_steps)
+    if steps != sorted(steps) or any(not 0 < s < 1 for s in steps):
+        raise ValueError(f"config field 'lr_steps' = {cfg.lr_steps!r} must be increasing fractions of training in (0, 1)")
+    sizes = cfg.multiscale_sizes
+    if len(sizes) != 2 or sizes[0] > sizes[1] or sizes[0] < 32 or any(s % 32 for s in sizes):
+        raise ValueError(f"config field 'multiscale_sizes' = {sizes!r} must be (min, max), multiples of 32, min <= max")
 
 
 # -------------------------------------------------------------------- loading and overrides

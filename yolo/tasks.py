@@ -29,6 +29,10 @@ def run_task(cfg):
         return predict(cfg)
     if cfg.task == "debug": from .engine.debug import run_debug; return run_debug(cfg)  # noqa: E701, E702
     if cfg.task == "info": from .engine.info import run_info; return run_info(cfg)  # noqa: E701, E702
+    if cfg.task == "schedule": from .engine.schedules import run_schedule_plot; return run_schedule_plot(cfg)  # noqa: E701, E702, E501
+    if cfg.task == "check": from .data.report import run_check; setup_logging(); return run_check(cfg)  # noqa: E701, E702
+    if cfg.task == "anchors": from .anchors import run_anchors; setup_logging(); return run_anchors(cfg)  # noqa: E701, E702
+    if cfg.task == "show_batch": from .data.report import run_show_batch; setup_logging(); return run_show_batch(cfg)  # noqa: E701, E702, E501
     raise ValueError(f"task {cfg.task!r} is not implemented yet")
 
 

@@ -1,36 +1,81 @@
 """Dataset, collate and loaders: records -> augmented uint8 images and (N, 6) targets."""
+import os
+from multiprocessing.pool import ThreadPool
+
 import numpy as np
 import torch
+from loguru import logger
 from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
+from .checks import DataError, Problems
 from .formats import load_image_rgb, read_voc
+from .formats_coco_yolo import read_coco, read_yolo_txt
+from .mosaic import mosaic4
 from .shapes import ensure_shapes_dataset
-from .transforms import build_transform
+from .transforms import build_transform, resize_longest
+
+MAX_REPLACEMENTS = 10  # an image that fails to decode is replaced by the next one, at most this many in a row
 
 
 class DetectionDataset(Dataset):
-    """Yields (image uint8 (3, S, S), targets (n, 5) = class, cx, cy, w, h in input pixels, record index)."""
+    """Yields (image uint8 (3, S, S), targets (n, 5) = class, cx, cy, w, h in input pixels, record index).
 
-    def __init__(self, records, transform):
-        self.records, self.transform = records, transform
+    transform: albumentations pipeline (build_transform); the trainer reseeds it per epoch and per worker.
+    mosaic_prob: chance that a sample is a 4-image mosaic of this image and 3 random others (train only).
+    cache: list of images already resized to the longest side img_size (cache_images), or None to decode each time.
+    """
+
+    def __init__(self, records, transform, img_size=None, mosaic_prob=0.0, cache=None, min_visibility=0.3,
+                 min_box_size=2.0):
+        self.records, self.transform, self.img_size = records, transform, img_size
+        self.mosaic_prob, self.cache = mosaic_prob, cache
+        self.min_visibility, self.min_box_size = min_visibility, min_box_size
 
     def __len__(self):
         return len(self.records)
 
     def __getitem__(self, index):
-        rec = self.records[index]
-        image = load_image_rgb(rec.image_path)
-        if image.shape[:2] != (rec.height, rec.width):
-            raise ValueError(f"image {rec.image_path} is {image.shape[1]}x{image.shape[0]} but was indexed as "
-                             f"{rec.width}x{rec.height}; was the file replaced after reading the annotations?")
-        keep = ~rec.difficult  # VOC rule: 'difficult' objects are neither learned nor counted
-        out = self.transform(image=image, bboxes=rec.boxes[keep], labels=rec.labels[keep])
+        for _ in range(MAX_REPLACEMENTS):
+            try:
+                return self.sample(index)
+            except DataError as e:  # found only now (the load-time check reads headers): skip it, loudly
+                logger.warning(f"{e}; training on the next image instead")
+                index = (index + 1) % len(self.records)
+        raise DataError(f"{MAX_REPLACEMENTS} images in a row failed to load; run python main.py --task check")
+
+    def sample(self, index):
+        rng = self.transform.random_generator if self.mosaic_prob > 0 else None  # reseeded with the transform
+        if rng is not None and rng.random() < self.mosaic_prob:
+            others = rng.integers(0, len(self.records), size=3)
+            parts = [self.load(i, resized=True) for i in (index, *others)]
+            image, boxes, labels = mosaic4(parts, self.img_size, rng, self.min_visibility, self.min_box_size)
+        else:
+            image, boxes, labels = self.load(index)
+        out = self.transform(image=image, bboxes=boxes, labels=labels)
         boxes = np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)
         labels = np.asarray(out["labels"], dtype=np.float32).reshape(-1, 1)
         cxcywh = np.concatenate(((boxes[:, :2] + boxes[:, 2:]) / 2, boxes[:, 2:] - boxes[:, :2]), 1)
         targets = torch.from_numpy(np.concatenate((labels, cxcywh), 1))
         image = torch.from_numpy(np.ascontiguousarray(out["image"].transpose(2, 0, 1)))
         return image, targets, index
+
+    def load(self, index, resized=False):
+        """(image (H, W, 3) uint8, boxes (n, 4), labels (n,)) of one record without its difficult objects.
+        resized: longest side img_size, as the letterbox makes it (cached images always are)."""
+        rec = self.records[index]
+        keep = ~rec.difficult  # VOC rule: 'difficult' objects are neither learned nor counted
+        boxes, labels = rec.boxes[keep], rec.labels[keep]
+        if self.cache is not None and self.cache[index] is not None:
+            image = self.cache[index]
+            return image, boxes * np.float32([image.shape[1] / rec.width, image.shape[0] / rec.height] * 2), labels
+        image = load_image_rgb(rec.image_path)
+        if image.shape[:2] != (rec.height, rec.width):
+            raise DataError(f"image {rec.image_path} is {image.shape[1]}x{image.shape[0]} but was indexed as "
+                            f"{rec.width}x{rec.height}; was the file replaced after reading the annotations?")
+        if resized:
+            image, boxes = resize_longest(image, boxes, self.img_size)
+        return image, boxes, labels
 
 
 def collate(batch):
@@ -40,19 +85,64 @@ def collate(batch):
     return torch.stack(images), torch.cat(rows) if rows else torch.zeros(0, 6), list(indices)
 
 
-def read_records(cfg, split):
-    """The records of the train or val split of the configured dataset (generating the built-in one if needed)."""
+def read_records(cfg, split, problems=None):
+    """The records of the train or val split of the configured dataset (generating the built-in one if needed).
+
+    problems: a checks.Problems to collect into (--task check). By default loading makes its own: the first
+    problems of each kind and a summary are logged, and a split that cannot be used raises DataError.
+    """
     if cfg.dataset == "shapes":
         ensure_shapes_dataset(cfg.data_root, cfg.shapes_num_train, cfg.shapes_num_val, cfg.seed,
                               tuple(cfg.class_names))
-    split_name = cfg.train_split if split == "train" else cfg.val_split
+    name = cfg.train_split if split == "train" else cfg.val_split
     split_file = cfg.train_split_file if split == "train" else cfg.val_split_file
-    return read_voc(cfg.data_root, split_name, list(cfg.class_names), ann_dir=cfg.ann_dir, img_dir=cfg.img_dir,
-                    split_file=split_file)
+    dirs = cfg.train_dirs if split == "train" else cfg.val_dirs
+    roots = [os.path.join(cfg.data_root, d) for d in dirs] if dirs else [cfg.data_root]
+    own = problems is None
+    problems = problems or Problems(f"{cfg.dataset} {', '.join(roots)} [{name}]")
+    names = list(cfg.class_names)
+    if cfg.dataset in ("shapes", "voc"):
+        records = read_voc(roots, name, names, cfg.ann_dir, cfg.img_dir.format(split=name), split_file, problems)
+    elif cfg.dataset == "coco":
+        records = [rec for root in roots for rec in read_coco(coco_json_path(cfg, root, name, split_file),
+                                                              os.path.join(root, cfg.img_dir.format(split=name)),
+                                                              names, problems)[0]]
+    else:
+        records = [rec for root in roots for rec in read_yolo_txt(root, name, names, problems)[0]]
+    if own:
+        problems.finish(len(records))
+    return records
+
+
+def coco_json_path(cfg, root, split_name, split_file):
+    """split_file (relative to the root) if given, else <root>/<ann_dir>/instances_<split>.json."""
+    if split_file:
+        return split_file if os.path.isabs(split_file) else os.path.join(root, split_file)
+    return os.path.join(root, cfg.ann_dir, f"instances_{split_name}.json")
 
 
 def build_loader(cfg, records, train, sampler=None):
-    dataset = DetectionDataset(records, build_transform(cfg, train))
+    cache = cache_images(records, cfg.img_size) if cfg.cache_images else None
+    dataset = DetectionDataset(records, build_transform(cfg, train), cfg.img_size, cfg.mosaic_prob if train else 0.0,
+                               cache, cfg.min_visibility, cfg.min_box_size)
     return DataLoader(dataset, batch_size=cfg.batch_size, shuffle=train and sampler is None, sampler=sampler,
                       num_workers=cfg.num_workers, collate_fn=collate, drop_last=train and len(records) > cfg.batch_size,
                       pin_memory=torch.cuda.is_available(), persistent_workers=cfg.num_workers > 0)
+
+
+def cache_images(records, img_size, threads=None):
+    """Decode and resize every image once (longest side img_size) into RAM, for small datasets: the workers, forked
+    after this, share the memory. An image that fails here is left to the normal path (None)."""
+    def load(rec):
+        try:
+            return resize_longest(load_image_rgb(rec.image_path), np.zeros((0, 4)), img_size)[0]
+        except DataError as e:
+            logger.warning(f"not cached: {e}")
+            return None
+
+    with ThreadPool(threads or min(8, os.cpu_count() or 1)) as pool:  # decoding and resizing release the GIL
+        images = list(tqdm(pool.imap(load, records, chunksize=16), total=len(records), desc="caching images",
+                           leave=False))
+    size_gb = sum(image.nbytes for image in images if image is not None) / 1e9
+    logger.info(f"cached {len(images)} images resized to {img_size} px: {size_gb:.2f} GB of RAM")
+    return images

@@ -2,11 +2,29 @@
 
 Writes are atomic: the file is written beside its destination and renamed over it, so a crash mid-write
 leaves the previous checkpoint intact (a rename within one folder is atomic on POSIX and Windows).
+
+A training checkpoint (last.pt / best.pt) holds:
+    model         weights to predict with: the EMA when config `ema` is on, else the trained weights
+    train_model   the trained (non-averaged) weights, only when `ema` is on
+    ema_updates   how many updates the EMA has seen (its decay warm-up depends on it)
+    optimizer, scaler, scheduler   their state_dicts;   epoch   epochs completed
+    rng           python / numpy / torch (/ cuda) generator states and the loss's generator
+    config        the run's config as a dict;   best_fitness, evals_without_improvement, elapsed_s
+    map50, map    (best.pt) the scores of this checkpoint
 """
 import os
+import random
 from pathlib import Path
 
+import numpy as np
 import torch
+
+from ..config import DERIVED, config_from_dict
+from .distributed import broadcast_object, unwrap
+
+# a resumed run takes these from the current config; every other field (num_workers too: it changes the
+# augmentation streams) comes from the checkpoint, so the run continues exactly as it started
+RESUME_OVERRIDES = ("device", "dist_backend", "task", "resume", "resume_path")
 
 
 def save_checkpoint(state, path):
@@ -31,3 +49,92 @@ def newest_checkpoint(runs_dir, name="best.pt"):
     """The `name` file of the most recently modified run under runs_dir, or None."""
     found = sorted(Path(runs_dir).glob(f"*/{name}"), key=lambda p: p.stat().st_mtime)
     return found[-1] if found else None
+
+
+def resume_checkpoint_path(cfg):
+    """cfg.resume_path, else runs_dir/run_name/last.pt; it must exist."""
+    path = Path(cfg.resume_path) if cfg.resume_path else Path(cfg.runs_dir) / cfg.run_name / "last.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"resume=True but checkpoint {path} does not exist; set resume_path to the last.pt "
+                                f"of the run to continue")
+    return path
+
+
+def load_resume_checkpoint(cfg, info):
+    """(path, checkpoint) to resume from. Rank 0 reads it and hands it to the other processes: on several machines
+    only rank 0's holds the run folder. Errors are handed over too, so no process waits forever."""
+    if info.is_main:
+        try:
+            path = resume_checkpoint_path(cfg)
+            payload = path, load_checkpoint(path)
+        except (FileNotFoundError, ValueError) as e:
+            payload = e
+    payload = broadcast_object(payload if info.is_main else None, info)
+    if isinstance(payload, Exception):
+        raise payload
+    return payload
+
+
+# ------------------------------------------------------------------------------------------------- RNG states
+def rng_state(loss_generator=None):
+    """Every random generator training draws from, in types the weights_only unpickler accepts: numpy's state
+    (which holds an ndarray) is stored as a tensor plus ints."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": random.getstate(),  # (version, tuple of 625 ints, None or float)
+        "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "torch": torch.get_rng_state(),
+        # this process's GPU only: get_rng_state_all() would open a context on every visible GPU from every rank
+        "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() and torch.cuda.is_initialized() else None,
+        "loss": loss_generator.get_state() if loss_generator is not None else None,
+    }
+
+
+def set_rng_state(state, loss_generator=None):
+    random.setstate(state["python"])
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+    if loss_generator is not None and state["loss"] is not None:
+        loss_generator.set_state(state["loss"])
+
+
+# ------------------------------------------------------------------------------------------------- resume
+def checkpoint_state(t, cfg, elapsed_s):
+    """Everything a resumed run needs (the layout is in the module docstring)."""
+    state = {"model": t.eval_model().state_dict(), "optimizer": t.optimizer.state_dict(),
+             "scaler": t.scaler.state_dict(), "scheduler": t.scheduler.state_dict(), "epoch": t.epoch,
+             "rng": rng_state(t.loss_fn.generator), "config": cfg.to_dict(), "best_fitness": t.best_fitness,
+             "evals_without_improvement": t.evals_without_improvement, "elapsed_s": elapsed_s}
+    if t.ema is not None:
+        state.update(train_model=unwrap(t.model).state_dict(), ema_updates=t.ema.updates)
+    return state
+
+
+def restore_training(t, ckpt):
+    unwrap(t.model).load_state_dict(ckpt.get("train_model", ckpt["model"]))
+    if t.ema is not None:
+        t.ema.module.load_state_dict(ckpt["model"])
+        t.ema.updates = ckpt.get("ema_updates", 0)
+    t.optimizer.load_state_dict(ckpt["optimizer"])
+    t.scheduler.load_state_dict(ckpt["scheduler"])
+    if ckpt["scaler"]:  # empty when saved by a disabled scaler
+        t.scaler.load_state_dict(ckpt["scaler"])
+    t.epoch, t.best_fitness = ckpt["epoch"], ckpt["best_fitness"]
+    t.evals_without_improvement = ckpt["evals_without_improvement"]
+    set_rng_state(ckpt["rng"], t.loss_fn.generator)  # last: building the model above drew from the generators
+
+
+def resumed_config(cfg, ckpt):
+    """The checkpoint's config, except the fields of RESUME_OVERRIDES, which come from `cfg`.
+    Returns (config, names of the fields whose value in `cfg` is ignored)."""
+    saved = config_from_dict(ckpt["config"])
+    ignored = [k for k, v in cfg.to_dict().items()
+               if k not in RESUME_OVERRIDES and k not in DERIVED and getattr(saved, k, None) != v]
+    for name in RESUME_OVERRIDES:
+        setattr(saved, name, getattr(cfg, name))
+    return saved.finalize(), ignored

@@ -9,20 +9,17 @@ import io
 from itertools import islice
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import torch
+from loguru import logger
+from PIL import Image
 
-matplotlib.use("Agg")  # files only, no display needed
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from loguru import logger  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from ..assign import STRATEGIES, assign  # noqa: E402
-from ..data.dataset import DetectionDataset, build_loader, read_records  # noqa: E402
-from ..data.transforms import build_transform  # noqa: E402
-from ..viz import assignment_figure  # noqa: E402
-from .logs import setup_logging  # noqa: E402
-from .trainer import seed_everything  # noqa: E402
+from ..assign import STRATEGIES, assign
+from ..data.dataset import DetectionDataset, build_loader, read_records
+from ..data.transforms import build_transform
+from ..viz import assignment_figure
+from .logs import setup_logging
+from .trainer import seed_everything
 
 DEMO_DPI = 90  # 3 panels of 4 inches -> 1080 x 400 px
 

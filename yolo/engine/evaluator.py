@@ -1,4 +1,9 @@
-"""Run a model over a loader, map detections back to original images, and score them with the COCO tools."""
+"""Run a model over a loader, map detections back to original images, and score them with the COCO tools.
+
+Under DDP each process predicts the images its loader's sampler gives it (yolo.engine.distributed.ShardSampler),
+the detections are gathered on rank 0 and scored there once, on the whole set: the same numbers as a single
+process evaluating the same weights.
+"""
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -6,6 +11,7 @@ from tqdm import tqdm
 from ..data.transforms import boxes_to_original
 from ..metrics import evaluate_detections
 from ..postprocess import postprocess
+from .distributed import gather_detections, is_main_process, unwrap
 
 
 @torch.no_grad()
@@ -14,9 +20,10 @@ def predict_loader(model, loader, cfg, device, show_progress=True):
     model.eval()
     records = loader.dataset.records
     detections = {}
-    for images, _, indices in tqdm(loader, desc="eval", leave=False, disable=not show_progress):
+    anchors = unwrap(model).anchors
+    bar = tqdm(loader, desc="eval", leave=False, disable=not (show_progress and is_main_process()))
+    for images, _, indices in bar:
         outputs = model(images.to(device, non_blocking=True))
-        anchors = unwrap(model).anchors
         results = postprocess(outputs, anchors, cfg.strides, cfg.label_assignment, cfg.conf_thres, cfg.nms_iou,
                               cfg.max_det)
         for index, (boxes, scores, labels) in zip(indices, results):
@@ -27,8 +34,11 @@ def predict_loader(model, loader, cfg, device, show_progress=True):
 
 
 def evaluate(model, loader, cfg, device, show_progress=True):
-    """COCO metrics of `model` on the loader's records. Returns (EvalResult, detections)."""
-    detections = predict_loader(model, loader, cfg, device, show_progress)
+    """COCO metrics of `model` on the loader's records. Returns (EvalResult, detections); under DDP only rank 0
+    gets them, the other ranks get (None, None)."""
+    detections = gather_detections(predict_loader(model, loader, cfg, device, show_progress))
+    if detections is None:
+        return None, None
     records = loader.dataset.records
     empty = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
     dets = [detections.get(i, empty) for i in range(len(records))]
@@ -37,8 +47,3 @@ def evaluate(model, loader, cfg, device, show_progress=True):
         [(r.width, r.height) for r in records],
         [d[0] for d in dets], [d[1] for d in dets], [d[2] for d in dets], list(cfg.class_names), cfg.eval_backend)
     return result, detections
-
-
-def unwrap(model):
-    """The bare model inside DataParallel / DistributedDataParallel wrappers."""
-    return model.module if hasattr(model, "module") else model

@@ -1,4 +1,5 @@
-"""Logging: loguru to the console (through tqdm, so bars stay intact) and to the run's log file; metrics.csv."""
+"""Logging: loguru to the console (through tqdm, so bars stay intact) and the run's log file; metrics.csv;
+optional TensorBoard event files."""
 import csv
 import sys
 from pathlib import Path
@@ -7,11 +8,12 @@ from loguru import logger
 from tqdm import tqdm
 
 
-def setup_logging(run_dir=None, console=True):
-    """Console + optional run_dir/log.txt. Call once per process; later calls replace the sinks."""
+def setup_logging(run_dir=None, console=True, level="INFO"):
+    """Console + optional run_dir/log.txt (appended to, so a resumed run continues it). Call once per process;
+    later calls replace the sinks. DDP ranks other than 0 pass level="WARNING" and no run_dir."""
     logger.remove()
     if console:
-        logger.add(lambda msg: tqdm.write(msg, end="", file=sys.stderr), colorize=True,
+        logger.add(lambda msg: tqdm.write(msg, end="", file=sys.stderr), colorize=True, level=level,
                    format="<green>{time:HH:mm:ss}</green> | <level>{level: <7}</level> | {message}")
     if run_dir is not None:
         Path(run_dir).mkdir(parents=True, exist_ok=True)
@@ -20,7 +22,7 @@ def setup_logging(run_dir=None, console=True):
 
 
 class MetricsCSV:
-    """Appends one row per evaluation to run_dir/metrics.csv (the header is taken from the first row)."""
+    """Appends one row per epoch to run_dir/metrics.csv (the header is taken from the first row)."""
 
     def __init__(self, path):
         self.path = Path(path)
@@ -38,3 +40,46 @@ class MetricsCSV:
             return []
         with self.path.open() as f:
             return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+    def keep_until(self, epoch):
+        """Drop the rows after `epoch`: a run killed after writing its row but before its checkpoint repeats
+        that epoch when resumed, and must not list it twice."""
+        if not self.path.exists():
+            return
+        with self.path.open() as f:
+            reader = csv.DictReader(f)
+            fields, rows = reader.fieldnames, [r for r in reader if float(r["epoch"]) <= epoch]
+        with self.path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+class TensorBoard:
+    """Scalars and images in run_dir/tensorboard (view: tensorboard --logdir runs). A no-op when disabled or when
+    TensorBoard cannot be imported: it is a nice-to-have, never a reason for training to fail."""
+
+    def __init__(self, log_dir, enabled=True, purge_step=None):
+        self.writer = None
+        if not enabled:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as e:
+            logger.warning(f"TensorBoard logging is off: cannot import torch.utils.tensorboard ({e})")
+            return
+        # purge_step: a resumed run first drops the points the killed run logged after its last checkpoint
+        self.writer = SummaryWriter(str(log_dir), purge_step=purge_step)
+
+    def scalars(self, values, step, prefix=""):
+        if self.writer is not None:
+            for name, value in values.items():
+                self.writer.add_scalar(prefix + name, value, step)
+
+    def image(self, tag, image_hwc, step):
+        if self.writer is not None and image_hwc is not None:
+            self.writer.add_image(tag, image_hwc, step, dataformats="HWC")
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.close()

@@ -1,17 +1,98 @@
-"""Learning-rate schedules, stepped once per iteration: a multiplier of the peak lr for iteration `it`."""
+"""Learning-rate schedules, stepped once per iteration: a multiplier of the peak lr for iteration `it`.
+
+Every schedule starts with a linear warmup from ~0 to 1 over `warmup_epochs` (large early gradients of a fresh
+head would otherwise wreck the backbone), then follows `lr_schedule`:
+
+    cosine           1 -> final_lr_ratio along half a cosine, reached at the last iteration
+    step             1, multiplied by lr_step_factor at each fraction of training in lr_steps
+    cosine_restarts  cosine cycles from 1 to final_lr_ratio, the first restart_epochs long, each next one
+                     restart_mult times longer (SGDR); every restart jumps back to the peak lr
+    constant         1
+
+`python main.py --task schedule` saves the curve of the current config as a PNG.
+"""
 import math
+import os
+from pathlib import Path
 
 
 def warmup_cosine(it, total_iters, warmup_iters, final_ratio):
-    """Linear warmup from 0 to 1 over warmup_iters (large early gradients of a fresh head would wreck the
-    backbone), then a cosine from 1 down to final_ratio at total_iters."""
+    """Linear warmup, then a cosine from 1 down to final_ratio at total_iters."""
     if it < warmup_iters:
         return (it + 1) / warmup_iters
     progress = min(1.0, (it - warmup_iters) / max(1, total_iters - warmup_iters))
+    return cosine(progress, final_ratio)
+
+
+def cosine(progress, final_ratio):
+    """Half a cosine from 1 (progress 0) to final_ratio (progress 1)."""
     return final_ratio + (1 - final_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def step_decay(progress, milestones, factor):
+    """factor ** (number of milestones already passed); progress and milestones are fractions of training."""
+    return factor ** sum(progress >= m for m in milestones)
+
+
+def cosine_restarts(it, first_cycle, mult, final_ratio):
+    """Cosine cycles: the first `first_cycle` iterations long, each next one `mult` times longer."""
+    cycle = max(1, first_cycle)
+    while it >= cycle:
+        it -= cycle
+        cycle *= mult
+    return cosine(it / cycle, final_ratio)
+
+
+def lr_factor(it, total_iters, warmup_iters, cfg, iters_per_epoch):
+    """The multiplier of cfg.lr at iteration `it` (0-based, counted over the whole run)."""
+    if it < warmup_iters:
+        return (it + 1) / warmup_iters
+    after = it - warmup_iters
+    progress = min(1.0, after / max(1, total_iters - warmup_iters))
+    if cfg.lr_schedule == "cosine":
+        return cosine(progress, cfg.final_lr_ratio)
+    if cfg.lr_schedule == "step":
+        return step_decay(it / max(1, total_iters), cfg.lr_steps, cfg.lr_step_factor)
+    if cfg.lr_schedule == "cosine_restarts":
+        first = round(cfg.restart_epochs * iters_per_epoch)
+        return cosine_restarts(after, first, cfg.restart_mult, cfg.final_lr_ratio)
+    if cfg.lr_schedule == "constant":
+        return 1.0
+    raise ValueError(f"config field 'lr_schedule' = {cfg.lr_schedule!r} is not a known schedule")
+
+
 def build_lr_lambda(cfg, iters_per_epoch):
+    """The function of the iteration that torch's LambdaLR multiplies the peak lr with."""
     total = cfg.epochs * iters_per_epoch
     warmup = min(int(cfg.warmup_epochs * iters_per_epoch), total // 2)
-    return lambda it: warmup_cosine(it, total, warmup, cfg.final_lr_ratio)
+    return lambda it: lr_factor(it, total, warmup, cfg, iters_per_epoch)
+
+
+def lr_curve(cfg, iters_per_epoch):
+    """The lr of every iteration of the run."""
+    factor = build_lr_lambda(cfg, iters_per_epoch)
+    return [cfg.lr * factor(it) for it in range(cfg.epochs * iters_per_epoch)]
+
+
+def iterations_per_epoch(num_images, batch_size, world_size=1):
+    """Batches per epoch and process, as the training loader makes them (it drops the last partial batch when the
+    set holds more than one batch)."""
+    per_process = num_images // world_size
+    drop_last = num_images > batch_size
+    return max(1, per_process // batch_size if drop_last else math.ceil(per_process / batch_size))
+
+
+def run_schedule_plot(cfg):
+    """--task schedule: save runs_dir/<run_name>_lr_schedule.png for the current config."""
+    from ..data.dataset import read_records
+    from .logs import setup_logging
+    from .plots import plot_lr_schedule
+
+    logger = setup_logging()
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    iters = iterations_per_epoch(len(read_records(cfg, "train")), cfg.batch_size, world_size)
+    path = Path(cfg.runs_dir) / f"{cfg.run_name}_lr_schedule.png"
+    title = f"{cfg.lr_schedule}, warmup {cfg.warmup_epochs} epochs, {iters} iterations per epoch"
+    plot_lr_schedule(lr_curve(cfg, iters), iters, path, title)
+    logger.info(f"learning-rate schedule ({cfg.epochs} epochs x {iters} iterations) saved to {path}")
+    return path

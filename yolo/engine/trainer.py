@@ -1,12 +1,23 @@
-"""The training loop: data -> model -> assignment + loss -> optimizer step, with evaluation and checkpoints."""
+"""The training loop: data -> model -> assignment + loss -> optimizer step, with evaluation and checkpoints.
+
+Read `run_training` top to bottom: the process (one of several under torchrun), the run folder (new, or the one
+being resumed), data, model and optimizer, then the epochs: train, evaluate every val_interval epochs, write
+metrics.csv, last.pt and best.pt, stop early when the metric stalls. `train_one_epoch` is the inner loop.
+"""
 import math
+import os
 import random
 import time
+import warnings
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from loguru import logger
+from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
 from ..config import save_config
@@ -14,36 +25,250 @@ from ..data.dataset import build_loader, read_records
 from ..loss import YOLOLoss
 from ..models.detector import build_model
 from ..models.weights import load_backbone_weights, load_matching_state
-from .checkpoint import load_checkpoint, save_checkpoint
-from .evaluator import evaluate, unwrap
-from .logs import MetricsCSV, setup_logging
-from .plots import plot_results
+from .checkpoint import (checkpoint_state, load_checkpoint, load_resume_checkpoint, restore_training, resumed_config,
+                         save_checkpoint)
+from .distributed import (DistInfo, all_ranks_true, barrier, broadcast_object, cleanup_distributed, eval_sampler,
+                          init_distributed, main_process_first, no_sync_unless, select_device,  # noqa: F401
+                          sync_buffers_from_main, train_sampler, unwrap, wrap_model)
+from .ema import ModelEMA
+from .evaluator import evaluate
+from .logs import MetricsCSV, TensorBoard, setup_logging
+from .plots import plot_results, prediction_grid
 from .schedules import build_lr_lambda
 
-
-def select_device(name):
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"config field 'device' = {name!r} but CUDA is not available; use 'cpu' or 'auto'")
-    return torch.device(name)
+# with gradient accumulation the scheduler steps (every batch) before the optimizer's first update: intended
+warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
 
 
-def seed_everything(seed):
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+@dataclass
+class Training:
+    """What the loop updates and a checkpoint saves, and how this process runs."""
+    model: torch.nn.Module          # possibly wrapped in DDP / DataParallel
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler    # fp16 loss scaling; a pass-through when disabled
+    ema: ModelEMA | None
+    loss_fn: YOLOLoss
+    dist: DistInfo
+    amp_dtype: torch.dtype | None   # autocast dtype; None = fp32
+    accumulate: int = 1             # batches per optimizer update
+    epoch: int = 0                  # epochs completed
+    best_fitness: float = -1.0      # best value of cfg.best_metric so far
+    evals_without_improvement: int = 0
+
+    @property
+    def device(self):
+        return self.dist.device
+
+    def eval_model(self):
+        """The weights evaluation, best.pt and predictions use: the EMA when there is one."""
+        return self.ema.module if self.ema is not None else unwrap(self.model)
 
 
-def new_run_dir(cfg):
-    """runs/<run_name>, or runs/<run_name>2, 3 ... when it exists: a new run never overwrites an old one."""
-    base = Path(cfg.runs_dir) / cfg.run_name
-    run_dir, n = base, 1
-    while run_dir.exists():
-        n += 1
-        run_dir = base.with_name(f"{base.name}{n}")
-    run_dir.mkdir(parents=True)
-    return run_dir
+def train(cfg):
+    """Train as configured, or continue a run when cfg.resume. Returns (best fitness, run folder)."""
+    info = init_distributed(cfg.device, cfg.dist_backend)
+    try:
+        return run_training(cfg, info)
+    finally:
+        cleanup_distributed(info)
+
+
+def run_training(cfg, info):
+    resume_path, ckpt = load_resume_checkpoint(cfg, info) if cfg.resume else (None, None)
+    cfg, ignored = resumed_config(cfg, ckpt) if ckpt else (cfg, [])
+    run_dir = resume_path.parent if ckpt else broadcast_object(new_run_dir(cfg) if info.is_main else None, info)
+    setup_logging(run_dir if info.is_main else None, level="INFO" if info.is_main else "WARNING")
+    if ignored:
+        logger.warning(f"resume: the run continues with its own config; ignoring the new values of {ignored}")
+    seed_everything(cfg.seed, cfg.deterministic)
+    if info.is_main:
+        save_config(cfg, run_dir / "config.json")
+
+    train_loader, val_loader = build_loaders(cfg, info)
+    t = build_training(cfg, info, len(train_loader))
+    log_setup(cfg, info, t, run_dir, train_loader, val_loader)
+    if ckpt is not None:
+        restore_training(t, ckpt)
+        logger.info(f"resumed {resume_path} after epoch {t.epoch} (best {cfg.best_metric} {t.best_fitness:.4f})")
+    metrics = MetricsCSV(run_dir / "metrics.csv")
+    if ckpt is not None and info.is_main:
+        metrics.keep_until(t.epoch)
+    tb = TensorBoard(run_dir / "tensorboard", cfg.tensorboard and info.is_main,
+                     purge_step=t.epoch * len(train_loader) if ckpt else None)
+    start = time.time() - (ckpt["elapsed_s"] if ckpt else 0.0)
+
+    for epoch in range(t.epoch, cfg.epochs):
+        start_epoch(train_loader, epoch, cfg, info)
+        epoch_stats = train_one_epoch(t, train_loader, cfg, epoch, tb)
+        t.epoch = epoch + 1
+        for module in [unwrap(t.model)] + ([t.ema.module] if t.ema else []):
+            sync_buffers_from_main(module, info)  # BN statistics of the last batches differ between ranks
+        row = {"epoch": t.epoch, "time_s": round(time.time() - start, 1), **epoch_stats,
+               "map50": float("nan"), "map": float("nan")}
+        scores, improved = None, False
+        if t.epoch % cfg.val_interval == 0 or t.epoch == cfg.epochs:
+            scores = evaluate_epoch(t, val_loader, cfg, tb, step=t.epoch * len(train_loader))
+            row.update(scores)
+            improved = scores[cfg.best_metric] > t.best_fitness
+            t.best_fitness = max(t.best_fitness, scores[cfg.best_metric])
+            t.evals_without_improvement = 0 if improved else t.evals_without_improvement + 1
+        if info.is_main:
+            metrics.append(row)  # before the checkpoints: see MetricsCSV.keep_until
+            state = checkpoint_state(t, cfg, elapsed_s=time.time() - start)
+            if improved:
+                save_checkpoint({**state, **scores}, run_dir / "best.pt")
+                logger.info(f"new best {cfg.best_metric} {t.best_fitness:.4f} -> {run_dir / 'best.pt'}")
+            save_checkpoint(state, run_dir / "last.pt")
+        if cfg.patience and t.evals_without_improvement >= cfg.patience:
+            logger.info(f"early stop: {cfg.best_metric} did not improve for {cfg.patience} evaluations")
+            break
+
+    tb.close()
+    if info.is_main:
+        plot_results(metrics.read(), run_dir / "results.png")
+    barrier(info)  # every process returns once rank 0's files are complete
+    logger.info(f"done in {time.time() - start:.0f} s; best {cfg.best_metric} {t.best_fitness:.4f}; "
+                f"results in {run_dir}")
+    return t.best_fitness, run_dir
+
+
+def train_one_epoch(t, loader, cfg, epoch, tb=None):
+    """One pass over the loader. Returns the epoch's mean loss terms and assignment statistics, and the last lr."""
+    model = t.model
+    model.train()
+    set_backbone_frozen(unwrap(model), epoch < cfg.freeze_backbone_epochs)
+    iters, sums, seen = len(loader), {}, 0
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", dynamic_ncols=True, disable=not t.dist.is_main)
+    tick = time.perf_counter()
+    for it, (images, targets, _) in enumerate(bar):
+        step = epoch * iters + it  # iteration of the whole run: x-axis of the schedule, multiscale and TensorBoard
+        images, targets = images.to(t.device, non_blocking=True), targets.to(t.device)
+        if cfg.multiscale:
+            images, targets = resize_batch(images, targets, multiscale_size(cfg, step))
+        update = (it + 1) % t.accumulate == 0 or it + 1 == iters  # the optimizer steps every `accumulate` batches
+        with no_sync_unless(model, update):  # DDP: average gradients over the processes only before an update
+            with torch.autocast(t.device.type, dtype=t.amp_dtype, enabled=t.amp_dtype is not None):
+                outputs = model(images)
+            loss, items, stats = t.loss_fn(outputs, targets, unwrap(model).anchors)
+            loss_value = finite_or_raise(loss, t.dist, epoch, it)
+            # / accumulate: the summed gradients of the batches are then those of their mean, as one large batch
+            t.scaler.scale(loss / t.accumulate).backward()
+        if update:
+            optimizer_update(t, cfg.grad_clip)
+        lr = t.optimizer.param_groups[0]["lr"]  # the lr this batch used, before the scheduler moves it on
+        t.scheduler.step()
+
+        values = {"loss": loss_value, **{k: v.item() for k, v in items.items()},
+                  "pos_per_gt": stats["pos_per_gt"], "unmatched_pct": stats["unmatched_pct"]}
+        for k, v in values.items():
+            sums[k] = sums.get(k, 0.0) + v
+        seen += len(images) * t.dist.world_size
+        speed = seen / (time.perf_counter() - tick)
+        bar.set_postfix(loss=f"{values['loss']:.3f}", box=f"{values['box']:.3f}", obj=f"{values['obj']:.3f}",
+                        cls=f"{values['cls']:.3f}", pos=f"{values['pos_per_gt']:.1f}", lr=f"{lr:.2e}",
+                        img_s=f"{speed:.1f}")
+        if tb is not None and step % cfg.log_interval == 0:
+            tb.scalars({**{k: values[k] for k in ("loss", "box", "obj", "cls")}, "lr": lr, "img_per_s": speed},
+                       step, "train/")
+            tb.scalars(stats, step, "assign/")
+    return {**{k: v / max(iters, 1) for k, v in sums.items()}, "lr": lr if iters else float("nan")}
+
+
+def finite_or_raise(loss, info, epoch, it):
+    """The loss as a float; every process stops (together, else DDP waits forever) when one of them diverged."""
+    value = loss.item()
+    if not all_ranks_true(math.isfinite(value), info):
+        raise FloatingPointError(f"loss is not finite (this process: {value}) at epoch {epoch + 1}, iteration {it}; "
+                                 f"the last saved checkpoint is still good. Lower lr or check the data.")
+    return value
+
+
+def optimizer_update(t, grad_clip):
+    if grad_clip > 0:
+        t.scaler.unscale_(t.optimizer)  # clip the true gradients, not the loss-scaled fp16 ones
+        torch.nn.utils.clip_grad_norm_(t.model.parameters(), grad_clip)
+    t.scaler.step(t.optimizer)  # skipped when fp16 gradients overflowed (the scaler then lowers its scale)
+    t.scaler.update()
+    t.optimizer.zero_grad(set_to_none=True)
+    if t.ema is not None:
+        t.ema.update(unwrap(t.model))
+
+
+def evaluate_epoch(t, loader, cfg, tb, step):
+    """Evaluate the EMA (or the model); every process gets rank 0's {"map50", "map"}."""
+    result, detections = evaluate(t.eval_model(), loader, cfg, t.device)
+    scores = None
+    if result is not None:  # rank 0
+        logger.info(f"epoch {t.epoch} evaluation\n{result.table}")
+        scores = {"map50": result.map50, "map": result.map}
+        tb.scalars(scores, step, "val/")
+        if tb.writer is not None:
+            grid = prediction_grid(loader.dataset.records, detections, cfg.class_names, cfg.predict_conf)
+            tb.image("val/predictions", grid, step)
+    return broadcast_object(scores, t.dist)
+
+
+# ------------------------------------------------------------------------------------------------- set-up
+def build_loaders(cfg, info):
+    with main_process_first(info):  # rank 0 generates the built-in dataset, the others then read it
+        train_records, val_records = read_records(cfg, "train"), read_records(cfg, "val")
+    # the samplers only need len(): records stand in for the datasets build_loader wraps them in
+    train_loader = build_loader(cfg, train_records, train=True, sampler=train_sampler(train_records, info, cfg.seed))
+    if cfg.num_workers > 0:
+        train_loader.worker_init_fn = partial(seed_worker_augmentation, rank=info.rank)
+    val_loader = build_loader(cfg, val_records, train=False, sampler=eval_sampler(val_records, info))
+    return train_loader, val_loader
+
+
+def start_epoch(loader, epoch, cfg, info):
+    """Reshuffle the DDP shards and reseed the augmentation from (seed, epoch, rank) alone, so a resumed run draws
+    what the uninterrupted run would have drawn. (albumentations has its own generators: global seeds miss it.)"""
+    if isinstance(loader.sampler, DistributedSampler):
+        loader.sampler.set_epoch(epoch)
+    if cfg.num_workers == 0:
+        seed = np.random.SeedSequence([cfg.seed, epoch, info.rank]).generate_state(1)[0]
+        loader.dataset.transform.set_random_seed(int(seed))
+
+
+def seed_worker_augmentation(worker_id, rank=0):
+    """Data-loader workers: each its own augmentation stream (forked copies would otherwise repeat each other)."""
+    worker = torch.utils.data.get_worker_info()
+    seed = np.random.SeedSequence([worker.seed % 2**32, rank]).generate_state(1)[0]
+    worker.dataset.transform.set_random_seed(int(seed))
+
+
+def build_training(cfg, info, iters_per_epoch):
+    model = build_model(cfg).to(info.device)
+    load_initial_weights(model, cfg)
+    ema = ModelEMA(model, cfg.ema_decay, cfg.ema_tau) if cfg.ema else None
+    model = wrap_model(model, cfg, info)
+    optimizer = build_optimizer(unwrap(model), cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, build_lr_lambda(cfg, iters_per_epoch))
+    amp_dtype = autocast_dtype(cfg.precision, info.device)
+    scaler = torch.amp.GradScaler(info.device.type, enabled=amp_dtype == torch.float16)
+    return Training(model, optimizer, scheduler, scaler, ema, YOLOLoss(cfg), info, amp_dtype,
+                    accumulation_steps(cfg, info.world_size))
+
+
+def accumulation_steps(cfg, world_size):
+    """Batches whose gradients are summed before each update, so an update sees nominal_batch_size images."""
+    step_batch = cfg.batch_size * world_size
+    nominal = cfg.nominal_batch_size or step_batch
+    if nominal % step_batch:
+        raise ValueError(f"config field 'nominal_batch_size' = {nominal} must be a multiple of batch_size x "
+                         f"processes = {cfg.batch_size} x {world_size} = {step_batch}")
+    return nominal // step_batch
+
+
+def autocast_dtype(precision, device):
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return None
+    if precision in ("auto", "fp16"):
+        if device.type != "cuda":
+            raise ValueError("config field 'precision' = 'fp16' needs a CUDA device; on CPU use 'bf16' or 'fp32'")
+        return torch.float16
+    return torch.bfloat16
 
 
 def build_optimizer(model, cfg):
@@ -81,74 +306,51 @@ def set_backbone_frozen(model, frozen):
         model.backbone.eval()
 
 
-def train(cfg):
-    """Train as configured. Returns (best mAP@0.5, run folder)."""
-    device = select_device(cfg.device)
-    seed_everything(cfg.seed)
-    run_dir = new_run_dir(cfg)
-    setup_logging(run_dir)
-    save_config(cfg, run_dir / "config.json")
-    logger.info(f"run folder {run_dir} | device {device} | torch threads {torch.get_num_threads()}")
-
-    train_loader = build_loader(cfg, read_records(cfg, "train"), train=True)
-    val_loader = build_loader(cfg, read_records(cfg, "val"), train=False)
-    logger.info(f"{len(train_loader.dataset)} train / {len(val_loader.dataset)} val images, "
-                f"{len(train_loader)} iterations per epoch of {cfg.batch_size}")
-
-    model = build_model(cfg).to(device)
-    load_initial_weights(model, cfg)
-    optimizer = build_optimizer(model, cfg)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, build_lr_lambda(cfg, len(train_loader)))
-    loss_fn = YOLOLoss(cfg)
-    metrics = MetricsCSV(run_dir / "metrics.csv")
-    best_map50, start = -1.0, time.time()
-
-    for epoch in range(cfg.epochs):
-        epoch_stats = train_one_epoch(model, train_loader, optimizer, scheduler, loss_fn, cfg, device, epoch)
-        row = {"epoch": epoch + 1, "time_s": round(time.time() - start, 1), **epoch_stats,
-               "map50": float("nan"), "map": float("nan")}
-        state = {"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
-                 "config": cfg.to_dict(), "best_map50": best_map50}
-        if (epoch + 1) % cfg.val_interval == 0 or epoch + 1 == cfg.epochs:
-            result, _ = evaluate(model, val_loader, cfg, device)
-            logger.info(f"epoch {epoch + 1} evaluation\n{result.table}")
-            row.update(map50=result.map50, map=result.map)
-            if result.map50 > best_map50:
-                best_map50 = state["best_map50"] = result.map50
-                save_checkpoint({**state, "map50": result.map50, "map": result.map}, run_dir / "best.pt")
-                logger.info(f"new best mAP@0.5 {best_map50:.4f} -> {run_dir / 'best.pt'}")
-        save_checkpoint(state, run_dir / "last.pt")
-        metrics.append(row)
-
-    plot_results(metrics.read(), run_dir / "results.png")
-    logger.info(f"done in {time.time() - start:.0f} s; best mAP@0.5 {best_map50:.4f}; results in {run_dir}")
-    return best_map50, run_dir
+def seed_everything(seed, deterministic=False):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for deterministic matmuls
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
 
 
-def train_one_epoch(model, loader, optimizer, scheduler, loss_fn, cfg, device, epoch):
-    model.train()
-    set_backbone_frozen(unwrap(model), epoch < cfg.freeze_backbone_epochs)
-    sums, count = {}, 0
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", dynamic_ncols=True)
-    for it, (images, targets, _) in enumerate(bar):
-        images, targets = images.to(device, non_blocking=True), targets.to(device)
-        outputs = model(images)
-        loss, items, stats = loss_fn(outputs, targets, unwrap(model).anchors)
-        if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1}, iteration {it}; the last "
-                                     f"saved checkpoint is still good. Lower lr or check the data.")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        values = {"loss": loss.item(), **{k: v.item() for k, v in items.items()},
-                  "pos_per_gt": stats["pos_per_gt"], "unmatched_pct": stats["unmatched_pct"]}
-        for k, v in values.items():
-            sums[k] = sums.get(k, 0.0) + v
-        count += 1
-        bar.set_postfix(loss=f"{values['loss']:.3f}", box=f"{values['box']:.3f}", obj=f"{values['obj']:.3f}",
-                        cls=f"{values['cls']:.3f}", pos=f"{values['pos_per_gt']:.1f}",
-                        lr=f"{optimizer.param_groups[0]['lr']:.2e}")
-    return {k: v / max(count, 1) for k, v in sums.items()}
+def new_run_dir(cfg):
+    """runs/<run_name>, or runs/<run_name>2, 3 ... when it exists: a new run never overwrites an old one."""
+    base = Path(cfg.runs_dir) / cfg.run_name
+    run_dir, n = base, 1
+    while run_dir.exists():
+        n += 1
+        run_dir = base.with_name(f"{base.name}{n}")
+    run_dir.mkdir(parents=True)
+    return run_dir
+
+
+def log_setup(cfg, info, t, run_dir, train_loader, val_loader):
+    step_images = cfg.batch_size * info.world_size * t.accumulate
+    logger.info(f"run folder {run_dir} | device {info.device} | {info.world_size} process(es) | "
+                f"torch threads {torch.get_num_threads()} | precision {t.amp_dtype or torch.float32}")
+    logger.info(f"{len(train_loader.dataset)} train / {len(val_loader.dataset)} val images, {len(train_loader)} "
+                f"iterations per epoch of {cfg.batch_size} per process; {t.accumulate} batch(es) per update = "
+                f"{step_images} images per optimizer step at lr {cfg.lr}")
+
+
+# ------------------------------------------------------------------------------------------------- multiscale
+def multiscale_size(cfg, step):
+    """The input side for this batch: a multiple of 32 in multiscale_sizes, redrawn every multiscale_interval
+    batches. It depends on (seed, step) alone, so all DDP processes agree and a resumed run repeats it."""
+    low, high = cfg.multiscale_sizes
+    return random.Random(cfg.seed * 1_000_003 + step // cfg.multiscale_interval).randrange(low, high + 1, 32)
+
+
+def resize_batch(images, targets, size):
+    """Resize square (B, 3, S, S) images to size x size and scale the targets' boxes (pixels) with them. Anchors
+    stay in pixels: objects simply look larger or smaller, which is the point."""
+    if size == images.shape[-1]:
+        return images, targets
+    scale = size / images.shape[-1]
+    images = F.interpolate(images.float(), size=(size, size), mode="bilinear", align_corners=False)
+    targets = targets.clone()
+    targets[:, 2:6] *= scale
+    return images, targets

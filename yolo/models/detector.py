@@ -12,7 +12,7 @@ class Detector(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         self.backbone = build_backbone(cfg.backbone, cfg.width)
-        self.neck = YOLONeck(self.backbone.out_channels)
+        self.neck = YOLONeck(self.backbone.out_channels, cfg.width)
         self.heads = YOLOHead(self.neck.out_channels, len(cfg.anchors[0]), cfg.num_classes, cfg.img_size,
                               cfg.strides)
         # anchors live in the state dict so a checkpoint carries the anchors it was trained with
