@@ -14,7 +14,7 @@ class MyConfig(BaseConfig):
         self.backbone = "resnet18"
         self.width = 0.25
         self.img_size = 256
-        self.epochs = 8
+        self.epochs = 7
         self.val_interval = 2
         # 2,000 small images fit in RAM; decoding them once and loading in the training process beats worker
         # processes that would fight the two compute threads for the same two cores (bench/pipeline.py)
