@@ -110,7 +110,7 @@ class BaseConfig:
         # ---- validation
         self.val_interval = 2                  # evaluate every N epochs (and always after the last)
         self.conf_thres = 0.005                # score threshold before NMS during evaluation
-        self.nms_iou = 0.5                     # NMS IoU threshold (per class)
+        self.nms_iou = 0.45                    # NMS IoU threshold (per class; 0.45 as in YOLOv3)
         self.max_det = 100                     # detections kept per image
         self.eval_backend = "pycocotools"      # pycocotools | faster_coco_eval
         self.ckpt_path = None                  # checkpoint for val/predict (None = best.pt of the newest run)

@@ -15,8 +15,10 @@ from .distributed import gather_detections, is_main_process, unwrap
 
 
 @torch.no_grad()
-def predict_loader(model, loader, cfg, device, show_progress=True):
-    """Detections for every image of the loader's dataset, in original-image pixels: index -> (boxes, scores, labels)."""
+def predict_loader(model, loader, cfg, device, show_progress=True, multi_label=False):
+    """Detections for every image of the loader's dataset, in original-image pixels: index -> (boxes, scores, labels).
+
+    multi_label=True keeps every class above conf_thres for a box (for mAP); False only its best class (to draw)."""
     model.eval()
     records = loader.dataset.records
     detections = {}
@@ -25,7 +27,7 @@ def predict_loader(model, loader, cfg, device, show_progress=True):
     for images, _, indices in bar:
         outputs = model(images.to(device, non_blocking=True))
         results = postprocess(outputs, anchors, cfg.strides, cfg.label_assignment, cfg.conf_thres, cfg.nms_iou,
-                              cfg.max_det)
+                              cfg.max_det, multi_label)
         for index, (boxes, scores, labels) in zip(indices, results):
             rec = records[index]
             boxes = boxes_to_original(boxes.cpu().numpy(), rec.width, rec.height, images.shape[-1])
@@ -36,7 +38,8 @@ def predict_loader(model, loader, cfg, device, show_progress=True):
 def evaluate(model, loader, cfg, device, show_progress=True):
     """COCO metrics of `model` on the loader's records. Returns (EvalResult, detections); under DDP only rank 0
     gets them, the other ranks get (None, None)."""
-    detections = gather_detections(predict_loader(model, loader, cfg, device, show_progress))
+    # every class above the threshold per box, as YOLOv5's validation: an uncertain box still counts for its class
+    detections = gather_detections(predict_loader(model, loader, cfg, device, show_progress, multi_label=True))
     if detections is None:
         return None, None
     records = loader.dataset.records
