@@ -75,7 +75,8 @@ class BaseConfig:
         # ---- training
         self.epochs = 12                       # passes over the training set
         self.optimizer = "adamw"               # sgd (Nesterov) | adam | adamw
-        self.lr = 2e-3                         # peak lr of one optimizer step (nominal_batch_size images); not rescaled for you
+        self.lr = 2e-3                         # peak lr of one optimizer step (nominal_batch_size images); never rescaled
+                                               # for you: x k images per step -> lr x k (SGD) or x sqrt(k) (Adam)
         self.momentum = 0.937                  # SGD momentum / Adam beta1
         self.weight_decay = 5e-4               # applied to conv/linear weights only, never to BN or biases
         self.warmup_epochs = 1.0               # linear warmup length, then cosine decay to lr * final_lr_ratio
