@@ -58,7 +58,7 @@ def main(argv=None):
     from yolo.tasks import run_task
     try:
         return run_task(cfg)
-    except (DataError, FileNotFoundError, FloatingPointError) as e:
+    except (DataError, FileNotFoundError, ValueError, FloatingPointError) as e:
         # bad input (a file and what is wrong with it) or a diverged run: the message says it all
         sys.exit(f"error: {e}")
 

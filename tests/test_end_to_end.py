@@ -35,3 +35,13 @@ def test_train_val_predict(tmp_path):
     run_main("--task", "predict", *common, "--predict_max_images", "3")  # newest run's best.pt by default
     predictions = run / "predictions"
     assert len(list(predictions.glob("*.jpg"))) == 3 and (predictions / "predictions.json").is_file()
+
+
+def test_bad_checkpoint_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_text("not a checkpoint")
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}
+    for path in (bad, tmp_path / "missing.pt"):
+        out = subprocess.run([sys.executable, "main.py", "--task", "val", "--ckpt_path", str(path)], cwd=ROOT,
+                             capture_output=True, text=True, env=env, timeout=120)
+        assert out.returncode != 0 and str(path) in out.stderr and "Traceback" not in out.stderr

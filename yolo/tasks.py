@@ -49,7 +49,12 @@ def load_model_for_eval(cfg):
     cfg.finalize()
     device = select_device(cfg.device)
     model = build_model(cfg)
-    model.load_state_dict(ckpt["model"])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:  # shapes that do not fit: a checkpoint of an older version of the model code
+        first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
+        raise ValueError(f"checkpoint {path} does not fit the model its config describes ({first}); "
+                                f"it was probably saved by another version of this code: retrain it") from None
     logger.info(f"loaded {path} (epoch {ckpt.get('epoch')}, saved mAP@0.5 {ckpt.get('map50', float('nan')):.4f})")
     return model.to(device).eval(), device, Path(path)
 
