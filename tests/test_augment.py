@@ -142,7 +142,7 @@ def test_reseeding_the_transform_repeats_mosaic_samples(tmp_path):
 def test_my_config_keeps_the_fast_basic_pipeline():
     """The shapes benchmark is tuned with letterbox + flip + affine + colour jitter, and no mosaic."""
     cfg = load_config("configs/my_config.py").finalize()
-    assert cfg.augmentations is None and cfg.mosaic_prob == 0.0 and not cfg.cache_images
+    assert cfg.augmentations is None and cfg.mosaic_prob == 0.0
     names = [type(t).__name__ for t in build_transform(cfg, train=True).transforms]
     assert names == ["LongestMaxSize", "PadIfNeeded", "HorizontalFlip", "Affine", "ColorJitter"]
 
