@@ -14,10 +14,6 @@ def cxcywh_to_xyxy(boxes):
     return box_convert(boxes, "cxcywh", "xyxy")
 
 
-def xyxy_to_cxcywh(boxes):
-    return box_convert(boxes, "xyxy", "cxcywh")
-
-
 def wh_iou(wh1, wh2):
     """IoU of boxes that share a centre, from their sizes: (N, 2) x (M, 2) -> (N, M).
 
