@@ -35,4 +35,4 @@ def test_frozen_backbone_does_not_move_and_init_ckpt_skips_other_heads(tmp_path)
     cfg.data_root = str(tmp_path / "data2")
     _, second = train(cfg)
     log = (second / "log.txt").read_text()
-    assert "skipped heads.convs.0.weight" in log and "skipped backbone" not in log
+    assert "skipped heads.0.convs.0.weight" in log and "skipped backbone" not in log

@@ -146,8 +146,8 @@ def run_one_epoch(model, batches, accumulate, scaler=None, amp_dtype=None, loss_
     scaler = scaler or torch.amp.GradScaler("cpu", enabled=False)
     seen = []
     optimizer.register_step_pre_hook(lambda opt, args, kwargs: seen.append([p.grad.clone() for p in model.parameters()]))
-    t = Training(model, optimizer, scheduler, scaler, None, loss_fn, DistInfo(), amp_dtype, accumulate)
-    stats = train_one_epoch(t, batches, cfg, epoch=0)
+    t = Training(model, optimizer, scheduler, scaler, None, [loss_fn], DistInfo(), amp_dtype, accumulate)
+    stats = train_one_epoch(t, [batches], cfg, epoch=0)
     return seen, stats
 
 
@@ -204,7 +204,7 @@ def test_bf16_autocast_step_on_cpu():
     model = build_model(cfg)
     before = copy.deepcopy(model.state_dict())
     dtypes = []
-    model.heads.convs[0].register_forward_hook(lambda m, i, o: dtypes.append(o.dtype))
+    model.heads[0].convs[0].register_forward_hook(lambda m, i, o: dtypes.append(o.dtype))
     images, targets = tiny_detector_batch(cfg)
     _, stats = run_one_epoch(model, [(images, targets, [0, 1])], accumulate=1, amp_dtype=torch.bfloat16,
                              loss_fn=YOLOLoss(cfg), cfg=cfg)
@@ -264,9 +264,9 @@ def test_multiscale_sizes_and_box_scaling():
 def test_rng_state_roundtrip_through_weights_only_load(tmp_path):
     import random
     generator = torch.Generator().manual_seed(5)
-    save_checkpoint({"rng": rng_state(generator)}, tmp_path / "c.pt")
+    save_checkpoint({"rng": rng_state([generator])}, tmp_path / "c.pt")
     expected = (random.random(), np.random.rand(), torch.rand(1), torch.rand(1, generator=generator))
-    set_rng_state(load_checkpoint(tmp_path / "c.pt")["rng"], generator)  # weights_only=True inside
+    set_rng_state(load_checkpoint(tmp_path / "c.pt")["rng"], [generator])  # weights_only=True inside
     assert (random.random(), np.random.rand()) == expected[:2]
     assert torch.equal(torch.rand(1), expected[2]) and torch.equal(torch.rand(1, generator=generator), expected[3])
 
@@ -301,7 +301,7 @@ def test_loader_workers_get_their_own_augmentation_streams(tmp_path):
     cfg = apply_overrides(BaseConfig(), [
         "--data_root", str(tmp_path / "data"), "--shapes_num_train", "8", "--shapes_num_val", "2", "--img_size", "64",
         "--batch_size", "1", "--num_workers", "2", "--hflip_prob", "0"]).finalize()
-    train_loader, _ = build_loaders(cfg, DistInfo())
+    (train_loader,), _ = build_loaders(cfg, DistInfo())
     train_loader.dataset.records = [train_loader.dataset.records[0]] * 8  # one image: only augmentation differs
     images = [batch[0] for batch, _ in zip(train_loader, range(2))]  # batch 0 from worker 0, batch 1 from worker 1
     assert not torch.equal(images[0], images[1])

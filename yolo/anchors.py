@@ -14,6 +14,7 @@ import torch
 from loguru import logger
 
 from .boxes import wh_iou
+from .config import task_configs
 from .data.dataset import read_records
 from .data.report import letterboxed_box_sizes
 
@@ -93,7 +94,9 @@ def format_anchors(scales, strides=(8, 16, 32)) -> str:
 def run_anchors(cfg):
     """Compute anchors for the training boxes of cfg; log both fits and the config line. Returns the new anchors
     as the config holds them (3 lists of (w, h))."""
-    wh = letterboxed_box_sizes(read_records(cfg, "train"), cfg.img_size)
+    # the anchors are shared by all tasks of a multi-task config: fit them to the boxes of every task
+    records = [rec for task in task_configs(cfg) for rec in read_records(task, "train")]
+    wh = letterboxed_box_sizes(records, cfg.img_size)
     per_scale = len(cfg.anchors[0])
     new = split_into_scales(kmeans_anchors(wh, per_scale * len(cfg.strides), seed=cfg.seed), len(cfg.strides))
     thres = cfg.match_iou_thres

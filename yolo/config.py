@@ -4,6 +4,7 @@ Users subclass `BaseConfig` in configs/my_config.py and change a few fields; `ma
 applies command-line overrides (`--epochs 3`), validates, derives dependent fields and hands the object down.
 """
 import ast
+import copy
 import difflib
 import importlib.util
 import json
@@ -36,6 +37,7 @@ class BaseConfig:
         self.class_names = ["circle", "square", "triangle"]
         self.shapes_num_train = 2000           # size of the built-in dataset
         self.shapes_num_val = 200
+        self.shapes_seed = 0                   # the built-in dataset's generator seed (another seed, other images)
         self.img_size = 320                    # network input side (multiple of 32); images are letterboxed to it
         self.batch_size = 16                   # images per process: per GPU under DDP, in total under DataParallel/CPU
         self.num_workers = 2                   # data-loader processes (0 = load in the main process)
@@ -50,6 +52,15 @@ class BaseConfig:
         self.min_box_size = 2.0                # boxes smaller than this (pixels, after augmentation) are dropped
         self.min_visibility = 0.3              # augmented boxes keeping less than this fraction of their area are dropped
         self.cache_images = False              # keep all images resized to img_size in RAM (small datasets: faster)
+        # ---- multi-task (several datasets, one model; see configs/multitask_shapes.py and yolo/models/neck.py)
+        self.tasks = None                      # None = one task, the data fields above; else a list of dicts, one per
+                                               # dataset: {"name": ..., + any of TASK_FIELDS, e.g. "dataset",
+                                               # "data_root", "class_names"}; unset fields come from this config
+        self.branching = None                  # [[layer_index, [[task ids], ...]], ...]: after neck layer
+                                               # layer_index (numbered as --task info prints them) each group gets
+                                               # its own copy of the remaining neck layers. None = whole neck shared
+        self.task_weights = None               # weight of each task's loss in the sum (None = all 1)
+        self.average_shared_grads = True       # divide a shared parameter's gradient by the number of tasks using it
         # ---- model
         self.backbone = "resnet18"             # one of BACKBONES
         self.width = 0.5                       # channel width multiplier of backbone and neck (seed's channel_sparsity)
@@ -130,6 +141,8 @@ class BaseConfig:
         self.num_classes = len(self.class_names)
         self.strides = (8, 16, 32)
         self.run_dir = str(Path(self.runs_dir) / self.run_name)
+        self.task_names = tuple(t["name"] for t in self.tasks) if self.tasks else (self.dataset,)
+        self.task_name = None if self.tasks else self.dataset  # set per task by task_configs
         return self
 
     def to_dict(self):
@@ -149,7 +162,11 @@ ALLOWED = {
     "best_metric": ("map50", "map"),
     "dist_backend": ("auto", "nccl", "gloo"),
 }
-DERIVED = ("num_classes", "strides", "run_dir")
+DERIVED = ("num_classes", "strides", "run_dir", "task_names", "task_name")
+# what a task dict of config `tasks` may set: the data fields (everything else is shared by all tasks)
+TASK_FIELDS = ("dataset", "data_root", "train_dirs", "val_dirs", "ann_dir", "img_dir", "train_split", "val_split",
+               "train_split_file", "val_split_file", "class_names", "shapes_num_train", "shapes_num_val",
+               "shapes_seed", "augmentations", "mosaic_prob", "cache_images")
 
 
 def validate(cfg):
@@ -176,6 +193,7 @@ def validate(cfg):
         raise ValueError(f"config field 'num_workers' = {cfg.num_workers} must be >= 0")
     validate_data_fields(cfg)
     validate_engine_fields(cfg)
+    validate_task_fields(cfg)
 
 
 def validate_data_fields(cfg):
@@ -215,6 +233,54 @@ def validate_engine_fields(cfg):
     sizes = cfg.multiscale_sizes
     if len(sizes) != 2 or sizes[0] > sizes[1] or sizes[0] < 32 or any(s % 32 for s in sizes):
         raise ValueError(f"config field 'multiscale_sizes' = {sizes!r} must be (min, max), multiples of 32, min <= max")
+
+
+def validate_task_fields(cfg):
+    """tasks, task_weights and branching (its grammar is checked where it is used: yolo.models.neck)."""
+    if cfg.tasks is None:
+        if cfg.branching or cfg.task_weights:
+            raise ValueError("config fields 'branching' and 'task_weights' need a list of 'tasks'")
+        return
+    from .models.neck import neck_groups  # the model package imports torch: only here, not at import time
+    if not isinstance(cfg.tasks, (list, tuple)) or not cfg.tasks or not all(isinstance(t, dict) for t in cfg.tasks):
+        hint = (" (on the command line, a Python literal: --tasks \"[{'name': 'a'}, {'name': 'b', 'data_root': "
+                "'data/b'}]\")" if isinstance(cfg.tasks, str) else "")
+        raise ValueError(f"config field 'tasks' must be None or a non-empty list of dicts, got {cfg.tasks!r}{hint}")
+    names = [t.get("name") for t in cfg.tasks]
+    if not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
+        raise ValueError(f"config field 'tasks': every task needs a unique non-empty 'name', got {names}")
+    for i, spec in enumerate(cfg.tasks):
+        for key in spec:
+            if key != "name" and key not in TASK_FIELDS:
+                close = difflib.get_close_matches(key, TASK_FIELDS, n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else f"; a task may set {', '.join(TASK_FIELDS)}"
+                raise ValueError(f"config field 'tasks': task {i} ({names[i]}) sets unknown field '{key}'{hint}")
+    weights = cfg.task_weights
+    if weights is not None and (len(weights) != len(cfg.tasks) or any(not w >= 0 for w in weights)):
+        raise ValueError(f"config field 'task_weights' = {weights!r} must hold one number >= 0 per task "
+                         f"({len(cfg.tasks)} tasks)")
+    neck_groups(cfg.branching, len(cfg.tasks))  # raises ValueError naming the bad entry
+
+
+def task_configs(cfg):
+    """One finalized config per task: a copy of `cfg` with the task's data fields. A config without `tasks` is its
+    own only task. Each copy knows its `task_name`, and its `num_classes` is the task's."""
+    if not cfg.tasks:
+        return [cfg]
+    configs = []
+    for spec in cfg.tasks:
+        task_cfg = copy.copy(cfg)
+        for key, value in spec.items():
+            if key != "name":
+                setattr(task_cfg, key, value)
+        task_cfg.tasks = task_cfg.branching = task_cfg.task_weights = None
+        try:
+            task_cfg.finalize()
+        except ValueError as e:
+            raise ValueError(f"config field 'tasks', task {spec['name']!r}: {e}") from None
+        task_cfg.task_name = spec["name"]
+        configs.append(task_cfg)
+    return configs
 
 
 # -------------------------------------------------------------------- loading and overrides

@@ -92,7 +92,7 @@ def read_records(cfg, split, problems=None):
     problems of each kind and a summary are logged, and a split that cannot be used raises DataError.
     """
     if cfg.dataset == "shapes":
-        ensure_shapes_dataset(cfg.data_root, cfg.shapes_num_train, cfg.shapes_num_val, cfg.seed,
+        ensure_shapes_dataset(cfg.data_root, cfg.shapes_num_train, cfg.shapes_num_val, cfg.shapes_seed,
                               tuple(cfg.class_names))
     name = cfg.train_split if split == "train" else cfg.val_split
     split_file = cfg.train_split_file if split == "train" else cfg.val_split_file

@@ -76,7 +76,7 @@ def load_resume_checkpoint(cfg, info):
 
 
 # ------------------------------------------------------------------------------------------------- RNG states
-def rng_state(loss_generator=None):
+def rng_state(loss_generators=()):
     """Every random generator training draws from, in types the weights_only unpickler accepts: numpy's state
     (which holds an ndarray) is stored as a tensor plus ints."""
     name, keys, pos, has_gauss, cached = np.random.get_state()
@@ -87,11 +87,11 @@ def rng_state(loss_generator=None):
         "torch": torch.get_rng_state(),
         # this process's GPU only: get_rng_state_all() would open a context on every visible GPU from every rank
         "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() and torch.cuda.is_initialized() else None,
-        "loss": loss_generator.get_state() if loss_generator is not None else None,
+        "loss": [g.get_state() for g in loss_generators],  # one per task
     }
 
 
-def set_rng_state(state, loss_generator=None):
+def set_rng_state(state, loss_generators=()):
     random.setstate(state["python"])
     n = state["numpy"]
     np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
@@ -99,8 +99,8 @@ def set_rng_state(state, loss_generator=None):
     torch.set_rng_state(state["torch"])
     if state["cuda"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
-    if loss_generator is not None and state["loss"] is not None:
-        loss_generator.set_state(state["loss"])
+    for generator, generator_state in zip(loss_generators, state["loss"]):
+        generator.set_state(generator_state)
 
 
 # ------------------------------------------------------------------------------------------------- resume
@@ -108,7 +108,7 @@ def checkpoint_state(t, cfg, elapsed_s):
     """Everything a resumed run needs (the layout is in the module docstring)."""
     state = {"model": t.eval_model().state_dict(), "optimizer": t.optimizer.state_dict(),
              "scaler": t.scaler.state_dict(), "scheduler": t.scheduler.state_dict(), "epoch": t.epoch,
-             "rng": rng_state(t.loss_fn.generator), "config": cfg.to_dict(), "best_fitness": t.best_fitness,
+             "rng": rng_state([f.generator for f in t.loss_fns]), "config": cfg.to_dict(), "best_fitness": t.best_fitness,
              "evals_without_improvement": t.evals_without_improvement, "elapsed_s": elapsed_s}
     if t.ema is not None:
         state.update(train_model=unwrap(t.model).state_dict(), ema_updates=t.ema.updates)
@@ -126,7 +126,7 @@ def restore_training(t, ckpt):
         t.scaler.load_state_dict(ckpt["scaler"])
     t.epoch, t.best_fitness = ckpt["epoch"], ckpt["best_fitness"]
     t.evals_without_improvement = ckpt["evals_without_improvement"]
-    set_rng_state(ckpt["rng"], t.loss_fn.generator)  # last: building the model above drew from the generators
+    set_rng_state(ckpt["rng"], [f.generator for f in t.loss_fns])  # last: building the model above drew from the generators
 
 
 def resumed_config(cfg, ckpt):

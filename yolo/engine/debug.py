@@ -24,11 +24,11 @@ from .trainer import seed_everything
 DEMO_DPI = 90  # 3 panels of 4 inches -> 1080 x 400 px
 
 
-def run_debug(cfg, demo_dir="imgs"):
+def run_debug(cfg, demo_dir="imgs", out_dir=None):
     """Draw the assignment of cfg.num_debug_batch augmented training batches; returns the output folder."""
     setup_logging()
     seed_everything(cfg.seed)
-    out_dir = Path(cfg.runs_dir) / "debug"
+    out_dir = Path(out_dir or Path(cfg.runs_dir) / "debug")
     out_dir.mkdir(parents=True, exist_ok=True)
     records = read_records(cfg, "train")
     loader = build_loader(cfg, records, train=True)

@@ -15,8 +15,9 @@ from .distributed import gather_detections, is_main_process, unwrap
 
 
 @torch.no_grad()
-def predict_loader(model, loader, cfg, device, show_progress=True, multi_label=False):
-    """Detections for every image of the loader's dataset, in original-image pixels: index -> (boxes, scores, labels).
+def predict_loader(model, loader, cfg, device, show_progress=True, multi_label=False, task=0):
+    """Detections of task `task`'s head for every image of the loader's dataset, in original-image pixels:
+    index -> (boxes, scores, labels).
 
     multi_label=True keeps every class above conf_thres for a box (for mAP); False only its best class (to draw)."""
     model.eval()
@@ -25,7 +26,7 @@ def predict_loader(model, loader, cfg, device, show_progress=True, multi_label=F
     anchors = unwrap(model).anchors
     bar = tqdm(loader, desc="eval", leave=False, disable=not (show_progress and is_main_process()))
     for images, _, indices in bar:
-        outputs = model(images.to(device, non_blocking=True))
+        outputs = model(images.to(device, non_blocking=True), task=task)
         results = postprocess(outputs, anchors, cfg.strides, cfg.label_assignment, cfg.conf_thres, cfg.nms_iou,
                               cfg.max_det, multi_label)
         for index, (boxes, scores, labels) in zip(indices, results):
@@ -35,11 +36,11 @@ def predict_loader(model, loader, cfg, device, show_progress=True, multi_label=F
     return detections
 
 
-def evaluate(model, loader, cfg, device, show_progress=True):
+def evaluate(model, loader, cfg, device, show_progress=True, task=0):
     """COCO metrics of `model` on the loader's records. Returns (EvalResult, detections); under DDP only rank 0
     gets them, the other ranks get (None, None)."""
     # every class above the threshold per box, as YOLOv5's validation: an uncertain box still counts for its class
-    detections = gather_detections(predict_loader(model, loader, cfg, device, show_progress, multi_label=True))
+    detections = gather_detections(predict_loader(model, loader, cfg, device, show_progress, True, task))
     if detections is None:
         return None, None
     records = loader.dataset.records
@@ -50,3 +51,25 @@ def evaluate(model, loader, cfg, device, show_progress=True):
         [(r.width, r.height) for r in records],
         [d[0] for d in dets], [d[1] for d in dets], [d[2] for d in dets], list(cfg.class_names), cfg.eval_backend)
     return result, detections
+
+
+def evaluate_tasks(model, loaders, task_cfgs, device, show_progress=True):
+    """Evaluate every task on its own val loader with its own head. Returns (results, detections, scores, table):
+    lists with one EvalResult / detections dict per task; scores = {"map50", "map"} (the means over the tasks) and,
+    with several tasks, map50_<name> and map_<name>; table = markdown of mAP per task and the mean.
+    Under DDP the other ranks get (None, None, None, None)."""
+    results, detections = [], []
+    for task, (loader, task_cfg) in enumerate(zip(loaders, task_cfgs)):
+        result, dets = evaluate(model, loader, task_cfg, device, show_progress, task)
+        results.append(result)
+        detections.append(dets)
+    if results[0] is None:
+        return None, None, None, None
+    scores = {"map50": float(np.mean([r.map50 for r in results])), "map": float(np.mean([r.map for r in results]))}
+    lines = ["| task | images | mAP@0.5 | mAP@0.5:0.95 |", "|---|---:|---:|---:|"]
+    for loader, task_cfg, result in zip(loaders, task_cfgs, results):
+        if len(results) > 1:
+            scores.update({f"map50_{task_cfg.task_name}": result.map50, f"map_{task_cfg.task_name}": result.map})
+        lines.append(f"| {task_cfg.task_name} | {len(loader.dataset)} | {result.map50:.4f} | {result.map:.4f} |")
+    lines.append(f"| mean | | {scores['map50']:.4f} | {scores['map']:.4f} |")
+    return results, detections, scores, "\n".join(lines)

@@ -1,11 +1,13 @@
 """`python main.py --task info`: what the configured detector is made of, without data or a checkpoint.
 
 Prints params and GFLOPs split into backbone / neck / heads, the numbered neck blocks (the multi-task branching
-grammar refers to them by index) and the anchors of each scale with the grid they are laid on.
+grammar refers to them by index) with the tasks sharing each copy, the params shared vs owned by each task, and the
+anchors of each scale with the grid they are laid on.
 """
 from loguru import logger
 from torch import nn
 
+from ..config import task_configs
 from ..models.detector import build_model
 from ..models.info import count_params, model_summary
 from ..models.neck import NECK_BLOCK_NAMES
@@ -23,16 +25,45 @@ def run_info(cfg):
 
 def describe_model(model, cfg):
     size = (cfg.img_size, cfg.img_size)
-    header = (f"{cfg.backbone} x{cfg.width}, {cfg.num_classes} classes, {cfg.img_size}x{cfg.img_size} input: "
+    tasks = task_configs(cfg)
+    classes = ", ".join(f"{t.task_name}: {t.num_classes}" for t in tasks) if len(tasks) > 1 else cfg.num_classes
+    header = (f"{cfg.backbone} x{cfg.width}, {classes} classes, {cfg.img_size}x{cfg.img_size} input: "
               f"{count_params(model):,} params")
-    sections = [header, model_summary(model, size), neck_table(model.neck), anchor_table(cfg)]
-    return "\n\n".join(sections)
+    sections = [header, model_summary(model, size), neck_table(model.neck, cfg.task_names)]
+    if len(tasks) > 1:
+        sections.append(task_params_table(model, cfg.task_names))
+    return "\n\n".join(sections + [anchor_table(cfg)])
 
 
-def neck_table(neck):
-    lines = ["neck blocks (index -> name):", "| # | block | out channels | params |", "|---:|---|---:|---:|"]
-    for index, (name, block) in enumerate(zip(NECK_BLOCK_NAMES, neck.blocks)):
-        lines.append(f"| {index} | {name} | {last_conv(block).out_channels} | {count_params(block):,} |")
+def neck_table(neck, task_names):
+    """One row per neck block; with several tasks, the groups of tasks sharing each copy (the branching tree)."""
+    several = len(task_names) > 1
+    lines = ["neck blocks (index -> name)" + (": one copy per group of tasks, [a, b] = tasks sharing a copy" if several
+                                               else ":"),
+             "| # | block | out channels | params per copy |" + (" copies |" if several else ""),
+             "|---:|---|---:|---:|" + ("---|" if several else "")]
+    for index, (name, copies, groups) in enumerate(zip(NECK_BLOCK_NAMES, neck.blocks, neck.groups)):
+        row = f"| {index} | {name} | {last_conv(copies[0]).out_channels} | {count_params(copies[0]):,} |"
+        if several:
+            row += " " + " ".join("[" + ", ".join(task_names[t] for t in group) + "]" for group in groups) + " |"
+        lines.append(row)
+    return "\n".join(lines)
+
+
+def task_params_table(model, task_names):
+    """Params each task uses, split into those shared with every task, with some, and its own."""
+    num_tasks = len(task_names)
+    shared = {id(p): n for p, n in model.tasks_sharing()}
+    lines = ["params per task:", "| task | shared by all | shared by some | own (neck copies + head) | total used |",
+             "|---|---:|---:|---:|---:|"]
+    for task, name in enumerate(task_names):
+        used = list(model.backbone.parameters()) + list(model.heads[task].parameters())
+        used += [p for j, copies in enumerate(model.neck.blocks) for p in copies[model.neck.routes[task][j]].parameters()]
+        counts = [0, 0, 0]
+        for p in used:
+            n = shared.get(id(p), 1)
+            counts[0 if n == num_tasks else 1 if n > 1 else 2] += p.numel()
+        lines.append(f"| {name} | {counts[0]:,} | {counts[1]:,} | {counts[2]:,} | {sum(counts):,} |")
     return "\n".join(lines)
 
 

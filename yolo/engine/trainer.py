@@ -3,6 +3,11 @@
 Read `run_training` top to bottom: the process (one of several under torchrun), the run folder (new, or the one
 being resumed), data, model and optimizer, then the epochs: train, evaluate every val_interval epochs, write
 metrics.csv, last.pt and best.pt, stop early when the metric stalls. `train_one_epoch` is the inner loop.
+
+Multi-task (config `tasks`): every task has its own loaders and loss; each step takes one batch of every task, sums
+the task losses with `task_weights`, and (average_shared_grads) divides the gradient of each shared parameter by the
+number of tasks using it, so the backbone learns from the tasks' mean rather than their sum. A single-task run is
+the one-task case of the same loop.
 """
 import math
 import os
@@ -20,7 +25,7 @@ from loguru import logger
 from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
-from ..config import save_config
+from ..config import save_config, task_configs
 from ..data.dataset import build_loader, read_records
 from ..loss import YOLOLoss
 from ..models.detector import build_model
@@ -31,8 +36,9 @@ from .distributed import (DistInfo, all_ranks_true, barrier, broadcast_object, c
                           init_distributed, main_process_first, no_sync_unless, select_device,  # noqa: F401
                           sync_buffers_from_main, train_sampler, unwrap, wrap_model)
 from .ema import ModelEMA
-from .evaluator import evaluate
+from .evaluator import evaluate_tasks
 from .logs import MetricsCSV, TensorBoard, setup_logging
+from .multitask import score_names, task_batches, tasks_loss
 from .plots import plot_results, prediction_grid
 from .schedules import build_lr_lambda
 
@@ -48,10 +54,13 @@ class Training:
     scheduler: torch.optim.lr_scheduler.LambdaLR
     scaler: torch.amp.GradScaler    # fp16 loss scaling; a pass-through when disabled
     ema: ModelEMA | None
-    loss_fn: YOLOLoss
+    loss_fns: list                  # one YOLOLoss (or any loss callable) per task
     dist: DistInfo
     amp_dtype: torch.dtype | None   # autocast dtype; None = fp32
     accumulate: int = 1             # batches per optimizer update
+    task_weights: tuple = (1.0,)    # weight of each task's loss in the sum
+    task_names: tuple = ("task",)
+    shared_params: list = ()        # (parameter, tasks using it), for average_shared_grads
     epoch: int = 0                  # epochs completed
     best_fitness: float = -1.0      # best value of cfg.best_metric so far
     evals_without_improvement: int = 0
@@ -85,9 +94,10 @@ def run_training(cfg, info):
     if info.is_main:
         save_config(cfg, run_dir / "config.json")
 
-    train_loader, val_loader = build_loaders(cfg, info)
-    t = build_training(cfg, info, len(train_loader))
-    log_setup(cfg, info, t, run_dir, train_loader, val_loader)
+    train_loaders, val_loaders = build_loaders(cfg, info)
+    iters_per_epoch = max(len(loader) for loader in train_loaders)  # shorter task loaders cycle
+    t = build_training(cfg, info, iters_per_epoch)
+    log_setup(cfg, info, t, run_dir, train_loaders, val_loaders)
     if ckpt is not None:
         restore_training(t, ckpt)
         logger.info(f"resumed {resume_path} after epoch {t.epoch} (best {cfg.best_metric} {t.best_fitness:.4f})")
@@ -95,20 +105,21 @@ def run_training(cfg, info):
     if ckpt is not None and info.is_main:
         metrics.keep_until(t.epoch)
     tb = TensorBoard(run_dir / "tensorboard", cfg.tensorboard and info.is_main,
-                     purge_step=t.epoch * len(train_loader) if ckpt else None)
+                     purge_step=t.epoch * iters_per_epoch if ckpt else None)
     start = time.time() - (ckpt["elapsed_s"] if ckpt else 0.0)
 
     for epoch in range(t.epoch, cfg.epochs):
-        start_epoch(train_loader, epoch, cfg, info)
-        epoch_stats = train_one_epoch(t, train_loader, cfg, epoch, tb)
+        for loader in train_loaders:
+            start_epoch(loader, epoch, cfg, info)
+        epoch_stats = train_one_epoch(t, train_loaders, cfg, epoch, tb)
         t.epoch = epoch + 1
         for module in [unwrap(t.model)] + ([t.ema.module] if t.ema else []):
             sync_buffers_from_main(module, info)  # BN statistics of the last batches differ between ranks
         row = {"epoch": t.epoch, "time_s": round(time.time() - start, 1), **epoch_stats,
-               "map50": float("nan"), "map": float("nan")}
+               **{k: float("nan") for k in score_names(t.task_names)}}
         scores, improved = None, False
         if t.epoch % cfg.val_interval == 0 or t.epoch == cfg.epochs:
-            scores = evaluate_epoch(t, val_loader, cfg, tb, step=t.epoch * len(train_loader))
+            scores = evaluate_epoch(t, val_loaders, cfg, tb, step=t.epoch * iters_per_epoch)
             row.update(scores)
             improved = scores[cfg.best_metric] > t.best_fitness
             t.best_fitness = max(t.best_fitness, scores[cfg.best_metric])
@@ -133,25 +144,30 @@ def run_training(cfg, info):
     return t.best_fitness, run_dir
 
 
-def train_one_epoch(t, loader, cfg, epoch, tb=None):
-    """One pass over the loader. Returns the epoch's mean loss terms and assignment statistics, and the last lr."""
+def train_one_epoch(t, loaders, cfg, epoch, tb=None):
+    """One pass over the task loaders (one per task; a pass lasts as long as the longest). Returns the epoch's mean
+    loss terms and assignment statistics, and the last lr."""
     model = t.model
     model.train()
     set_backbone_frozen(unwrap(model), epoch < cfg.freeze_backbone_epochs)
-    iters, sums, seen = len(loader), {}, 0
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", dynamic_ncols=True, disable=not t.dist.is_main)
+    iters, sums, seen = max(len(loader) for loader in loaders), {}, 0
+    bar = tqdm(task_batches(loaders, iters), total=iters, desc=f"epoch {epoch + 1}/{cfg.epochs}", dynamic_ncols=True,
+               disable=not t.dist.is_main)
     tick = time.perf_counter()
-    for it, (images, targets, _) in enumerate(bar):
+    for it, batches in enumerate(bar):
         step = epoch * iters + it  # iteration of the whole run: x-axis of the schedule, multiscale and TensorBoard
-        images, targets = images.to(t.device, non_blocking=True), targets.to(t.device)
+        images = [b[0].to(t.device, non_blocking=True) for b in batches]
+        targets = [b[1].to(t.device) for b in batches]
         if cfg.multiscale:
-            images, targets = resize_batch(images, targets, multiscale_size(cfg, step))
+            size = multiscale_size(cfg, step)
+            images, targets = map(list, zip(*(resize_batch(x, y, size) for x, y in zip(images, targets))))
         update = (it + 1) % t.accumulate == 0 or it + 1 == iters  # the optimizer steps every `accumulate` batches
         with no_sync_unless(model, update):  # DDP: average gradients over the processes only before an update
             with torch.autocast(t.device.type, dtype=t.amp_dtype, enabled=t.amp_dtype is not None):
-                outputs = model(images)
-            loss, items, stats = t.loss_fn(outputs, targets, unwrap(model).anchors)
-            loss_value = finite_or_raise(loss, t.dist, epoch, it)
+                # several tasks: one forward call with a batch per task (DDP then sees every parameter used)
+                outputs = model(images) if len(images) > 1 else [model(images[0])]
+            loss, values, stats = tasks_loss(t, outputs, targets)
+            values["loss"] = finite_or_raise(loss, t.dist, epoch, it)
             # / accumulate: the summed gradients of the batches are then those of their mean, as one large batch
             t.scaler.scale(loss / t.accumulate).backward()
         if update:
@@ -159,18 +175,17 @@ def train_one_epoch(t, loader, cfg, epoch, tb=None):
         lr = t.optimizer.param_groups[0]["lr"]  # the lr this batch used, before the scheduler moves it on
         t.scheduler.step()
 
-        values = {"loss": loss_value, **{k: v.item() for k, v in items.items()},
-                  "pos_per_gt": stats["pos_per_gt"], "unmatched_pct": stats["unmatched_pct"]}
+        values.update(pos_per_gt=stats["pos_per_gt"], unmatched_pct=stats["unmatched_pct"])
         for k, v in values.items():
             sums[k] = sums.get(k, 0.0) + v
-        seen += len(images) * t.dist.world_size
+        seen += sum(len(x) for x in images) * t.dist.world_size
         speed = seen / (time.perf_counter() - tick)
         bar.set_postfix(loss=f"{values['loss']:.3f}", box=f"{values['box']:.3f}", obj=f"{values['obj']:.3f}",
                         cls=f"{values['cls']:.3f}", pos=f"{values['pos_per_gt']:.1f}", lr=f"{lr:.2e}",
                         img_s=f"{speed:.1f}")
         if tb is not None and step % cfg.log_interval == 0:
-            tb.scalars({**{k: values[k] for k in ("loss", "box", "obj", "cls")}, "lr": lr, "img_per_s": speed},
-                       step, "train/")
+            tb.scalars({**{k: v for k, v in values.items() if k.startswith(("loss", "box", "obj", "cls"))},
+                        "lr": lr, "img_per_s": speed}, step, "train/")
             tb.scalars(stats, step, "assign/")
     return {**{k: v / max(iters, 1) for k, v in sums.items()}, "lr": lr if iters else float("nan")}
 
@@ -185,6 +200,9 @@ def finite_or_raise(loss, info, epoch, it):
 
 
 def optimizer_update(t, grad_clip):
+    for p, num_tasks in t.shared_params:  # before unscaling and clipping: they then see the averaged gradients
+        if p.grad is not None:
+            p.grad.div_(num_tasks)
     if grad_clip > 0:
         t.scaler.unscale_(t.optimizer)  # clip the true gradients, not the loss-scaled fp16 ones
         torch.nn.utils.clip_grad_norm_(t.model.parameters(), grad_clip)
@@ -195,30 +213,41 @@ def optimizer_update(t, grad_clip):
         t.ema.update(unwrap(t.model))
 
 
-def evaluate_epoch(t, loader, cfg, tb, step):
-    """Evaluate the EMA (or the model); every process gets rank 0's {"map50", "map"}."""
-    result, detections = evaluate(t.eval_model(), loader, cfg, t.device)
-    scores = None
-    if result is not None:  # rank 0
-        logger.info(f"epoch {t.epoch} evaluation\n{result.table}")
-        scores = {"map50": result.map50, "map": result.map}
+def evaluate_epoch(t, loaders, cfg, tb, step):
+    """Evaluate the EMA (or the model) on every task; every process gets rank 0's scores: map50 and map (the mean
+    over tasks with several tasks, which best.pt and early stopping rank by) and, per task, map50_<name> ..."""
+    task_cfgs = [loader.dataset.task_cfg for loader in loaders]
+    results, detections, scores, table = evaluate_tasks(t.eval_model(), loaders, task_cfgs, t.device)
+    if results is not None:  # rank 0
+        for task_cfg, result in zip(task_cfgs, results):
+            logger.info(f"epoch {t.epoch} evaluation of task {task_cfg.task_name}\n{result.table}")
+        if len(results) > 1:
+            logger.info(f"epoch {t.epoch} mAP per task\n{table}")
         tb.scalars(scores, step, "val/")
         if tb.writer is not None:
-            grid = prediction_grid(loader.dataset.records, detections, cfg.class_names, cfg.predict_conf)
-            tb.image("val/predictions", grid, step)
+            for loader, task_cfg, dets in zip(loaders, task_cfgs, detections):
+                grid = prediction_grid(loader.dataset.records, dets, task_cfg.class_names, cfg.predict_conf)
+                tb.image(f"val/predictions_{task_cfg.task_name}" if len(loaders) > 1 else "val/predictions", grid, step)
     return broadcast_object(scores, t.dist)
 
 
 # ------------------------------------------------------------------------------------------------- set-up
 def build_loaders(cfg, info):
-    with main_process_first(info):  # rank 0 generates the built-in dataset, the others then read it
-        train_records, val_records = read_records(cfg, "train"), read_records(cfg, "val")
-    # the samplers only need len(): records stand in for the datasets build_loader wraps them in
-    train_loader = build_loader(cfg, train_records, train=True, sampler=train_sampler(train_records, info, cfg.seed))
-    if cfg.num_workers > 0:
-        train_loader.worker_init_fn = partial(seed_worker_augmentation, rank=info.rank)
-    val_loader = build_loader(cfg, val_records, train=False, sampler=eval_sampler(val_records, info))
-    return train_loader, val_loader
+    """(train loaders, val loaders), one of each per task; each loader's dataset knows its task's config."""
+    train_loaders, val_loaders = [], []
+    for task_cfg in task_configs(cfg):
+        with main_process_first(info):  # rank 0 generates the built-in dataset, the others then read it
+            train_records, val_records = read_records(task_cfg, "train"), read_records(task_cfg, "val")
+        # the samplers only need len(): records stand in for the datasets build_loader wraps them in
+        train_loader = build_loader(task_cfg, train_records, train=True,
+                                    sampler=train_sampler(train_records, info, cfg.seed))
+        if cfg.num_workers > 0:
+            train_loader.worker_init_fn = partial(seed_worker_augmentation, rank=info.rank)
+        val_loader = build_loader(task_cfg, val_records, train=False, sampler=eval_sampler(val_records, info))
+        train_loader.dataset.task_cfg = val_loader.dataset.task_cfg = task_cfg
+        train_loaders.append(train_loader)
+        val_loaders.append(val_loader)
+    return train_loaders, val_loaders
 
 
 def start_epoch(loader, epoch, cfg, info):
@@ -247,8 +276,11 @@ def build_training(cfg, info, iters_per_epoch):
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, build_lr_lambda(cfg, iters_per_epoch))
     amp_dtype = autocast_dtype(cfg.precision, info.device)
     scaler = torch.amp.GradScaler(info.device.type, enabled=amp_dtype == torch.float16)
-    return Training(model, optimizer, scheduler, scaler, ema, YOLOLoss(cfg), info, amp_dtype,
-                    accumulation_steps(cfg, info.world_size))
+    tasks = task_configs(cfg)
+    shared = unwrap(model).tasks_sharing() if cfg.average_shared_grads else []
+    return Training(model, optimizer, scheduler, scaler, ema, [YOLOLoss(task) for task in tasks], info, amp_dtype,
+                    accumulation_steps(cfg, info.world_size), tuple(cfg.task_weights or [1.0] * len(tasks)),
+                    cfg.task_names, shared)
 
 
 def accumulation_steps(cfg, world_size):
@@ -327,13 +359,17 @@ def new_run_dir(cfg):
     return run_dir
 
 
-def log_setup(cfg, info, t, run_dir, train_loader, val_loader):
+def log_setup(cfg, info, t, run_dir, train_loaders, val_loaders):
     step_images = cfg.batch_size * info.world_size * t.accumulate
     logger.info(f"run folder {run_dir} | device {info.device} | {info.world_size} process(es) | "
                 f"torch threads {torch.get_num_threads()} | precision {t.amp_dtype or torch.float32}")
-    logger.info(f"{len(train_loader.dataset)} train / {len(val_loader.dataset)} val images, {len(train_loader)} "
-                f"iterations per epoch of {cfg.batch_size} per process; {t.accumulate} batch(es) per update = "
-                f"{step_images} images per optimizer step at lr {cfg.lr}")
+    for name, train_loader, val_loader in zip(t.task_names, train_loaders, val_loaders):
+        task = f"task {name}: " if len(train_loaders) > 1 else ""
+        logger.info(f"{task}{len(train_loader.dataset)} train / {len(val_loader.dataset)} val images, "
+                    f"{len(train_loader)} iterations per pass of {cfg.batch_size} per process")
+    per_task = f" per task ({len(train_loaders)} tasks, weights {t.task_weights})" if len(train_loaders) > 1 else ""
+    logger.info(f"{max(len(loader) for loader in train_loaders)} iterations per epoch; {t.accumulate} batch(es) per "
+                f"update = {step_images} images{per_task} per optimizer step at lr {cfg.lr}")
 
 
 # ------------------------------------------------------------------------------------------------- multiscale

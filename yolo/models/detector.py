@@ -1,33 +1,60 @@
-"""The detector: backbone -> YOLOv3 neck -> anchor heads."""
+"""The detector: backbone -> YOLOv3 neck -> anchor heads, one head per task.
+
+A single-task model is the one-task case of a multi-task one: the backbone is always shared, the neck blocks are
+shared or copied per group of tasks as config `branching` says (yolo/models/neck.py), and every task has its own
+head with its own number of classes.
+"""
 import torch
 from torch import nn
 
+from ..config import task_configs
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from .backbones import build_backbone
 from .head import YOLOHead
-from .neck import YOLONeck
+from .neck import YOLONeck, neck_groups
 
 
 class Detector(nn.Module):
     def __init__(self, cfg):
         super().__init__()
+        tasks = task_configs(cfg)
         self.backbone = build_backbone(cfg.backbone, cfg.width)
-        self.neck = YOLONeck(self.backbone.out_channels, cfg.width)
-        self.heads = YOLOHead(self.neck.out_channels, len(cfg.anchors[0]), cfg.num_classes, cfg.img_size,
-                              cfg.strides)
+        self.neck = YOLONeck(self.backbone.out_channels, cfg.width, neck_groups(cfg.branching, len(tasks)))
+        self.heads = nn.ModuleList(YOLOHead(self.neck.out_channels, len(cfg.anchors[0]), task.num_classes,
+                                            cfg.img_size, cfg.strides) for task in tasks)
         # anchors live in the state dict so a checkpoint carries the anchors it was trained with
         self.register_buffer("anchors", torch.tensor(cfg.anchors, dtype=torch.float32))  # (3, A, 2) pixels
         # ImageNet statistics, applied inside the model so callers pass plain 0..255 images on any device
         self.register_buffer("mean", 255 * torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", 255 * torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
-    def forward(self, images):
+    @property
+    def num_tasks(self):
+        return len(self.heads)
+
+    def forward(self, images, task=0):
         """images: (B, 3, H, W) uint8 or float in 0..255, H and W multiples of 32.
 
-        Returns [(B, A, H/8, W/8, 5+C), (B, A, H/16, W/16, 5+C), (B, A, H/32, W/32, 5+C)] raw logits.
+        task=t    -> task t's raw logits [(B, A, H/8, W/8, 5+C), (B, A, H/16, W/16, 5+C), (B, A, H/32, W/32, 5+C)];
+                     only the blocks on t's path run.
+        task=None -> one such list per task, for the same images; shared blocks run once.
+        images as a list with one batch per task (training: each task its own data) -> one list per task; a single
+        call, so DDP sees every task's parameters used in one forward.
         """
+        if isinstance(images, (list, tuple)):
+            return [self.forward(batch, t) for t, batch in enumerate(images)]
         x = ((images.to(self.mean.dtype) - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
-        return self.heads(self.neck(self.backbone(x)))
+        tasks = list(range(self.num_tasks)) if task is None else [task]
+        pyramids = self.neck(self.backbone(x), tasks)
+        outputs = [self.heads[t](p) for t, p in zip(tasks, pyramids)]
+        return outputs if task is None else outputs[0]
+
+    def tasks_sharing(self):
+        """(parameter, number of tasks that use it) for every parameter used by more than one task."""
+        shared = [(p, self.num_tasks) for p in self.backbone.parameters()]
+        for copies, block_groups in zip(self.neck.blocks, self.neck.groups):
+            shared += [(p, len(group)) for copy, group in zip(copies, block_groups) for p in copy.parameters()]
+        return [(p, n) for p, n in shared if n > 1]
 
 
 def build_model(cfg):

@@ -55,7 +55,7 @@ def _count_flops(model: nn.Module, img_size: tuple[int, int]) -> FlopCounterMode
     model.eval()
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(x)
+            model(x, task=None) if getattr(model, "num_tasks", 1) > 1 else model(x)  # every task's head
     finally:
         model.train(was_training)
     return counter
