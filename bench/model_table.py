@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 from yolo.config import BaseConfig  # noqa: E402
 from yolo.models.backbones import BACKBONE_NAMES  # noqa: E402
 from yolo.models.detector import build_model  # noqa: E402
+from bench.common import emit  # noqa: E402
 from yolo.models.info import model_info  # noqa: E402
 
 WIDTHS = (0.25, 0.5, 0.75, 1.0)
@@ -74,10 +75,7 @@ def main():
     parser.add_argument("--out", type=Path, default=None, help="also write the markdown table to this file")
     args = parser.parse_args()
     text = table(args.img_size)
-    print(text)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(text, args.out)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from bench.common import emit  # noqa: E402
 from yolo.config import apply_overrides, load_config, task_configs  # noqa: E402
 from yolo.engine.logs import MetricsCSV  # noqa: E402
 from yolo.engine.trainer import train  # noqa: E402
@@ -101,10 +102,7 @@ def main():
     lines.append("| one multi-task model | " + " | ".join(cells)
                  + f" | {count_params(multi_model) / 1e6:.2f} | {multi_gflops:.2f} | {multi_ms:.0f} |")
     text = "\n".join(lines)
-    print(text)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(text, args.out)
 
 
 if __name__ == "__main__":

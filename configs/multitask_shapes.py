@@ -8,10 +8,10 @@ head per task.
 Task "shapes" is the default dataset's classes, task "symbols" a second synthetic dataset with other classes
 (another generator seed, so other images). Each optimizer step takes one batch of each task.
 """
-from yolo.config import BaseConfig
+from configs.my_config import MyConfig
 
 
-class MultiTaskShapesConfig(BaseConfig):
+class MultiTaskShapesConfig(MyConfig):  # the default run's model and schedule, on two tasks
     def __init__(self):
         super().__init__()
         self.run_name = "multitask_shapes"
@@ -25,11 +25,3 @@ class MultiTaskShapesConfig(BaseConfig):
         self.task_weights = [1.0, 1.0]
         self.shapes_num_train = 1000           # per task: one epoch is then as long as the default run's
         self.shapes_num_val = 200
-        # the default run's model and schedule (configs/my_config.py)
-        self.backbone = "resnet18"
-        self.width = 0.25
-        self.img_size = 256
-        self.epochs = 7
-        self.val_interval = 2
-        self.cache_images = True
-        self.num_workers = 0

@@ -167,7 +167,7 @@ def train_one_epoch(t, loaders, cfg, epoch, tb=None):
                 # several tasks: one forward call with a batch per task (DDP then sees every parameter used)
                 outputs = model(images) if len(images) > 1 else [model(images[0])]
             loss, values, stats = tasks_loss(t, outputs, targets)
-            values["loss"] = finite_or_raise(loss, t.dist, epoch, it)
+            values = {"loss": finite_or_raise(loss, t.dist, epoch, it), **values}
             # / accumulate: the summed gradients of the batches are then those of their mean, as one large batch
             t.scaler.scale(loss / t.accumulate).backward()
         if update:
