@@ -30,9 +30,14 @@ from yolo.models.detector import build_model  # noqa: E402
 from yolo.models.info import count_params, model_info  # noqa: E402
 
 
+def last_row(run_dir):
+    """The last evaluated row of a run's metrics.csv."""
+    return [r for r in MetricsCSV(Path(run_dir) / "metrics.csv").read() if r["map50"] == r["map50"]][-1]
+
+
 def last_scores(run_dir, task_names):
-    """mAP@0.5 per task at the last evaluation of a run (metrics.csv)."""
-    row = [r for r in MetricsCSV(Path(run_dir) / "metrics.csv").read() if r["map50"] == r["map50"]][-1]
+    """(mAP@0.5, mAP@0.5:0.95) per task at the last evaluation of a run."""
+    row = last_row(run_dir)
     if len(task_names) == 1:
         return [(row["map50"], row["map"])]
     return [(row[f"map50_{name}"], row[f"map_{name}"]) for name in task_names]
@@ -93,14 +98,16 @@ def main():
              f"{torch.get_num_threads()} threads, median of 7",
              "",
              "| model | " + " | ".join(f"{n} mAP@0.5 (0.5:0.95)" for n in names)
-             + " | params all tasks (M) | GFLOPs all tasks | CPU ms all tasks |",
-             "|---|" + "---:|" * (len(names) + 3)]
+             + " | params all tasks (M) | GFLOPs all tasks | CPU ms all tasks | train time (s) |",
+             "|---|" + "---:|" * (len(names) + 4)]
+    single_train_s = " + ".join(f"{last_row(run_dir)['time_s']:.0f}" for _, run_dir in singles)
     cells = [f"{m50:.3f} ({m:.3f})" for m50, m in single_scores]
     lines.append(f"| {len(names)} single-task models | " + " | ".join(cells)
-                 + f" | {single_params / 1e6:.2f} | {single_gflops:.2f} | {single_ms:.0f} |")
+                 + f" | {single_params / 1e6:.2f} | {single_gflops:.2f} | {single_ms:.0f} | {single_train_s} |")
     cells = [f"{m50:.3f} ({m:.3f})" for m50, m in multi_scores]
     lines.append("| one multi-task model | " + " | ".join(cells)
-                 + f" | {count_params(multi_model) / 1e6:.2f} | {multi_gflops:.2f} | {multi_ms:.0f} |")
+                 + f" | {count_params(multi_model) / 1e6:.2f} | {multi_gflops:.2f} | {multi_ms:.0f}"
+                 + f" | {last_row(multi_dir)['time_s']:.0f} |")
     text = "\n".join(lines)
     emit(text, args.out)
 
