@@ -1,13 +1,18 @@
 """Is the model the bottleneck? images/s of the real training step vs bare forward+backward, measured in one run.
 
-    python bench/pipeline.py [--config configs/my_config.py] [--iters 20] [--num_workers N] [--field value ...]
+    python bench/pipeline.py [--config configs/my_config.py] [--rounds 6] [--iters 8] [--field value ...]
 
-real  = the loader (decode, augment, collate) + assignment + loss + backward + optimizer step, as in training
-bare  = forward + backward + optimizer step of the same model on a random batch of the same shape
-Prints both and real / bare (target >= 0.85 with the default config).
+real  = the loader (decode, augment, collate) + assignment + loss + backward + clipping + optimizer step, as in
+        training (one loader iterator, passes restarting as in an epoch loop)
+bare  = forward + backward + clipping + optimizer step of the same model on a random batch of the same shape
+The two are timed in interleaved rounds (bare, real, bare, real, ...), and real / bare is taken per round, so a
+machine that speeds up or slows down moves both sides of a ratio alike. Printed: the median ratio with its spread,
+the same ratio from CPU process time per image (less sensitive to other processes on the machine), and where the
+real step's time goes (waiting for the loader, forward, assignment + loss, backward + step). Target: >= 0.85.
 """
 import argparse
 import os
+import statistics
 import sys
 import time
 
@@ -21,20 +26,33 @@ from yolo.data.dataset import build_loader, read_records  # noqa: E402
 from yolo.loss import YOLOLoss  # noqa: E402
 from yolo.models.detector import build_model  # noqa: E402
 
+TARGET = 0.85
 
-def timed_steps(step, batches, iters, warmup=3):
-    for _ in range(warmup):
-        step(*next(batches))
-    start = time.perf_counter()
-    for _ in range(iters):
-        step(*next(batches))
-    return time.perf_counter() - start
+
+class Clock:
+    """Accumulates wall time per named phase."""
+
+    def __init__(self):
+        self.total, self.last = {}, time.perf_counter()
+
+    def lap(self, name):
+        now = time.perf_counter()
+        self.total[name] = self.total.get(name, 0.0) + now - self.last
+        self.last = now
+
+
+def endless(loader):
+    """Batches without end, a new pass (reshuffled) when one ends, as an epoch loop draws them."""
+    while True:
+        yield from loader
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/my_config.py")
-    parser.add_argument("--iters", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--max_seconds", type=float, default=90, help="no new round after this (at least 3 rounds)")
+    parser.add_argument("--iters", type=int, default=8, help="steps per round and side")
     args, overrides = parser.parse_known_args()
     cfg = apply_overrides(load_config(args.config), overrides).finalize()
     torch.manual_seed(0)
@@ -42,32 +60,68 @@ def main():
     loss_fn = YOLOLoss(cfg)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     loader = build_loader(cfg, read_records(cfg, "train"), train=True)
+    clock = Clock()
 
-    def real_step(images, targets, _):
-        loss, _, _ = loss_fn(model(images), targets, model.anchors)
+    def update(loss):
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
 
-    def bare_step(images):
-        loss = sum(o.float().mean() for o in model(images))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    def endless_loader():
-        while True:
-            yield from loader
+    def real_step(batches):
+        clock.lap("other")
+        images, targets, _ = next(batches)
+        clock.lap("waiting for the loader")
+        outputs = model(images)
+        clock.lap("forward")
+        loss, items, _ = loss_fn(outputs, targets, model.anchors)
+        loss.item(), [v.item() for v in items.values()]  # the trainer logs them every step
+        clock.lap("assignment + loss")
+        update(loss)
+        clock.lap("backward + step")
 
     random_images = torch.randint(0, 256, (cfg.batch_size, 3, cfg.img_size, cfg.img_size), dtype=torch.uint8)
-    images_per_run = args.iters * cfg.batch_size
-    bare = images_per_run / timed_steps(bare_step, iter(lambda: (random_images,), None), args.iters)
-    real = images_per_run / timed_steps(real_step, endless_loader(), args.iters)
-    print(f"config {args.config} {' '.join(overrides)} | batch {cfg.batch_size} | img {cfg.img_size} | "
-          f"workers {cfg.num_workers} | torch threads {torch.get_num_threads()}")
-    print(f"bare forward+backward: {bare:7.1f} img/s")
-    print(f"real training step:    {real:7.1f} img/s")
-    print(f"real / bare:           {real / bare:7.3f}  (target >= 0.85)")
+    batches = endless(loader)
+
+    def bare_steps(n):
+        for _ in range(n):
+            update(sum(o.float().mean() for o in model(random_images)))
+
+    def real_steps(n):
+        for _ in range(n):
+            real_step(batches)
+
+    sides = {"bare": bare_steps, "real": real_steps}
+    for steps in sides.values():  # warm-up: oneDNN picks its kernels
+        steps(2)
+    wall = {name: [] for name in sides}
+    cpu = {name: [] for name in sides}
+    clock.total.clear()
+    start = time.perf_counter()
+    while len(wall["real"]) < args.rounds and (len(wall["real"]) < 3 or time.perf_counter() - start < args.max_seconds):
+        for name, steps in sides.items():
+            w, c = time.perf_counter(), time.process_time()
+            steps(args.iters)
+            wall[name].append(time.perf_counter() - w)
+            cpu[name].append(time.process_time() - c)
+
+    images = args.iters * cfg.batch_size
+    ratio = [b / r for b, r in zip(wall["bare"], wall["real"])]
+    cpu_ratio = [b / r for b, r in zip(cpu["bare"], cpu["real"])]
+    print(f"config {args.config} {' '.join(overrides)} | {cfg.backbone} x{cfg.width} | batch {cfg.batch_size} | "
+          f"img {cfg.img_size} | workers {cfg.num_workers} | torch threads {torch.get_num_threads()} | "
+          f"{len(wall['real'])} rounds of {args.iters} steps per side")
+    print(f"bare forward+backward+step: {images / statistics.median(wall['bare']):7.1f} img/s "
+          f"({1000 * statistics.median(cpu['bare']) / images:.1f} ms CPU per image)")
+    print(f"real training step:         {images / statistics.median(wall['real']):7.1f} img/s "
+          f"({1000 * statistics.median(cpu['real']) / images:.1f} ms CPU per image)")
+    ok = "met" if statistics.median(ratio) >= TARGET else "NOT met"
+    print(f"real / bare: {statistics.median(ratio):.3f} (min {min(ratio):.3f}, max {max(ratio):.3f}) "
+          f"[target >= {TARGET}: {ok}] | CPU-time ratio {statistics.median(cpu_ratio):.3f}")
+    steps = len(wall["real"]) * args.iters
+    print("real step, ms per step: " + ", ".join(f"{k} {1000 * v / steps:.1f}" for k, v in clock.total.items()
+                                                   if k != "other"))
 
 
 if __name__ == "__main__":

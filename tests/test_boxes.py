@@ -4,7 +4,7 @@ import pytest
 import torch
 from torchvision.ops import box_iou, complete_box_iou_loss, distance_box_iou_loss, generalized_box_iou_loss
 
-from yolo.boxes import batched_box_iou, cxcywh_to_xyxy, iou_family, wh_iou
+from yolo.boxes import cxcywh_to_xyxy, iou_family, wh_iou
 
 
 def random_boxes(n, seed):
@@ -50,16 +50,12 @@ def test_ciou_alpha_is_constant_in_backward():
     assert torch.allclose(pred.grad, p.grad, atol=1e-6)
 
 
-def test_wh_iou_and_batched_iou_against_box_iou():
+def test_wh_iou_against_box_iou():
     a, b = random_boxes(30, 2), random_boxes(40, 3)
     centred_a = torch.cat((torch.zeros(30, 2), a[:, 2:]), 1)
     centred_b = torch.cat((torch.zeros(40, 2), b[:, 2:]), 1)
     expected = box_iou(cxcywh_to_xyxy(centred_a), cxcywh_to_xyxy(centred_b))
     assert torch.allclose(wh_iou(a[:, 2:], b[:, 2:]), expected, atol=1e-6)
-    batched = batched_box_iou(cxcywh_to_xyxy(a).view(3, 10, 4), cxcywh_to_xyxy(b[:30]).view(3, 10, 4))
-    for i in range(3):
-        assert torch.allclose(batched[i], box_iou(cxcywh_to_xyxy(a[i * 10:(i + 1) * 10]),
-                                                  cxcywh_to_xyxy(b[i * 10:(i + 1) * 10])), atol=1e-6)
 
 
 def test_unknown_kind():

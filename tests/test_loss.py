@@ -1,11 +1,14 @@
 import numpy as np
+import pytest
 import torch
 
+from yolo.boxes import box_iou, cxcywh_to_xyxy
 from yolo.config import BaseConfig
 from yolo.data.shapes import render_shapes_image
 from yolo.data.transforms import build_transform
-from yolo.loss import YOLOLoss, padded_gt_boxes
+from yolo.loss import YOLOLoss, ignore_mask
 from yolo.models.detector import build_model
+from yolo.models.head import center_reach, decode_boxes
 
 
 def tiny_config(**fields):
@@ -61,9 +64,61 @@ def test_overfitting_one_batch_cuts_the_loss_by_90_percent():
         assert loss.item() < 0.1 * first, (strategy, first, loss.item())
 
 
-def test_padded_gt_boxes_puts_each_box_in_its_image():
-    targets = torch.tensor([[1, 0, 10, 10, 4, 4], [0, 1, 20, 20, 2, 2], [1, 2, 30, 30, 6, 6]], dtype=torch.float32)
-    boxes = padded_gt_boxes(targets, batch_size=3)
-    assert boxes.shape == (3, 2, 4)
-    assert torch.equal(boxes[0, 0], torch.tensor([19.0, 19, 21, 21])) and not boxes[0, 1].any()
-    assert torch.equal(boxes[1], torch.tensor([[8.0, 8, 12, 12], [27, 27, 33, 33]])) and not boxes[2].any()
+def dense_ignore_mask(raw, anchors_wh, stride, reach, targets, thres):
+    """Reference: every cell's predicted box against every GT of its image, IoU from torchvision."""
+    b, a, h, w, _ = raw.shape
+    boxes = cxcywh_to_xyxy(decode_boxes(raw, anchors_wh, stride, reach)).view(b, -1, 4)
+    mask = torch.ones(b, a * h * w, dtype=torch.bool)
+    for i in range(b):
+        mine = targets[targets[:, 0] == i]
+        if len(mine):
+            mask[i] = box_iou(boxes[i], cxcywh_to_xyxy(mine[:, 2:6])).amax(1) <= thres
+    return mask.view(b, a, h, w)
+
+
+def random_case(seed, img=128, num_gt=30, bsz=3):
+    g = torch.Generator().manual_seed(seed)
+    raws = [torch.randn(bsz, 3, img // s, img // s, 7, generator=g) for s in (8, 16, 32)]
+    centre = torch.rand(num_gt, 2, generator=g) * img * 1.1 - 0.05 * img  # a few centres just off the image
+    size = torch.rand(num_gt, 2, generator=g) * 70 + 4
+    image = torch.randint(0, bsz - 1, (num_gt, 1), generator=g).float()   # the last image has no GT
+    targets = torch.cat((image, torch.zeros(num_gt, 1), centre, size), 1)
+    anchors = torch.tensor([[[10.0, 13], [16, 30], [33, 23]], [[30, 61], [62, 45], [59, 119]],
+                            [[116, 90], [156, 198], [373, 326]]])
+    return raws, targets, anchors
+
+
+@pytest.mark.parametrize("thres", [0.3, 0.5, 0.6])
+@pytest.mark.parametrize("strategy", ["single_grid", "nearby_grid", "all_grid"])
+def test_windowed_ignore_mask_matches_every_cell_against_every_gt(thres, strategy):
+    ignored = 0
+    for seed in range(3):
+        raws, targets, anchors = random_case(seed)
+        for s, (raw, stride) in enumerate(zip(raws, (8, 16, 32))):
+            reach = center_reach(strategy, raw.shape[2:4])
+            want = dense_ignore_mask(raw, anchors[s], stride, reach, targets, thres)
+            got = ignore_mask(raw, anchors[s], stride, reach, targets, thres)
+            assert torch.equal(got, want), (seed, s)
+            ignored += int((~want).sum())
+            assert want[-1].all()  # the image without GT ignores nothing
+    assert ignored >= 10  # the cases do exercise the ignore rule
+
+
+def test_ignore_mask_without_targets_or_with_threshold_off_ignores_nothing():
+    raws, targets, anchors = random_case(0)
+    assert ignore_mask(raws[0], anchors[0], 8, 1.5, torch.zeros(0, 6), 0.5).all()
+    assert ignore_mask(raws[0], anchors[0], 8, 1.5, targets, 1.0).all()
+
+
+def test_ignore_mask_finds_a_wide_prediction_centred_outside_its_gt():
+    # GT x 40..80, y 40..80. Cell (gx 12, gy 7) of stride 8, anchor (33, 23), predicts x 40..160, y 40..80: its
+    # centre (100, 60) is 20 px right of the GT, yet IoU = 1600 / 4800 = 0.33. Below IoU 0.5 such cells count.
+    logit = lambda p: float(torch.log(torch.tensor(p / (1 - p))))
+    raw = torch.full((1, 3, 16, 16, 6), -10.0)
+    raw[0, 2, 7, 12, :4] = torch.tensor([0.0, 0.0, logit((120 / 33) ** 0.5 / 2), logit((40 / 23) ** 0.5 / 2)])
+    targets = torch.tensor([[0.0, 0, 60, 60, 40, 40]])
+    anchors = torch.tensor([[10.0, 13], [16, 30], [33, 23]])
+    for thres, ignored in ((0.3, True), (0.5, False)):
+        mask = ignore_mask(raw, anchors, 8, 0.5, targets, thres)
+        assert torch.equal(mask, dense_ignore_mask(raw, anchors, 8, 0.5, targets, thres))
+        assert bool(mask[0, 2, 7, 12]) is not ignored

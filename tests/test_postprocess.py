@@ -1,6 +1,9 @@
+import pytest
 import torch
+from torchvision.ops import batched_nms
 
-from yolo.postprocess import postprocess
+import yolo.postprocess as pp
+from yolo.postprocess import decode_outputs, postprocess
 
 
 def logit(p):
@@ -50,3 +53,78 @@ def test_multi_label_keeps_each_class_above_threshold():
     assert single[2].tolist() == [0]
     assert multi[2].tolist() == [0, 1] and torch.allclose(multi[1], torch.tensor([0.6, 0.3]), atol=1e-4)
     assert torch.equal(multi[0][0], multi[0][1])  # the same box, once per class
+
+
+# ---- the objectness prefilter: postprocess decodes only cells whose objectness passes conf_thres; it must give
+# exactly what thresholding every decoded box gives (the plain dense path below, as postprocess used to be)
+
+
+def dense_postprocess(outputs, anchors, strides, label_assignment, conf_thres, nms_iou, max_det, multi_label,
+                      topk=pp.PRE_NMS_TOPK):
+    boxes, class_scores = decode_outputs(outputs, anchors, strides, label_assignment)
+    bsz, _, num_classes = class_scores.shape
+    if multi_label:
+        scores = class_scores.reshape(bsz, -1)
+    else:
+        scores, labels = class_scores.max(2)
+    k = min(topk, scores.shape[1])
+    scores, top = scores.topk(k, dim=1)
+    if multi_label:
+        top, labels = top // num_classes, top % num_classes
+    else:
+        labels = labels.gather(1, top)
+    boxes = boxes.gather(1, top[..., None].expand(-1, -1, 4))
+    image = torch.arange(bsz)[:, None].expand(-1, k)
+    keep = scores > conf_thres
+    boxes, scores, labels, image = boxes[keep], scores[keep], labels[keep], image[keep]
+    kept = batched_nms(boxes, scores, image * num_classes + labels, nms_iou)
+    return [(boxes[m], scores[m], labels[m]) for m in (kept[image[kept] == i][:max_det] for i in range(bsz))]
+
+
+def random_outputs(seed, bsz=3, num_classes=4, img=128, obj_mean=-4.0):
+    """Raw outputs with objectness spread around obj_mean: a mix of sure-empty and candidate cells."""
+    g = torch.Generator().manual_seed(seed)
+    outputs = []
+    for s in (8, 16, 32):
+        raw = torch.randn(bsz, 3, img // s, img // s, 5 + num_classes, generator=g)
+        raw[..., 4] = raw[..., 4] * 3 + obj_mean
+        outputs.append(raw)
+    outputs[1][-1, ..., 4] = -30.0  # one image with no candidate at all on a scale
+    anchors = torch.tensor([[[10.0, 13], [16, 30], [33, 23]], [[30, 61], [62, 45], [59, 119]],
+                            [[116, 90], [156, 198], [373, 326]]])
+    return outputs, anchors
+
+
+@pytest.mark.parametrize("multi_label", [False, True])
+@pytest.mark.parametrize("conf_thres,assignment", [(0.005, "nearby_grid"), (0.1, "single_grid"),
+                                                   (0.3, "all_grid")])
+def test_prefilter_matches_dense_path(multi_label, conf_thres, assignment):
+    for seed in range(3):
+        outputs, anchors = random_outputs(seed)
+        got = postprocess(outputs, anchors, (8, 16, 32), assignment, conf_thres, 0.5, 50, multi_label)
+        want = dense_postprocess(outputs, anchors, (8, 16, 32), assignment, conf_thres, 0.5, 50, multi_label)
+        assert sum(len(w[1]) for w in want) > 0
+        for (gb, gs, gl), (wb, ws, wl) in zip(got, want):
+            assert torch.equal(gl, wl) and torch.allclose(gs, ws, rtol=1e-6, atol=0)
+            assert torch.allclose(gb, wb, rtol=1e-6, atol=1e-4)
+
+
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_prefilter_keeps_the_best_per_image_when_candidates_overflow(monkeypatch, multi_label):
+    # more candidates than PRE_NMS_TOPK in every image: both paths must keep the same top ones per image
+    monkeypatch.setattr(pp, "PRE_NMS_TOPK", 40)
+    outputs, anchors = random_outputs(7, obj_mean=0.0)
+    got = postprocess(outputs, anchors, (8, 16, 32), "nearby_grid", 0.005, 0.6, 300, multi_label)
+    want = dense_postprocess(outputs, anchors, (8, 16, 32), "nearby_grid", 0.005, 0.6, 300, multi_label, topk=40)
+    for (gb, gs, gl), (wb, ws, wl) in zip(got, want):
+        assert 0 < len(gs) <= 40
+        assert torch.equal(gl, wl) and torch.allclose(gs, ws, rtol=1e-6, atol=0)
+        assert torch.allclose(gb, wb, rtol=1e-6, atol=1e-4)
+
+
+def test_no_candidates_gives_empty_results_per_image():
+    outputs, anchors = random_outputs(0, obj_mean=-40.0)
+    results = postprocess(outputs, anchors, (8, 16, 32), "nearby_grid", 0.005, 0.5, 100, True)
+    assert len(results) == 3
+    for boxes, scores, labels in results:
+        assert boxes.shape == (0, 4) and scores.shape == (0,) and labels.shape == (0,)

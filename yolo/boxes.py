@@ -53,13 +53,3 @@ def iou_family(pred, target, kind="ciou", eps=1e-7):
     with torch.no_grad():
         alpha = v / ((1 - iou) + v + eps)
     return diou - alpha * v
-
-
-def batched_box_iou(boxes1, boxes2):
-    """Pairwise IoU inside each batch element: (B, N, 4) x (B, M, 4) xyxy -> (B, N, M)."""
-    lt = torch.max(boxes1[:, :, None, :2], boxes2[:, None, :, :2])
-    rb = torch.min(boxes1[:, :, None, 2:], boxes2[:, None, :, 2:])
-    inter = (rb - lt).clamp(min=0).prod(-1)
-    area1 = (boxes1[..., 2:] - boxes1[..., :2]).prod(-1)
-    area2 = (boxes2[..., 2:] - boxes2[..., :2]).prod(-1)
-    return inter / (area1[:, :, None] + area2[:, None, :] - inter).clamp(min=1e-9)

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from .assign import assign
-from .boxes import batched_box_iou, cxcywh_to_xyxy, iou_family
-from .models.head import center_reach, decode, decode_boxes
+from .boxes import cxcywh_to_xyxy, iou_family
+from .models.head import center_reach, decode
 
 
 class YOLOLoss:
@@ -29,7 +29,6 @@ class YOLOLoss:
         assignments, stats = assign(targets, anchors, grid_sizes, cfg.strides, cfg.label_assignment,
                                     cfg.match_iou_thres, cfg.filter_by_max_iou, cfg.assign_unmatched_to_best,
                                     self.generator)
-        gt_xyxy = padded_gt_boxes(targets, outputs[0].shape[0])  # (B, G, 4)
         device = outputs[0].device
         box_loss, cls_loss, obj_loss = [], [], torch.zeros((), device=device)
         for s, (raw, asg) in enumerate(zip(outputs, assignments)):
@@ -37,7 +36,7 @@ class YOLOLoss:
             stride, anchors_wh = cfg.strides[s], anchors[s]
             raw = raw.float()  # losses in fp32 even under autocast
             obj_target = torch.zeros(raw.shape[:4], device=device)
-            obj_mask = ignore_mask(raw, anchors_wh, stride, reach, gt_xyxy, cfg.ignore_iou_thres)
+            obj_mask = ignore_mask(raw, anchors_wh, stride, reach, targets, cfg.ignore_iou_thres)
             if len(asg.gt):
                 pos = raw[asg.batch, asg.anchor, asg.gy, asg.gx]  # (P, 5 + C)
                 cell_xy = torch.stack((asg.gx, asg.gy), 1).float()
@@ -49,8 +48,8 @@ class YOLOLoss:
                 # objectness learns how well the box fits (YOLOv5's IoU target) so scores rank detections by quality
                 obj_target[asg.batch, asg.anchor, asg.gy, asg.gx] = iou.detach().clamp(min=0).to(obj_target.dtype)
                 obj_mask[asg.batch, asg.anchor, asg.gy, asg.gx] = True
-            bce = F.binary_cross_entropy_with_logits(raw[..., 4], obj_target, reduction="none")
-            obj_loss = obj_loss + cfg.obj_scale_weights[s] * (bce * obj_mask).sum() / obj_mask.sum().clamp(min=1)
+            bce = F.binary_cross_entropy_with_logits(raw[..., 4], obj_target, weight=obj_mask, reduction="sum")
+            obj_loss = obj_loss + cfg.obj_scale_weights[s] * bce / obj_mask.sum().clamp(min=1)
         box = torch.cat(box_loss).mean() if box_loss else torch.zeros((), device=device)
         cls = torch.cat(cls_loss).mean() if cls_loss else torch.zeros((), device=device)
         loss = cfg.box_weight * box + cfg.obj_weight * obj_loss + cfg.cls_weight * cls
@@ -58,24 +57,40 @@ class YOLOLoss:
         return loss, items, stats
 
 
-def padded_gt_boxes(targets, batch_size):
-    """GT boxes per image, padded with empty boxes: (B, G, 4) xyxy, G = most GTs in one image (at least 1)."""
-    order = torch.argsort(targets[:, 0], stable=True)
-    b = targets[order, 0].long()
-    counts = torch.bincount(b, minlength=batch_size)
-    g = max(int(counts.max()) if len(b) else 0, 1)
-    slot = torch.arange(len(b), device=targets.device) - (torch.cumsum(counts, 0) - counts)[b]  # rank in image
-    boxes = torch.zeros(batch_size, g, 4, device=targets.device)
-    boxes[b, slot] = cxcywh_to_xyxy(targets[order, 2:6])
-    return boxes
-
-
 @torch.no_grad()
-def ignore_mask(raw, anchors_wh, stride, reach, gt_xyxy, thres):
-    """True where a cell counts as a negative: its predicted box overlaps no GT by more than `thres`."""
-    if thres <= 0 or thres >= 1:
-        return torch.ones(raw.shape[:4], dtype=torch.bool, device=raw.device)
+def ignore_mask(raw, anchors_wh, stride, reach, targets, thres):
+    """True where a cell counts as a negative: its predicted box overlaps no GT by more than `thres`.
+
+    Comparing every cell with every GT would be the biggest tensor of the loss, but only cells near a GT can
+    overlap it: a predicted centre stays within `reach` cells of its cell's centre and a box is less than 4 anchors
+    wide. With thres >= 0.5 the window is tighter still: if the centre of box P lies outside box G, their
+    intersection is less than half of P, so IoU < 0.5. Each GT is compared with the cells of its window only.
+    """
     b, a, h, w, _ = raw.shape
-    boxes = cxcywh_to_xyxy(decode_boxes(raw, anchors_wh, stride, reach)).view(b, -1, 4)
-    best = batched_box_iou(boxes, gt_xyxy).amax(2)  # (B, A*H*W)
-    return (best <= thres).view(b, a, h, w)
+    mask = torch.ones((b, a, h, w), dtype=torch.bool, device=raw.device)
+    if thres <= 0 or thres >= 1 or not len(targets):
+        return mask
+    gt = cxcywh_to_xyxy(targets[:, 2:6])                                      # (K, 4)
+    # window of each GT: cells whose centre lies within `margin` pixels of it (floor/ceil: a cell too many is fine)
+    margin = reach * stride + (0.0 if thres >= 0.5 else 2 * float(anchors_wh.max()))
+    last = torch.tensor([w - 1, h - 1], device=raw.device)
+    lo = ((gt[:, :2] - margin) / stride - 0.5).floor().long().clamp(min=0)   # (K, 2) first cell x, y
+    hi = torch.minimum(((gt[:, 2:] + margin) / stride - 0.5).ceil().long(), last)
+    size = (hi - lo + 1).clamp(min=0)                                         # (K, 2) window width, height
+    count = size[:, 0] * size[:, 1]
+    k = torch.repeat_interleave(torch.arange(len(gt), device=raw.device), count)  # (M,) the GT of each window cell
+    first, width, box = lo[k], size[k, 0], gt[k, None]                       # (M, 2), (M,), (M, 1, 4)
+    rank = torch.arange(len(k), device=raw.device) - (torch.cumsum(count, 0) - count)[k]  # position in its window
+    gx, gy = first[:, 0] + rank % width, first[:, 1] + rank // width
+    image = targets[k, 0].long()
+    cell_xy = torch.stack((gx, gy), 1).float()[:, None]                      # (M, 1, 2)
+    pred = decode(raw[image, :, gy, gx, :4], cell_xy, anchors_wh, stride, reach)  # (M, A, 4) cx, cy, w, h
+    p1, p2 = pred[..., :2] - pred[..., 2:] / 2, pred[..., :2] + pred[..., 2:] / 2
+    g1, g2 = box[..., :2], box[..., 2:]                                       # (M, 1, 2)
+    overlap = (torch.minimum(p2, g2) - torch.maximum(p1, g1)).clamp_(min=0)  # (M, A, 2)
+    inter = overlap[..., 0] * overlap[..., 1]
+    # IoU > t  <=>  inter > t * (area_p + area_g - inter)  <=>  inter > t / (1 + t) * (area_p + area_g)
+    areas = pred[..., 2] * pred[..., 3] + (g2 - g1).prod(-1)
+    cell, anchor = (inter > areas.mul_(thres / (1 + thres))).nonzero(as_tuple=True)
+    mask[image[cell], anchor, gy[cell], gx[cell]] = False
+    return mask

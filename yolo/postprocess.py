@@ -1,15 +1,25 @@
-"""From raw head outputs to detections: decode -> score threshold -> per-class NMS -> at most max_det per image."""
+"""From raw head outputs to detections: objectness prefilter -> decode -> score threshold -> per-class NMS -> at
+most max_det per image.
+
+At a low threshold (0.005 for mAP) post-processing must not cost much next to the forward pass, so it touches as
+little as possible: a score is objectness times a class probability below 1, so only cells whose objectness alone
+passes the threshold are decoded (a trained model is sure most cells are empty), and NMS runs once per image, on
+its best PRE_NMS_TOPK boxes. `decode_outputs` keeps the plain every-cell decoding, for analysis.
+"""
+import functools
+import math
+
 import torch
-from torchvision.ops import batched_nms
+from torchvision.ops import nms
 
 from .boxes import cxcywh_to_xyxy
-from .models.head import center_reach, decode_boxes
+from .models.head import center_reach, decode, decode_boxes, make_grid
 
 PRE_NMS_TOPK = 1000  # per image: NMS cost grows with the square of its input, low-score boxes never survive anyway
 
 
 def decode_outputs(outputs, anchors, strides, label_assignment):
-    """Raw outputs of all scales -> (B, N, 4) xyxy boxes in input pixels and (B, N, C) class scores."""
+    """Raw outputs of all scales -> (B, N, 4) xyxy boxes in input pixels and (B, N, C) class scores, every cell."""
     boxes, scores = [], []
     for raw, anchors_wh, stride in zip(outputs, anchors, strides):
         b = raw.shape[0]
@@ -20,6 +30,44 @@ def decode_outputs(outputs, anchors, strides, label_assignment):
     return torch.cat(boxes, 1), torch.cat(scores, 1)
 
 
+def cell_table(outputs, anchors, strides, label_assignment):
+    """What decoding needs for each cell of all scales, in the order of decode_candidates' flattened outputs
+    (scale, anchor, row, column): (N, 6) = cell x, cell y, anchor w, anchor h, stride, reach. The same for every
+    batch of a given input size, so it is built once per size and anchors."""
+    grids = tuple(tuple(o.shape[1:4]) for o in outputs)
+    return _cell_table(grids, tuple(anchors.flatten().tolist()), tuple(strides), label_assignment, outputs[0].device)
+
+
+@functools.lru_cache(maxsize=16)
+def _cell_table(grids, anchors, strides, label_assignment, device):
+    anchors = torch.tensor(anchors, device=device).view(len(grids), -1, 2)
+    parts = []
+    for (a, h, w), anchors_wh, stride in zip(grids, anchors, strides):
+        cell_xy = make_grid(h, w, device)[0].expand(a, h, w, 2)
+        anchor_wh = anchors_wh.view(a, 1, 1, 2).expand(a, h, w, 2)
+        stride_reach = torch.tensor([float(stride), center_reach(label_assignment, (h, w))], device=device)
+        parts.append(torch.cat((cell_xy, anchor_wh, stride_reach.expand(a, h, w, 2)), -1).view(-1, 6))
+    return torch.cat(parts)
+
+
+def decode_candidates(outputs, anchors, strides, label_assignment, conf_thres):
+    """Decode only the cells whose objectness alone passes conf_thres (no other cell can reach it).
+    Returns boxes (P, 4) xyxy, class scores (P, C) and image index (P,), sorted by image."""
+    raw = torch.cat([o.flatten(1, 3) for o in outputs], 1)                   # (B, N, 5 + C), N cells of all scales
+    num_cells, width = raw.shape[1:]
+    # compare logits, not sigmoids of every cell; the margin keeps every cell whose float sigmoid could pass
+    if conf_thres <= 0:
+        min_logit = -math.inf
+    else:
+        min_logit = math.log(conf_thres / (1 - conf_thres)) - 1e-4 if conf_thres < 1 else math.inf
+    picked = (raw[..., 4] > min_logit).view(-1).nonzero().squeeze(1)        # (P,) into B * N, sorted by image
+    rows = raw.view(-1, width).index_select(0, picked).float()               # (P, 5 + C)
+    cell = cell_table(outputs, anchors, strides, label_assignment).index_select(0, picked % num_cells)  # (P, 6)
+    boxes = cxcywh_to_xyxy(decode(rows[:, :4], cell[:, 0:2], cell[:, 2:4], cell[:, 4:5], cell[:, 5:6]))
+    scores = rows[:, 4:5].sigmoid() * rows[:, 5:].sigmoid()                  # as in decode_outputs
+    return boxes, scores, picked // num_cells
+
+
 @torch.no_grad()
 def postprocess(outputs, anchors, strides, label_assignment, conf_thres=0.005, nms_iou=0.5, max_det=100,
                 multi_label=False):
@@ -27,28 +75,34 @@ def postprocess(outputs, anchors, strides, label_assignment, conf_thres=0.005, n
 
     multi_label=False keeps each box's best class (what you want to draw); True keeps every (box, class) pair above
     the threshold, so a box whose class is uncertain still counts for the right class -- the usual choice when
-    computing mAP (YOLOv5's validation does the same). One `batched_nms` call serves the whole batch: boxes of
-    different images or classes never suppress each other.
+    computing mAP (YOLOv5's validation does the same). Boxes of different classes never suppress each other.
     """
-    boxes, class_scores = decode_outputs(outputs, anchors, strides, label_assignment)
-    bsz, num_boxes, num_classes = class_scores.shape
-    if multi_label:
-        scores = class_scores.reshape(bsz, -1)                               # (B, N * C): one entry per pair
-    else:
-        scores, labels = class_scores.max(2)                                 # (B, N): best class per box
-    k = min(PRE_NMS_TOPK, scores.shape[1])
-    scores, top = scores.topk(k, dim=1)                                      # (B, k)
-    if multi_label:
-        top, labels = top // num_classes, top % num_classes
-    else:
-        labels = labels.gather(1, top)
-    boxes = boxes.gather(1, top[..., None].expand(-1, -1, 4))
-    image = torch.arange(bsz, device=boxes.device)[:, None].expand(-1, k)
-    keep = scores > conf_thres
-    boxes, scores, labels, image = boxes[keep], scores[keep], labels[keep], image[keep]
-    kept = batched_nms(boxes, scores, image * num_classes + labels, nms_iou)  # sorted by score
-    results = []
-    for i in range(bsz):  # split per image; the NMS itself was one call
-        mine = kept[image[kept] == i][:max_det]
-        results.append((boxes[mine], scores[mine], labels[mine]))
-    return results
+    boxes, class_scores, image = decode_candidates(outputs, anchors, strides, label_assignment, conf_thres)
+    num_classes = class_scores.shape[1]
+    if multi_label:                                                          # one entry per (box, class) pair
+        all_scores = class_scores.view(-1)
+        pair = (all_scores > conf_thres).nonzero().squeeze(1)
+        box, labels, scores = pair // num_classes, pair % num_classes, all_scores.index_select(0, pair)
+    else:                                                                    # each box's best class
+        scores, labels = class_scores.max(1)
+        box = (scores > conf_thres).nonzero().squeeze(1)
+        scores, labels = scores.index_select(0, box), labels.index_select(0, box)
+    boxes, image = boxes.index_select(0, box), image.index_select(0, box)    # still sorted by image
+    # one NMS call per image: each class is shifted by more than the extent of all boxes, so boxes of different
+    # classes never overlap (in float64, where the shift costs the coordinates no precision)
+    class_offset = float(boxes.max() - boxes.min()) + 1 if len(boxes) else 0.0
+    shifted, scores64 = boxes.double() + labels[:, None] * class_offset, scores.double()
+    kept, start = [], 0
+    for count in torch.bincount(image, minlength=outputs[0].shape[0]).tolist():
+        mine = slice(start, start + count)
+        if count > PRE_NMS_TOPK:
+            top_scores, top = scores64[mine].topk(PRE_NMS_TOPK)
+            keep = top[nms(shifted[mine].index_select(0, top), top_scores, nms_iou)]
+        else:
+            keep = nms(shifted[mine], scores64[mine], nms_iou)
+        kept.append(keep[:max_det] + start)                                  # best first
+        start += count
+    per_image = [len(k) for k in kept]
+    kept = torch.cat(kept)
+    return list(zip(boxes.index_select(0, kept).split(per_image), scores.index_select(0, kept).split(per_image),
+                    labels.index_select(0, kept).split(per_image)))
