@@ -41,9 +41,9 @@ def fitting_checkpoint(model, path):
         try:
             model.load_state_dict(load_checkpoint(p)["model"])
             return p
-        except (RuntimeError, KeyError, ValueError):
+        except (RuntimeError, KeyError, ValueError, FileNotFoundError) as e:
             if path:  # asked for explicitly: say why it does not fit
-                raise
+                sys.exit(f"error: {e}")
     return None
 
 
