@@ -21,10 +21,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
+from bench.common import training_step_parts  # noqa: E402
 from yolo.config import apply_overrides, load_config  # noqa: E402
-from yolo.data.dataset import build_loader, read_records  # noqa: E402
-from yolo.loss import YOLOLoss  # noqa: E402
-from yolo.models.detector import build_model  # noqa: E402
 
 TARGET = 0.85
 
@@ -41,12 +39,6 @@ class Clock:
         self.last = now
 
 
-def endless(loader):
-    """Batches without end, a new pass (reshuffled) when one ends, as an epoch loop draws them."""
-    while True:
-        yield from loader
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/my_config.py")
@@ -55,19 +47,8 @@ def main():
     parser.add_argument("--iters", type=int, default=8, help="steps per round and side")
     args, overrides = parser.parse_known_args()
     cfg = apply_overrides(load_config(args.config), overrides).finalize()
-    torch.manual_seed(0)
-    model = build_model(cfg).train()
-    loss_fn = YOLOLoss(cfg)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    loader = build_loader(cfg, read_records(cfg, "train"), train=True)
+    model, loss_fn, batches, update = training_step_parts(cfg)
     clock = Clock()
-
-    def update(loss):
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
 
     def real_step(batches):
         clock.lap("other")
@@ -82,7 +63,6 @@ def main():
         clock.lap("backward + step")
 
     random_images = torch.randint(0, 256, (cfg.batch_size, 3, cfg.img_size, cfg.img_size), dtype=torch.uint8)
-    batches = endless(loader)
 
     def bare_steps(n):
         for _ in range(n):

@@ -22,15 +22,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
+from bench.common import training_step_parts  # noqa: E402
 from yolo.config import apply_overrides, load_config  # noqa: E402
-from yolo.data.dataset import build_loader, read_records  # noqa: E402
-from yolo.loss import YOLOLoss  # noqa: E402
-from yolo.models.detector import build_model  # noqa: E402
-
-
-def endless(loader):
-    while True:
-        yield from loader
 
 
 def main():
@@ -41,18 +34,7 @@ def main():
     parser.add_argument("--torch_profile", action="store_true")
     args, overrides = parser.parse_known_args()
     cfg = apply_overrides(load_config(args.config), overrides).finalize()
-    torch.manual_seed(0)
-    model = build_model(cfg).train()
-    loss_fn = YOLOLoss(cfg)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    batches = endless(build_loader(cfg, read_records(cfg, "train"), train=True))
-
-    def update(loss):
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
+    model, loss_fn, batches, update = training_step_parts(cfg)
 
     def real(batches):
         images, targets, _ = next(batches)
