@@ -1,10 +1,14 @@
 """Augmentation: geometric transforms move boxes with the pixels (a filled rectangle drawn in a synthetic image still
-matches its transformed box, IoU >= 0.9), mosaic included; the pipeline list, caching and seeding behave."""
+matches its transformed box, IoU >= 0.9), mosaic included; the default LetterboxAugment draws what albumentations'
+pipeline draws with the same parameters, and its colour matrix what torchvision's colour functions do; the pipeline
+list, caching and seeding behave."""
 import cv2
 import numpy as np
 import pytest
 import torch
+import torchvision.transforms.functional as TF
 from loguru import logger
+from matplotlib.colors import rgb_to_hsv
 from PIL import Image
 
 from yolo.config import BaseConfig, load_config
@@ -12,8 +16,8 @@ from yolo.data.checks import DataError
 from yolo.data.dataset import DetectionDataset, build_loader
 from yolo.data.formats import Record
 from yolo.data.mosaic import mosaic4
-from yolo.data.transforms import (PAD_FILL, SEED_AUGMENTATIONS, A, basic_augmentations, build_augmentations,
-                                  build_transform, resize_longest)
+from yolo.data.transforms import (PAD_FILL, SEED_AUGMENTATIONS, A, LetterboxAugment, bbox_params, build_augmentations,
+                                  build_transform, letterbox_ops, resize_longest)
 
 COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)]  # far from the black background and PAD_FILL
 
@@ -53,9 +57,8 @@ def config(**fields):
 
 
 def geometric_entries():
-    """Every geometric (box-moving) entry of the basic pipeline and of the seed set, forced to always apply."""
-    entries = basic_augmentations(BaseConfig()) + SEED_AUGMENTATIONS
-    geometric = [(n, 1.0, kw) for n, _, kw in entries if issubclass(getattr(A, n), A.DualTransform)]
+    """Every geometric (box-moving) entry of the seed set, forced to always apply."""
+    geometric = [(n, 1.0, kw) for n, _, kw in SEED_AUGMENTATIONS if issubclass(getattr(A, n), A.DualTransform)]
     assert {n for n, _, _ in geometric} == {"HorizontalFlip", "Affine"}
     return [pytest.param(e, id=f"{e[0]}-{i}") for i, e in enumerate(geometric)]
 
@@ -140,11 +143,126 @@ def test_reseeding_the_transform_repeats_mosaic_samples(tmp_path):
 
 
 def test_my_config_keeps_the_fast_basic_pipeline():
-    """The shapes benchmark is tuned with letterbox + flip + affine + colour jitter, and no mosaic."""
+    """The shapes benchmark is tuned with the default LetterboxAugment (flip, zoom, shift, colours), and no mosaic."""
     cfg = load_config("configs/my_config.py").finalize()
     assert cfg.augmentations is None and cfg.mosaic_prob == 0.0
-    names = [type(t).__name__ for t in build_transform(cfg, train=True).transforms]
-    assert names == ["LongestMaxSize", "PadIfNeeded", "HorizontalFlip", "Affine", "ColorJitter"]
+    transform = build_transform(cfg, train=True)
+    assert isinstance(transform, LetterboxAugment)
+    assert (transform.hflip_prob, transform.scale, transform.translate, transform.color_jitter) == (
+        cfg.hflip_prob, tuple(cfg.affine_scale), cfg.affine_translate, cfg.color_jitter)
+
+
+def albumentations_reference(size, flip, zoom, shift):
+    """The albumentations pipeline LetterboxAugment replaces, with its random draws pinned."""
+    affine = A.Affine(scale={"x": zoom[0], "y": zoom[1]}, translate_px={"x": (shift[0],) * 2, "y": (shift[1],) * 2},
+                      border_mode=cv2.BORDER_CONSTANT, fill=PAD_FILL, p=1.0)
+    ops = letterbox_ops(size) + [A.HorizontalFlip(p=float(flip)), affine]
+    return A.Compose(ops, bbox_params=bbox_params(2.0, 0.3))
+
+
+@pytest.mark.parametrize("flip", [False, True])
+@pytest.mark.parametrize("zoom, shift", [((1.0, 1.0), (0, 0)), ((0.8, 1.2), (10, -7)), ((1.25, 0.75), (-25, 25)),
+                                         ((1.3, 1.3), (90, 0))])  # the last pushes a box mostly out
+@pytest.mark.parametrize("width, height", [(300, 150), (151, 256), (256, 256)])
+def test_letterbox_augment_warps_as_albumentations_does(flip, zoom, shift, width, height):
+    rng = np.random.default_rng(width)
+    image = cv2.GaussianBlur(rng.integers(0, 256, (height, width, 3), dtype=np.uint8), (9, 9), 3)
+    boxes = np.float32([[10, 20, 100, 120], [width - 60, 30, width - 5, 140], [40, 60, 45, 64]])
+    labels = np.array([0, 1, 2])
+    expected = albumentations_reference(256, flip, zoom, shift)(image=image, bboxes=boxes, labels=labels)
+    out_image, out_boxes, out_labels = LetterboxAugment(256, min_box_size=2.0, min_visibility=0.3).warp(
+        image, boxes, labels, flip, zoom, shift)
+    assert np.abs(out_image.astype(int) - expected["image"].astype(int)).max() <= 1  # rounding of the matrix only
+    np.testing.assert_array_equal(out_labels, expected["labels"])
+    np.testing.assert_allclose(out_boxes, np.asarray(expected["bboxes"]).reshape(-1, 4), atol=1e-3)
+
+
+def test_letterbox_augment_without_augmentation_is_the_val_letterbox():
+    """Train and val must agree on geometry (a classic bug: train resizes to a square while val letterboxes)."""
+    cfg = config(hflip_prob=0.0, affine_scale=(1.0, 1.0), affine_translate=0.0, color_jitter=0.0)
+    image = np.random.default_rng(0).integers(0, 256, (200, 333, 3), dtype=np.uint8)
+    boxes = np.float32([[100, 50, 150, 100], [0, 0, 333, 200]])
+    train = build_transform(cfg, train=True)(image=image, bboxes=boxes, labels=[0, 1])
+    val = build_transform(cfg, train=False)(image=image, bboxes=boxes, labels=[0, 1])
+    np.testing.assert_array_equal(train["image"], val["image"])
+    np.testing.assert_allclose(train["bboxes"], np.asarray(val["bboxes"]), atol=1e-3)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_letterbox_augment_keeps_box_on_rectangle(seed):
+    box = (70, 40, 190, 130)
+    transform = build_transform(config(color_jitter=0.0, affine_scale=(0.6, 1.4), affine_translate=0.2), train=True)
+    transform.set_random_seed(seed)
+    out = transform(image=rectangle_image(300, 200, box), bboxes=np.array([box], np.float32), labels=[0])
+    found = mask_box(out["image"], COLOURS[0])
+    if len(out["bboxes"]):
+        assert iou(found, out["bboxes"][0]) >= 0.9
+    else:  # dropped: less than min_visibility of it is left in the picture
+        assert found is None or (found[2] - found[0]) * (found[3] - found[1]) < 0.3 * 1.4 ** 2 * 120 * 90 * 0.86 ** 2
+
+
+def torchvision_colour(image, brightness, contrast, saturation, hue):
+    """Reference: torchvision's functional colour ops one after the other, in floats (no rounding in between)."""
+    x = torch.from_numpy(image).permute(2, 0, 1).double() / 255
+    x = TF.adjust_saturation(TF.adjust_contrast(TF.adjust_brightness(x, brightness), contrast), saturation)
+    x = TF.adjust_hue(x.float(), hue) if hue else x
+    return (x.permute(1, 2, 0).numpy() * 255).round().clip(0, 255).astype(np.uint8)
+
+
+class PinnedDraws:
+    """A stand-in random generator that returns the given brightness, contrast, saturation and hue draws."""
+    def __init__(self, factors, hue):
+        self.factors, self.hue_draw = np.array(factors), hue
+
+    def uniform(self, low, high, size=None):
+        return self.factors if size == 3 else self.hue_draw
+
+
+def mid_range_image():
+    # mid-range colours: torchvision clamps to [0, 1] after each step, the single matrix only at the end
+    return np.random.default_rng(1).integers(70, 190, (32, 48, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("factors", [(1.2, 0.8, 1.3), (0.75, 1.25, 0.7), (1.0, 1.3, 1.0)])
+def test_colour_matrix_matches_torchvision(factors):
+    image = mid_range_image()
+    matrix = LetterboxAugment(64, color_jitter=0.3).draw_color_matrix(image, PinnedDraws(factors, 0.0))
+    expected = torchvision_colour(image, *factors, 0.0).astype(int)
+    # the same linear operations; they differ in grey weights only (0.299 here, 0.2989 in torchvision)
+    assert np.abs(cv2.transform(image, matrix).astype(int) - expected).max() <= 2
+
+
+@pytest.mark.parametrize("hue", [0.02, -0.02, 0.01])
+def test_hue_rotation_shifts_hsv_hue_and_keeps_greys(hue):
+    """The rotation about the grey axis turns the HSV hue (which torchvision shifts) by the same angle on average."""
+    image = mid_range_image()
+    transform = LetterboxAugment(64, color_jitter=0.3, hue=0.02)
+    matrix = transform.draw_color_matrix(image, PinnedDraws((1.0, 1.0, 1.0), hue))
+    hsv_before = rgb_to_hsv(image / 255)
+    turned = (rgb_to_hsv(cv2.transform(image, matrix) / 255)[..., 0] - hsv_before[..., 0] + 0.5) % 1 - 0.5
+    turned = turned[hsv_before[..., 1] > 0.2]  # the hue of nearly grey pixels is mostly rounding noise
+    assert abs(turned.mean() - hue) < 0.5 / 360 and np.quantile(np.abs(turned - hue), 0.9) < 1.5 / 360
+    grey = np.full((4, 4, 3), 128, np.uint8)
+    assert np.abs(cv2.transform(grey, matrix).astype(int) - 128).max() <= 1
+    # with brightness, contrast and saturation too, the one matrix is those followed by the rotation
+    both = transform.draw_color_matrix(image, PinnedDraws((1.1, 0.9, 1.2), hue))
+    first = transform.draw_color_matrix(image, PinnedDraws((1.1, 0.9, 1.2), 0.0))
+    in_two_steps = cv2.transform(cv2.transform(image.astype(np.float32), first), matrix)
+    np.testing.assert_allclose(cv2.transform(image.astype(np.float32), both), in_two_steps, atol=1e-3)
+
+
+def test_letterbox_augment_reseeds_and_varies():
+    image = np.random.default_rng(0).integers(0, 256, (180, 240, 3), dtype=np.uint8)
+    box = np.float32([[20, 30, 120, 150]])
+    transform = build_transform(config(), train=True)
+    runs = []
+    for _ in range(2):
+        transform.set_random_seed(7)
+        runs.append([transform(image=image, bboxes=box, labels=[0]) for _ in range(5)])
+    for a, b in zip(*runs):
+        np.testing.assert_array_equal(a["image"], b["image"])
+        np.testing.assert_array_equal(a["bboxes"], b["bboxes"])
+    assert len({r["image"].tobytes() for r in runs[0]}) == 5  # five draws, five different images
 
 
 def test_augmentation_list_builds_and_fills_with_the_mean():

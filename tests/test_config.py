@@ -52,6 +52,11 @@ def test_bad_override_values(args, message):
     ("batch_size", 0, "batch_size"),
     ("match_iou_thres", 1.5, "match_iou_thres"),
     ("class_names", [], "class_names"),
+    ("hflip_prob", 1.5, "hflip_prob"),
+    ("color_jitter", 1.0, "color_jitter"),
+    ("affine_translate", -0.1, "affine_translate"),
+    ("affine_scale", (1.25, 0.75), "affine_scale"),
+    ("affine_scale", (0.5,), "affine_scale"),
 ])
 def test_validation_names_field_and_allowed_values(field, value, message):
     cfg = BaseConfig()

@@ -13,7 +13,7 @@ affine, colours), so a mosaic can be zoomed and shifted like any image.
 """
 import numpy as np
 
-from .transforms import PAD_FILL
+from .transforms import PAD_FILL, clip_visible
 
 
 def mosaic4(samples, img_size, rng, min_visibility=0.3, min_size=2.0):
@@ -39,14 +39,3 @@ def mosaic4(samples, img_size, rng, min_visibility=0.3, min_size=2.0):
     boxes, labels = clip_visible(boxes, labels, s, s, min_visibility, min_size)
     return canvas, boxes, labels
 
-
-def clip_visible(boxes, labels, width, height, min_visibility, min_size):
-    """Clip boxes to the width x height window; keep those with >= min_visibility of their area left inside and
-    both sides >= min_size pixels."""
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    clipped = boxes.copy()
-    clipped[:, [0, 2]] = clipped[:, [0, 2]].clip(0, width)
-    clipped[:, [1, 3]] = clipped[:, [1, 3]].clip(0, height)
-    w, h = clipped[:, 2] - clipped[:, 0], clipped[:, 3] - clipped[:, 1]
-    keep = (w >= min_size) & (h >= min_size) & (w * h >= min_visibility * np.maximum(area, 1e-9))
-    return clipped[keep], labels[keep]
