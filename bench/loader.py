@@ -2,8 +2,8 @@
 
     python bench/loader.py [--config configs/my_config.py] [--batches 40] [--steps 10] [--field value ...]
 
-loader      images/s the training loader delivers (decode, letterbox, augment, collate) with num_workers workers
-            (default 2), iterated on its own after a warm-up batch (the workers' start-up is not counted)
+loader      images/s the training loader delivers (decode, letterbox, augment, collate) with the config's
+            num_workers, iterated on its own after a warm-up batch (the workers' start-up is not counted)
 heavy       the same with SEED_AUGMENTATIONS and mosaic_prob 0.5 (the real-data configs' pipeline), for reference
 train step  images/s of forward + loss + backward + optimizer step of the configured model at its batch size,
             on a real batch held in memory (no loading)

@@ -2,8 +2,8 @@
 
     python bench/profile_pipeline.py [--config configs/my_config.py] [--rounds 6] [--iters 4] [--torch_profile]
 
-Sides, timed in interleaved rounds (bare, real, loader alone, loss alone, bare, ...), each as ms per step, median
-over the rounds:
+Sides, timed in interleaved rounds (bare, real, loader alone, loss alone, bare, ...), each block after one untimed
+step, as ms per step, median over the rounds:
   bare          forward + backward + step on a random batch (bench/pipeline.py's denominator)
   real          loader + assignment + loss + backward + step (bench/pipeline.py's numerator)
   loader alone  one batch from the loader (decode, augment, collate), nothing else
@@ -61,6 +61,7 @@ def main():
     ms = {name: [] for name in sides}
     for _ in range(args.rounds):
         for name, fn in sides.items():
+            fn()  # untimed: the first step after a switch of sides is slower (see bench/pipeline.py)
             start = time.perf_counter()
             for _ in range(args.iters):
                 fn()
