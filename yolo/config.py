@@ -47,7 +47,7 @@ class BaseConfig:
         self.color_jitter = 0.3                # train augmentation: brightness/contrast/saturation strength (0 = off)
         self.augmentations = None              # train augmentation list [(albumentations name, probability, kwargs)],
                                                # after the letterbox; None = LetterboxAugment: flip/zoom/shift/colour
-                                               # jitter from the 4 fields above, in one warp (about 5x faster);
+                                               # jitter from the 4 fields above, in one warp (about 4x faster);
                                                # yolo.data.transforms.SEED_AUGMENTATIONS = seed 004's set
         self.mosaic_prob = 0.0                 # chance that a training sample is a 4-image mosaic (then augmented)
         self.min_box_size = 2.0                # boxes smaller than this (pixels, after augmentation) are dropped

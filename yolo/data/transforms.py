@@ -9,7 +9,7 @@ Two train pipelines, chosen by the config field `augmentations`:
 - None (the default): LetterboxAugment, the basic set (flip, zoom and shift, colour jitter) described by
   hflip_prob, affine_scale, affine_translate and color_jitter, done in one warp and one colour matrix. It draws the
   same geometry as albumentations' LongestMaxSize + PadIfNeeded + HorizontalFlip + Affine (tests/test_augment.py
-  compares them) at a fifth of the cost, which keeps a 2-core CPU busy with the model (bench/pipeline.py).
+  compares them) at a quarter of the cost, which keeps a 2-core CPU busy with the model (bench/pipeline.py).
 - a list of (albumentations transform name, probability, keyword arguments) entries, applied in order after the
   letterbox by albumentations. SEED_AUGMENTATIONS is seed 004's heavier set, used by the real-data configs.
 The 4-image mosaic (mosaic.py) runs before either. Val and predict use the letterbox alone (albumentations).
