@@ -4,6 +4,8 @@
 
 loader      images/s the training loader delivers (decode, letterbox, augment, collate) with the config's
             num_workers, iterated on its own after a warm-up batch (the workers' start-up is not counted)
+albumentations  the same with the albumentations list that draws what the default LetterboxAugment draws
+            (LetterboxAugment's speed-up, as a ratio; only when the config uses the default, augmentations = None)
 heavy       the same with SEED_AUGMENTATIONS and mosaic_prob 0.5 (the real-data configs' pipeline), for reference
 train step  images/s of forward + loss + backward + optimizer step of the configured model at its batch size,
             on a real batch held in memory (no loading)
@@ -26,6 +28,15 @@ from yolo.data.dataset import build_loader, read_records  # noqa: E402
 from yolo.data.transforms import SEED_AUGMENTATIONS  # noqa: E402
 from yolo.loss import YOLOLoss  # noqa: E402
 from yolo.models.detector import build_model  # noqa: E402
+
+
+def albumentations_equivalent(cfg):
+    """The albumentations list LetterboxAugment replaced: the same flip, zoom, shift and colour jitter draws."""
+    j = cfg.color_jitter
+    return [("HorizontalFlip", cfg.hflip_prob, {}),
+            ("Affine", 1.0, {"scale": tuple(cfg.affine_scale),
+                             "translate_percent": (-cfg.affine_translate, cfg.affine_translate)}),
+            ("ColorJitter", 0.8, {"brightness": j, "contrast": j, "saturation": j, "hue": 0.02})]
 
 
 def loader_images_per_s(cfg, records, batches):
@@ -83,6 +94,12 @@ def main():
     print(f"{cfg.backbone} x{cfg.width}, img_size {cfg.img_size}, batch {cfg.batch_size}, {cfg.num_workers} workers, "
           f"torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs")
     print(f"loader (config pipeline)        {loader:8.1f} images/s")
+    if cfg.augmentations is None:
+        same = copy.copy(cfg)
+        same.augmentations = albumentations_equivalent(cfg)
+        loader_same = loader_images_per_s(same, records, args.batches)
+        print(f"loader (albumentations, same)   {loader_same:8.1f} images/s: LetterboxAugment is "
+              f"{loader / loader_same:.1f}x faster")
     print(f"loader (seed set + mosaic 0.5)  {loader_heavy:8.1f} images/s")
     print(f"train step (fwd+loss+bwd+opt)   {step:8.1f} images/s")
     print(f"loader / train step = {loader / step:.2f}: the loader is "
