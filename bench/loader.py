@@ -25,18 +25,19 @@ import torch  # noqa: E402
 
 from yolo.config import apply_overrides, load_config  # noqa: E402
 from yolo.data.dataset import build_loader, read_records  # noqa: E402
-from yolo.data.transforms import SEED_AUGMENTATIONS  # noqa: E402
+from yolo.data.transforms import SEED_AUGMENTATIONS, build_transform  # noqa: E402
 from yolo.loss import YOLOLoss  # noqa: E402
 from yolo.models.detector import build_model  # noqa: E402
 
 
-def albumentations_equivalent(cfg):
-    """The albumentations list LetterboxAugment replaced: the same flip, zoom, shift and colour jitter draws."""
-    j = cfg.color_jitter
-    return [("HorizontalFlip", cfg.hflip_prob, {}),
-            ("Affine", 1.0, {"scale": tuple(cfg.affine_scale),
-                             "translate_percent": (-cfg.affine_translate, cfg.affine_translate)}),
-            ("ColorJitter", 0.8, {"brightness": j, "contrast": j, "saturation": j, "hue": 0.02})]
+def albumentations_equivalent(transform):
+    """The albumentations list that draws what a LetterboxAugment draws: flip, zoom, shift, colour jitter."""
+    j = transform.color_jitter
+    return [("HorizontalFlip", transform.hflip_prob, {}),
+            ("Affine", 1.0, {"scale": transform.scale,
+                             "translate_percent": (-transform.translate, transform.translate)}),
+            ("ColorJitter", transform.color_prob,
+             {"brightness": j, "contrast": j, "saturation": j, "hue": transform.hue})]
 
 
 def loader_images_per_s(cfg, records, batches):
@@ -96,7 +97,7 @@ def main():
     print(f"loader (config pipeline)        {loader:8.1f} images/s")
     if cfg.augmentations is None:
         same = copy.copy(cfg)
-        same.augmentations = albumentations_equivalent(cfg)
+        same.augmentations = albumentations_equivalent(build_transform(cfg, train=True))
         loader_same = loader_images_per_s(same, records, args.batches)
         print(f"loader (albumentations, same)   {loader_same:8.1f} images/s: LetterboxAugment is "
               f"{loader / loader_same:.1f}x faster")

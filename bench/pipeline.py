@@ -8,9 +8,10 @@ bare  = forward + backward + clipping + optimizer step of the same model on a ra
 The two are timed in interleaved rounds (bare, real, real, bare, bare, real, ...), and real / bare is taken per
 round, so a machine that speeds up or slows down moves both sides of a ratio alike. Each block of steps starts with
 one untimed step: the first step after a switch of sides is slower (caches, allocator), a cost training never
-pays, and which side paid more of it moved the ratio by 0.05 depending on the order. Printed: the median ratio with its spread,
-the same ratio from CPU process time per image (less sensitive to other processes on the machine), and where the
-real step's time goes (waiting for the loader, forward, assignment + loss, backward + step). Target: >= 0.85.
+pays, and which side paid more of it moved the ratio by 0.05 depending on the order. Printed: the median ratio
+with its spread, the same ratio from CPU process time per image (less sensitive to other processes on the
+machine), and where the real step's time goes (waiting for the loader, forward, assignment + loss, backward +
+step). Target: >= 0.85.
 """
 import argparse
 import os

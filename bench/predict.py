@@ -5,8 +5,9 @@
 Each round times every mode next to its own bare pass on the same validation batches (bare then mode, or mode then
 bare on odd rounds), and the ratio is taken per pair, so a machine that speeds up or slows down (shared or
 throttled CPUs) moves both sides of a ratio alike. (Timing bare, mode A, mode B in a row and dividing both by the
-one bare pass measured B 5-8 % worse than A on this VM whichever mode B was.) Printed: the median ratio over the rounds with its spread (min..max), the same ratio from
-CPU process time per image (less sensitive to other processes, more to our own idle threads), and post-processing
+one bare pass measured B 5-8 % worse than A on this VM whichever mode B was.) Printed: the median ratio over the
+rounds with its spread (min..max), the same ratio from CPU process time per image (less sensitive to other
+processes, more to our own idle threads), and post-processing
 alone on the stored outputs of the batches (ms per batch) with the ratio that it and the bare forward imply (the
 steadiest of the three on a noisy machine).
 
