@@ -1,4 +1,4 @@
-"""Entry point: python main.py [--config configs/my_config.py] [--task train|val|predict] [--<any field> value ...]"""
+"""Entry point: python main.py [--config configs/my_config.py] [--task NAME] [--<any field> value ...]"""
 import os
 import sys
 
@@ -6,6 +6,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations would o
 os.environ.setdefault("MPLBACKEND", "Agg")  # plots are saved to files; no display needed (notebooks keep inline)
 
 from yolo.config import BaseConfig, apply_overrides, load_config  # noqa: E402
+from yolo.tasks import TASKS, check_task_name  # noqa: E402  (the registry only: each command loads on use)
 
 DEFAULT_CONFIG = "configs/my_config.py"
 
@@ -40,7 +41,10 @@ def parse_args(argv):
 
 def print_help():
     print(__doc__)
-    print("Every field of the config can be overridden; defaults (see yolo/config.py for what each one means):")
+    print("Tasks (--task NAME, default from the config):")
+    for name, description in TASKS.items():
+        print(f"  {name:<12} {description}")
+    print("\nEvery field of the config can be overridden; defaults (see yolo/config.py for what each one means):")
     for name, value in BaseConfig().to_dict().items():
         print(f"  --{name} {value!r}")
 
@@ -52,6 +56,7 @@ def main(argv=None):
     try:
         config_path, overrides = parse_args(argv)
         cfg = apply_overrides(load_config(config_path), overrides).finalize()
+        check_task_name(cfg.task)
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
     from yolo.data.checks import DataError  # heavy imports only once the config is known to be valid

@@ -4,7 +4,7 @@
     python bench/backbones.py --backbones resnet18 darknet53 --widths 0.5 1.0 --runs 5
 
 Time = median over --runs forward passes (after --warmup untimed ones) in eval mode under torch.inference_mode.
-GFLOPs are for one image (yolo.models.info.gflops).
+GFLOPs are for one image (yolo.models.flops.gflops).
 On a busy machine (other processes on the same cores) multi-threaded runs stall at every parallel region and
 batch-1 times can jump 10-20x; use --threads 1, or compare only numbers taken on an idle machine.
 """
@@ -19,8 +19,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
-from yolo.models.backbones import BACKBONE_NAMES, build_backbone  # noqa: E402
-from yolo.models.info import count_params, gflops  # noqa: E402
+from yolo.config import BACKBONES  # noqa: E402
+from yolo.models.backbones import build_backbone  # noqa: E402
+from yolo.models.flops import count_params, gflops  # noqa: E402
 
 
 def median_forward_ms(model, x, runs: int, warmup: int) -> float:
@@ -36,7 +37,7 @@ def median_forward_ms(model, x, runs: int, warmup: int) -> float:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backbones", nargs="+", default=list(BACKBONE_NAMES), choices=BACKBONE_NAMES)
+    parser.add_argument("--backbones", nargs="+", default=list(BACKBONES), choices=BACKBONES)
     parser.add_argument("--widths", nargs="+", type=float, default=[0.5])
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8])
     parser.add_argument("--img-size", type=int, default=416, help="square input side, a multiple of 32")

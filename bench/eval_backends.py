@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from yolo.metrics import BACKENDS, evaluate_detections  # noqa: E402
+from yolo.config import EVAL_BACKENDS  # noqa: E402
+from yolo.metrics import evaluate_detections  # noqa: E402
 
 
 def random_detections(num_images, num_classes, dets_per_image, seed, width=640, height=480):
@@ -69,14 +70,14 @@ def main():
     print(f"{args.images} images, {args.classes} classes, {num_gts} GTs, {num_dets} detections")
 
     results, seconds = {}, {}
-    for backend in BACKENDS:
+    for backend in EVAL_BACKENDS:
         start = time.perf_counter()
         results[backend] = evaluate_detections(*data, class_names, backend=backend)
         seconds[backend] = time.perf_counter() - start
         print(f"{backend:<17} {seconds[backend]:7.2f} s   mAP {results[backend].map:.4f}   "
               f"AP50 {results[backend].map50:.4f}")
 
-    slow, fast = (results[b] for b in BACKENDS)
+    slow, fast = (results[b] for b in EVAL_BACKENDS)
     max_diff = np.abs(np.array(slow.stats) - np.array(fast.stats)).max()
     ap50_diff = max(abs(slow.per_class_ap50[c] - fast.per_class_ap50[c]) for c in class_names)
     print(f"max |diff| of the 12 stats: {max_diff:.2e}   max |diff| per-class AP50: {ap50_diff:.2e}")

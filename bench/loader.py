@@ -6,7 +6,7 @@ loader      images/s the training loader delivers (decode, letterbox, augment, c
             num_workers, iterated on its own after a warm-up batch (the workers' start-up is not counted)
 albumentations  the same with the albumentations list that draws what the default LetterboxAugment draws
             (LetterboxAugment's speed-up, as a ratio; only when the config uses the default, augmentations = None)
-heavy       the same with SEED_AUGMENTATIONS and mosaic_prob 0.5 (the real-data configs' pipeline), for reference
+heavy       the same with PHOTO_AUGMENTATIONS and mosaic_prob 0.5 (the real-data configs' pipeline), for reference
 train step  images/s of forward + loss + backward + optimizer step of the configured model at its batch size,
             on a real batch held in memory (no loading)
 The loader is not the bottleneck when loader / train step > 1. On a machine where workers and the training step
@@ -25,7 +25,7 @@ import torch  # noqa: E402
 
 from yolo.config import apply_overrides, load_config  # noqa: E402
 from yolo.data.dataset import build_loader, read_records  # noqa: E402
-from yolo.data.transforms import SEED_AUGMENTATIONS, build_transform  # noqa: E402
+from yolo.data.transforms import PHOTO_AUGMENTATIONS, build_transform  # noqa: E402
 from yolo.loss import YOLOLoss  # noqa: E402
 from yolo.models.detector import build_model  # noqa: E402
 
@@ -65,7 +65,7 @@ def train_step_images_per_s(cfg, records, steps, warmup=2):
     images, targets, _ = next(iter(build_loader(single, records, train=True)))
 
     def step():
-        loss, _, _ = loss_fn(model(images), targets, model.anchors)
+        loss, _, _ = loss_fn(model(images), targets, model.decoding)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -87,7 +87,7 @@ def main():
     cfg = apply_overrides(load_config(args.config), overrides).finalize()
     records = read_records(cfg, "train")
     heavy = copy.copy(cfg)
-    heavy.augmentations, heavy.mosaic_prob = SEED_AUGMENTATIONS, 0.5
+    heavy.augmentations, heavy.mosaic_prob = PHOTO_AUGMENTATIONS, 0.5
 
     loader = loader_images_per_s(cfg, records, args.batches)
     loader_heavy = loader_images_per_s(heavy, records, args.batches)

@@ -3,9 +3,10 @@
     python bench/model_table.py                                  # 416 px, 20 classes (Pascal VOC)
     python bench/model_table.py --out ../notes/model_table.md    # also write the table to a file
 
-"seed's published params" holds the sizes the seed project published (blank where it published none). Our neck
-is YOLOv3's (five-conv sets of 128/256/512 x width channels), so compare the backbone column with the seed's
-first: "seed - our backbone" is what the seed spends on neck + heads if its backbone equals ours.
+"published params" holds the sizes a simplified YOLO implementation with the same backbones and width multiplier
+publishes for its VOC detector (blank where it publishes none). Our neck is YOLOv3's (five-conv sets of 128/256/512 x
+width channels), so compare the backbone column with the published one first: "published - our backbone" is what
+that implementation spends on neck + heads if its backbone equals ours.
 """
 
 import argparse
@@ -16,18 +17,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
-from yolo.config import BaseConfig  # noqa: E402
-from yolo.models.backbones import BACKBONE_NAMES  # noqa: E402
+from yolo.config import BACKBONES, BaseConfig  # noqa: E402
 from yolo.models.detector import build_model  # noqa: E402
 from bench.common import emit  # noqa: E402
-from yolo.models.info import model_info  # noqa: E402
+from yolo.models.flops import model_info  # noqa: E402
 
 WIDTHS = (0.25, 0.5, 0.75, 1.0)
 VOC_CLASSES = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
                "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
                "tvmonitor"]
-# (backbone, width) -> params (M) the seed project published for its VOC detector
-SEED_PARAMS_M = {
+# (backbone, width) -> params (M) published by a simplified YOLO implementation for its VOC detector
+PUBLISHED_PARAMS_M = {
     ("resnet18", 0.25): 0.87, ("resnet18", 0.5): 3.46, ("resnet18", 0.75): 7.76, ("resnet18", 1.0): 13.78,
     ("resnet34", 0.75): 13.45,
     ("resnet50", 0.75): 36.49,
@@ -51,19 +51,19 @@ def table(img_size):
     lines = [f"Detector at {img_size}x{img_size}, {len(VOC_CLASSES)} classes (VOC), GFLOPs for one image "
              f"(1 multiply-add = 2 FLOPs)\n",
              "| backbone | width | params (M) | GFLOPs | backbone (M) | neck (M) | heads (M) "
-             "| seed's published params (M) | ours - seed (M) | seed - our backbone (M) |",
+             "| published params (M) | ours - published (M) | published - our backbone (M) |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for backbone in BACKBONE_NAMES:
+    for backbone in BACKBONES:
         for width in WIDTHS:
             info = measure(backbone, width, img_size)
             total_m, gflops = info["total"][0] / 1e6, info["total"][1]
             part_m = [info[part][0] / 1e6 for part in ("backbone", "neck", "heads")]
-            seed = SEED_PARAMS_M.get((backbone, width))
-            # seed - our backbone = the seed's neck + heads, if its backbone matches ours (it does for ResNet-18)
-            seed_cells = ["", "", ""] if seed is None else [f"{seed:.2f}", f"{total_m - seed:+.2f}",
-                                                            f"{seed - part_m[0]:.2f}"]
+            published = PUBLISHED_PARAMS_M.get((backbone, width))
+            # published - our backbone = its neck + heads, if its backbone matches ours (it does for ResNet-18)
+            published_cells = ["", "", ""] if published is None else [f"{published:.2f}", f"{total_m - published:+.2f}",
+                                                            f"{published - part_m[0]:.2f}"]
             cells = [backbone, f"{width}", f"{total_m:.2f}", f"{gflops:.2f}", *(f"{p:.2f}" for p in part_m),
-                     *seed_cells]
+                     *published_cells]
             lines.append("| " + " | ".join(cells) + " |")
             print(lines[-1], file=sys.stderr, flush=True)  # progress: the darknet rows take a few seconds each
     return "\n".join(lines)

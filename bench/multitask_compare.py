@@ -27,7 +27,7 @@ from yolo.config import apply_overrides, load_config, task_configs  # noqa: E402
 from yolo.engine.logs import MetricsCSV  # noqa: E402
 from yolo.engine.trainer import train  # noqa: E402
 from yolo.models.detector import build_model  # noqa: E402
-from yolo.models.info import count_params, model_info  # noqa: E402
+from yolo.models.flops import count_params, model_info  # noqa: E402
 
 
 def last_row(run_dir):

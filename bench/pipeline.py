@@ -59,7 +59,7 @@ def main():
         clock.lap("waiting for the loader")
         outputs = model(images)
         clock.lap("forward")
-        loss, items, _ = loss_fn(outputs, targets, model.anchors)
+        loss, items, _ = loss_fn(outputs, targets, model.decoding)
         loss.item(), [v.item() for v in items.values()]  # the trainer logs them every step
         clock.lap("assignment + loss")
         update(loss)

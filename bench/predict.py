@@ -80,7 +80,7 @@ def main():
     num_images = sum(len(b) for b in batches)
 
     def post(outputs, multi_label):
-        return postprocess(outputs, model.anchors, cfg.strides, cfg.label_assignment, cfg.conf_thres, cfg.nms_iou,
+        return postprocess(outputs, model.decoding, cfg.conf_thres, cfg.nms_iou,
                            cfg.max_det, multi_label)
 
     modes = {"+ post (multi_label False)": lambda images: post(model(images), False),

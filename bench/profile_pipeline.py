@@ -38,7 +38,7 @@ def main():
 
     def real(batches):
         images, targets, _ = next(batches)
-        loss, items, _ = loss_fn(model(images), targets, model.anchors)
+        loss, items, _ = loss_fn(model(images), targets, model.decoding)
         loss.item(), [v.item() for v in items.values()]
         update(loss)
 
@@ -48,7 +48,7 @@ def main():
 
     def loss_alone():
         outputs = [o.clone().requires_grad_() for o in stored]
-        loss, items, _ = loss_fn(outputs, targets, model.anchors)
+        loss, items, _ = loss_fn(outputs, targets, model.decoding)
         loss.item(), [v.item() for v in items.values()]
         loss.backward()
 

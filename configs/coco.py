@@ -10,7 +10,7 @@ Category ids (1..90 with gaps) become the contiguous indices of COCO_CLASSES; is
 and are handled by the COCO metric as crowds. A real run wants a GPU and a pretrained backbone (pretrained_path).
 """
 from yolo.config import BaseConfig
-from yolo.data.transforms import SEED_AUGMENTATIONS
+from yolo.data.transforms import PHOTO_AUGMENTATIONS
 
 COCO_CLASSES = [
     "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
@@ -40,7 +40,7 @@ class COCOConfig(BaseConfig):
         self.class_names = COCO_CLASSES
         self.img_size = 416
         self.anchors = YOLOV3_ANCHORS
-        self.augmentations = SEED_AUGMENTATIONS  # seed 004's set
+        self.augmentations = PHOTO_AUGMENTATIONS  # noise, colour, flip, zoom/shift
         self.mosaic_prob = 0.5
         self.backbone = "darknet53"
         self.width = 1.0

@@ -9,7 +9,7 @@ memorisation. Two images have no label file (background images) and two label fi
 """
 from configs.coco import COCO_CLASSES
 from yolo.config import BaseConfig
-from yolo.data.transforms import SEED_AUGMENTATIONS
+from yolo.data.transforms import PHOTO_AUGMENTATIONS
 
 
 class COCO128Config(BaseConfig):
@@ -26,7 +26,7 @@ class COCO128Config(BaseConfig):
         self.anchors = [[(5, 5), (8, 17), (16, 9)],  # stride 8
                         [(25, 22), (37, 39), (22, 66)],  # stride 16
                         [(71, 46), (63, 107), (185, 183)]]  # stride 32
-        self.augmentations = SEED_AUGMENTATIONS  # seed 004's set
+        self.augmentations = PHOTO_AUGMENTATIONS  # noise, colour, flip, zoom/shift
         self.mosaic_prob = 0.5
         self.cache_images = True               # 128 images: about 30 MB at 320 px
         self.backbone = "resnet18"

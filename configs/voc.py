@@ -11,7 +11,7 @@ Layout (the official tars unpacked into data/):
 A real run wants a GPU and a pretrained backbone (pretrained_path).
 """
 from yolo.config import BaseConfig
-from yolo.data.transforms import SEED_AUGMENTATIONS
+from yolo.data.transforms import PHOTO_AUGMENTATIONS
 
 VOC_CLASSES = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
                "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor"]
@@ -32,7 +32,7 @@ class VOCConfig(BaseConfig):
         # YOLOv3's COCO anchors at 416 px; python main.py --config configs/voc.py --task anchors fits VOC's own
         self.anchors = [[(10, 13), (16, 30), (33, 23)], [(30, 61), (62, 45), (59, 119)],
                         [(116, 90), (156, 198), (373, 326)]]
-        self.augmentations = SEED_AUGMENTATIONS  # seed 004's set
+        self.augmentations = PHOTO_AUGMENTATIONS  # noise, colour, flip, zoom/shift
         self.mosaic_prob = 0.5
         self.backbone = "resnet50"
         self.width = 1.0

@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 from loguru import logger
 
-from yolo.anchors import anchor_fit, format_anchors, kmeans_anchors, run_anchors, split_into_scales
+from yolo.anchors import anchor_fit, format_anchors, kmeans_anchors, split_into_scales
 from yolo.config import BaseConfig
-from yolo.data.formats import Record
-from yolo.data.report import letterboxed_box_sizes
+from yolo.data.records import Record
 from yolo.data.shapes import ensure_shapes_dataset
+from yolo.data.transforms import letterboxed_box_sizes
+from yolo.tasks import anchors as anchors_task
 
 CENTRES = np.array([[8, 10], [14, 30], [30, 16], [40, 45], [30, 90], [90, 40], [120, 120], [100, 220], [240, 160]],
                    dtype=float)
@@ -81,7 +82,7 @@ def test_anchors_task_on_a_small_dataset(tmp_path):
     messages = []
     handler = logger.add(lambda m: messages.append(str(m)), level="INFO", format="{message}")
     try:
-        new = run_anchors(cfg)
+        new = anchors_task.run(cfg)
     finally:
         logger.remove(handler)
     assert len(new) == 3 and all(len(s) == 3 for s in new)

@@ -341,7 +341,7 @@ def test_unknown_strategy_is_rejected():
 # ------------------------------------------------------------------------------------------ --task debug
 def test_run_debug_writes_pngs(tmp_path):
     from yolo.config import BaseConfig
-    from yolo.engine.debug import run_debug
+    from yolo.tasks.assignments import draw_assignments
 
     cfg = BaseConfig()
     cfg.task, cfg.data_root, cfg.runs_dir = "debug", str(tmp_path / "shapes"), str(tmp_path / "runs")
@@ -349,7 +349,7 @@ def test_run_debug_writes_pngs(tmp_path):
     cfg.batch_size, cfg.num_workers, cfg.img_size, cfg.num_debug_batch = 2, 0, 128, 1
     cfg.debug_demos = True
     cfg.finalize()
-    out_dir = run_debug(cfg, demo_dir=tmp_path / "imgs")
+    out_dir = draw_assignments(cfg, demo_dir=tmp_path / "imgs")
     assert out_dir == tmp_path / "runs" / "debug"
     pngs = sorted(out_dir.glob("*.png"))
     assert len(pngs) == 2 and all(p.stat().st_size > 1000 for p in pngs)

@@ -14,9 +14,9 @@ from PIL import Image
 from yolo.config import BaseConfig, load_config
 from yolo.data.checks import DataError
 from yolo.data.dataset import DetectionDataset, build_loader
-from yolo.data.formats import Record
+from yolo.data.records import Record
 from yolo.data.mosaic import mosaic4
-from yolo.data.transforms import (PAD_FILL, SEED_AUGMENTATIONS, A, LetterboxAugment, bbox_params, build_augmentations,
+from yolo.data.transforms import (PAD_FILL, PHOTO_AUGMENTATIONS, A, LetterboxAugment, bbox_params, build_augmentations,
                                   build_transform, letterbox_ops, resize_longest)
 
 COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)]  # far from the black background and PAD_FILL
@@ -57,8 +57,8 @@ def config(**fields):
 
 
 def geometric_entries():
-    """Every geometric (box-moving) entry of the seed set, forced to always apply."""
-    geometric = [(n, 1.0, kw) for n, _, kw in SEED_AUGMENTATIONS if issubclass(getattr(A, n), A.DualTransform)]
+    """Every geometric (box-moving) entry of PHOTO_AUGMENTATIONS, forced to always apply."""
+    geometric = [(n, 1.0, kw) for n, _, kw in PHOTO_AUGMENTATIONS if issubclass(getattr(A, n), A.DualTransform)]
     assert {n for n, _, _ in geometric} == {"HorizontalFlip", "Affine"}
     return [pytest.param(e, id=f"{e[0]}-{i}") for i, e in enumerate(geometric)]
 
@@ -266,8 +266,8 @@ def test_letterbox_augment_reseeds_and_varies():
 
 
 def test_augmentation_list_builds_and_fills_with_the_mean():
-    ops = build_augmentations(SEED_AUGMENTATIONS)
-    assert [type(op).__name__ for op in ops] == [name for name, _, _ in SEED_AUGMENTATIONS]
+    ops = build_augmentations(PHOTO_AUGMENTATIONS)
+    assert [type(op).__name__ for op in ops] == [name for name, _, _ in PHOTO_AUGMENTATIONS]
     affine = ops[-1]
     assert tuple(affine.fill) == PAD_FILL and affine.p == 1.0
     image = np.full((64, 64, 3), 200, np.uint8)

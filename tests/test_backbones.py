@@ -3,14 +3,15 @@ import torch
 import torchvision
 from torch import nn
 
-from yolo.models.backbones import BACKBONE_NAMES, build_backbone, darknet53_conv_shapes, scale_channels
-from yolo.models.info import count_params, gflops, model_info, model_summary
+from yolo.config import BACKBONES
+from yolo.models.backbones import build_backbone, darknet53_conv_shapes, scale_channels
+from yolo.models.flops import count_params, gflops, model_info, model_summary
 
 SIZES = [(320, 320), (416, 416), (320, 416)]
 
 
 @pytest.mark.parametrize("width", [0.25, 0.5])
-@pytest.mark.parametrize("name", BACKBONE_NAMES)
+@pytest.mark.parametrize("name", BACKBONES)
 def test_backbone_strides_and_channels(name, width):
     backbone = build_backbone(name, width).eval()
     assert len(backbone.out_channels) == 3
@@ -81,7 +82,7 @@ def test_unknown_name_lists_allowed_names():
         build_backbone("vgg16")
 
 
-# --- yolo.models.info -------------------------------------------------------------------------------------------
+# --- yolo.models.flops ------------------------------------------------------------------------------------------
 
 
 class TinyDetector(nn.Module):

@@ -12,8 +12,9 @@ from PIL import Image
 from yolo.config import BaseConfig
 from yolo.data.checks import DataError, Problems, clean_boxes, duplicate_boxes
 from yolo.data.dataset import read_records
-from yolo.data.formats import checked_image_size
-from yolo.data.report import run_check, run_show_batch
+from yolo.data.records import checked_image_size
+from yolo.tasks.check import check_dataset
+from yolo.tasks.show_batch import show_batches
 
 
 def test_box_rules_by_hand():
@@ -147,7 +148,7 @@ def test_check_task_reports_every_problem_with_its_file(tmp_path):
     with open(root / "ImageSets/Main/trainval.txt", "a") as f:
         f.write("broken\nno_xml\n")
     cfg = voc_config(root, runs_dir=str(tmp_path / "runs"))
-    results = run_check(cfg)
+    results = check_dataset(cfg)
     records, problems = results["train"]
     assert len(records) == 5 and sum(len(r.boxes) for r in records) == 2 + 1 + 1 + 1
     kinds = {(p.kind, os.path.basename(p.file)) for p in problems.items}
@@ -163,7 +164,7 @@ def test_check_task_reports_every_problem_with_its_file(tmp_path):
 
 def test_check_task_turns_a_fatal_problem_into_a_report_line(tmp_path):
     cfg = voc_config(tmp_path / "missing", runs_dir=str(tmp_path / "runs"))
-    records, problems = run_check(cfg)["train"]
+    records, problems = check_dataset(cfg)["train"]
     assert records == [] and [p.kind for p in problems.items] == ["fatal"]
     assert "VOC root directory not found" in problems.items[0].detail
 
@@ -173,7 +174,7 @@ def test_show_batch_draws_augmented_batches(tmp_path):
     for k in range(8):
         write_voc(root, f"im{k}", [("cat", 5, 5, 30, 30), ("dog", 30, 10, 60, 40)], size=(96, 64))
     cfg = voc_config(root, runs_dir=str(tmp_path / "runs"), batch_size=4, mosaic_prob=0.5, num_debug_batch=2)
-    paths = run_show_batch(cfg)
+    paths = show_batches(cfg)
     assert [p.name for p in paths] == ["train_batch0.jpg", "train_batch1.jpg"]
     with Image.open(paths[0]) as grid:
         assert grid.size == (2 * 128 + 4, 2 * 128 + 4)  # 2 x 2 tiles of img_size with a 4 px gap

@@ -43,7 +43,6 @@ def test_bad_override_values(args, message):
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ("task", "dance", "choose one of"),
     ("backbone", "vgg", "choose one of"),
     ("label_assignment", "best_grid", "choose one of"),
     ("img_size", 300, "multiple of 32"),

@@ -20,7 +20,7 @@ def test_frozen_backbone_does_not_move_and_init_ckpt_skips_other_heads(tmp_path)
     torch.manual_seed(0)
     _, first = train(tiny_config(tmp_path, run_name="first", freeze_backbone_epochs=1))
     # a frozen backbone (weights and BN statistics) keeps its initial state while the neck trains: compare with the
-    # same seed's untrained model
+    # the untrained model of the same random seed
     from yolo.models.detector import build_model
     torch.manual_seed(0)
     untrained = build_model(tiny_config(tmp_path)).state_dict()

@@ -10,8 +10,10 @@ from loguru import logger
 from PIL import Image
 
 from yolo.data.checks import DataError
-from yolo.data.formats import load_image_rgb, read_image_size, read_voc
-from yolo.data.formats_coco_yolo import read_coco, read_yolo_txt
+from yolo.data.coco import read_coco
+from yolo.data.records import load_image_rgb, read_image_size
+from yolo.data.voc import read_voc
+from yolo.data.yolo_txt import read_yolo_txt
 
 CLASSES = ["cat", "dog", "person"]
 

@@ -14,8 +14,9 @@ import pytest
 from PIL import Image
 
 from yolo.data.checks import DataError, Problems
-from yolo.data.formats import read_voc
-from yolo.data.formats_coco_yolo import read_coco, read_yolo_txt
+from yolo.data.coco import read_coco
+from yolo.data.voc import read_voc
+from yolo.data.yolo_txt import read_yolo_txt
 
 CLASSES = ["cat", "dog", "person"]
 SIZE = (64, 48)

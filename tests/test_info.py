@@ -5,9 +5,9 @@ import sys
 from pathlib import Path
 
 from yolo.config import BaseConfig
-from yolo.engine.info import run_info
+from yolo.tasks.info import run as run_info
 from yolo.models.detector import build_model
-from yolo.models.neck import NECK_BLOCK_NAMES
+from yolo.branching import NECK_BLOCK_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
 

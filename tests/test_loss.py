@@ -8,7 +8,7 @@ from yolo.data.shapes import render_shapes_image
 from yolo.data.transforms import build_transform
 from yolo.loss import YOLOLoss, ignore_mask
 from yolo.models.detector import build_model
-from yolo.models.head import center_reach, decode_boxes
+from yolo.models.head import REACH, decode_boxes, reach_in_cells
 
 
 def tiny_config(**fields):
@@ -39,7 +39,7 @@ def test_loss_is_a_finite_scalar_with_gradients_and_handles_empty_targets():
     model = build_model(cfg)
     images, targets = fixed_batch(cfg)
     for t in (targets, torch.zeros(0, 6)):
-        loss, items, stats = YOLOLoss(cfg)(model(images), t, model.anchors)
+        loss, items, stats = YOLOLoss(cfg)(model(images), t, model.decoding)
         assert loss.ndim == 0 and torch.isfinite(loss)
         loss.backward()
         assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
@@ -56,7 +56,7 @@ def test_overfitting_one_batch_cuts_the_loss_by_90_percent():
         opt = torch.optim.Adam(model.parameters(), lr=2e-3)
         first = None
         for it in range(150):
-            loss, _, _ = loss_fn(model(images), targets, model.anchors)
+            loss, _, _ = loss_fn(model(images), targets, model.decoding)
             first = loss.item() if first is None else first
             opt.zero_grad()
             loss.backward()
@@ -95,7 +95,7 @@ def test_windowed_ignore_mask_matches_every_cell_against_every_gt(thres, strateg
     for seed in range(3):
         raws, targets, anchors = random_case(seed)
         for s, (raw, stride) in enumerate(zip(raws, (8, 16, 32))):
-            reach = center_reach(strategy, raw.shape[2:4])
+            reach = reach_in_cells(REACH[strategy], raw.shape[2:4])
             want = dense_ignore_mask(raw, anchors[s], stride, reach, targets, thres)
             got = ignore_mask(raw, anchors[s], stride, reach, targets, thres)
             assert torch.equal(got, want), (seed, s)

@@ -9,7 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from yolo.metrics import (BACKENDS, coco_results_json, evaluate_detections, format_summary, pr_curve)
+from yolo.config import EVAL_BACKENDS
+from yolo.metrics import (coco_results_json, evaluate_detections, format_summary, pr_curve)
 
 CLASSES = ["cat", "dog", "bird", "car"]
 
@@ -92,7 +93,7 @@ def _reference_pycocotools(tmp_path, gt_boxes, gt_labels, gt_ignore, sizes, det_
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", EVAL_BACKENDS)
 def test_perfect_predictions_score_one(backend):
     gt_boxes, gt_labels, gt_ignore, sizes, *_ = _random_dataset(seed=0)
     gt_ignore = [np.zeros(len(b), bool) for b in gt_boxes]
@@ -145,7 +146,7 @@ def _two_box_case(ignore_second: bool, drop_second: bool = False, detect_second:
             [(200, 200)], [dets[keep_det]], [np.array([0.95, 0.9])[keep_det]], [np.zeros(sum(keep_det), int)])
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", EVAL_BACKENDS)
 def test_detection_on_ignored_gt_is_not_a_false_positive(backend):
     # GT 2 is 'difficult': the 0.95 detection on it is neither TP nor FP -> precision stays 1.
     ignored = evaluate_detections(*_two_box_case(ignore_second=True), ["cat"], backend=backend)
@@ -160,7 +161,7 @@ def test_detection_on_ignored_gt_is_not_a_false_positive(backend):
     assert "     1" in ignored.table  # the per-class table counts only the non-ignored GT
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", EVAL_BACKENDS)
 def test_empty_detections_give_zeros(backend):
     gt_boxes, gt_labels, gt_ignore, sizes, *_ = _random_dataset(seed=4, num_classes=3)
     result = evaluate_detections(gt_boxes, gt_labels, gt_ignore, sizes, *_empty_dets(len(gt_boxes)), CLASSES,
@@ -172,7 +173,7 @@ def test_empty_detections_give_zeros(backend):
     assert "n/a" in result.table
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", EVAL_BACKENDS)
 def test_no_ground_truth_at_all(backend):
     dets = [np.array([[0, 0, 10, 10]], float)], [np.array([0.5])], [np.array([1])]
     result = evaluate_detections([np.zeros((0, 4))], [np.zeros(0, int)], [np.zeros(0, bool)], [(64, 64)],
@@ -182,7 +183,7 @@ def test_no_ground_truth_at_all(backend):
     assert all(math.isnan(ap) for ap in result.per_class_ap50.values())
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", EVAL_BACKENDS)
 def test_hand_computed_ap(backend):
     # 1 class, 2 GTs, 3 detections ranked by score:
     #   d1 0.9 = GT1 exactly (IoU 1)           -> TP at every IoU threshold

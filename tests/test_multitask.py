@@ -12,19 +12,19 @@ from conftest import ROOT, SHARED_DATA
 from yolo.config import BaseConfig, apply_overrides, task_configs
 from yolo.engine import trainer
 from yolo.engine.distributed import DistInfo
-from yolo.engine.info import describe_model
+from yolo.tasks.info import describe_model
 from yolo.engine.multitask import task_batches
 from yolo.engine.trainer import Training, train_one_epoch
 from yolo.loss import YOLOLoss
 from yolo.models.detector import build_model
-from yolo.models.neck import neck_groups
+from yolo.branching import neck_groups
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
 THREE_TASKS = [dict(name="a"), dict(name="b", class_names=["star", "cross"]), dict(name="c", class_names=["ring"])]
-ISSUE_EXAMPLE = [[2, [[2], [0, 1]]], [4, [[0], [1]]]]
+NESTED_EXAMPLE = [[2, [[2], [0, 1]]], [4, [[0], [1]]]]
 
 
-def multitask_cfg(tasks=THREE_TASKS, branching=ISSUE_EXAMPLE, **fields):
+def multitask_cfg(tasks=THREE_TASKS, branching=NESTED_EXAMPLE, **fields):
     cfg = BaseConfig()
     cfg.tasks, cfg.branching, cfg.width, cfg.img_size = tasks, branching, 0.25, 64
     for k, v in fields.items():
@@ -33,8 +33,8 @@ def multitask_cfg(tasks=THREE_TASKS, branching=ISSUE_EXAMPLE, **fields):
 
 
 # ------------------------------------------------------------------------------------------------- grammar
-def test_issue_example_groups():
-    groups = neck_groups(ISSUE_EXAMPLE, 3)
+def test_nested_example_groups():
+    groups = neck_groups(NESTED_EXAMPLE, 3)
     assert groups[:3] == [[[0, 1, 2]]] * 3                 # blocks 0-2: one copy for all
     assert groups[3:5] == [[[2], [0, 1]]] * 2              # blocks 3-4: task 2 alone, tasks 0 and 1 together
     assert groups[5:] == [[[2], [0], [1]]] * 3             # blocks 5-7: one copy per task ([2] not re-listed)
@@ -136,7 +136,7 @@ def test_task_loss_reaches_shared_and_own_parameters_only():
     model = build_model(cfg).train()
     images = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
     targets = torch.tensor([[0, 0, 30.0, 30.0, 20.0, 24.0], [1, 0, 40.0, 20.0, 30.0, 16.0]])  # task 2: 1 class
-    loss, _, _ = YOLOLoss(task_configs(cfg)[2])(model(images, task=2), targets, model.anchors)
+    loss, _, _ = YOLOLoss(task_configs(cfg)[2])(model(images, task=2), targets, model.decoding)
     loss.backward()
     routes = model.neck.routes
     for j, copies in enumerate(model.neck.blocks):
@@ -196,7 +196,7 @@ def test_weighted_task_losses_and_averaged_shared_gradients():
     expected = {}
     for k, (images, targets, _) in enumerate(batches):
         model.zero_grad()
-        loss, _, _ = YOLOLoss(task_configs(cfg)[k])(model(images, task=k), targets, model.anchors)
+        loss, _, _ = YOLOLoss(task_configs(cfg)[k])(model(images, task=k), targets, model.decoding)
         (cfg.task_weights[k] * loss).backward()
         for n, p in model.named_parameters():
             if p.grad is not None:
@@ -252,22 +252,23 @@ def test_two_task_training_checkpoint_val_and_predict(tmp_path):
 
     # checkpoint round trip: the model rebuilt from the checkpoint's config has the same tensors and outputs
     from yolo.engine.checkpoint import load_checkpoint
-    from yolo.tasks import load_model_for_eval, predict, validate
+    from yolo.engine.checkpoint import load_model
+    from yolo.tasks import predict, val
     ckpt = load_checkpoint(run_dir / "best.pt")
     assert ckpt["config"]["branching"] == [[3, [[0], [1]]]] and len(ckpt["rng"]["loss"]) == 2
     fresh = apply_overrides(BaseConfig(), two_task_args(tmp_path))  # the data fields of the run; model from ckpt
     fresh.tasks, fresh.branching, fresh.ckpt_path = None, None, str(run_dir / "best.pt")
-    model, _, _ = load_model_for_eval(fresh)
+    model, _, _ = load_model(fresh)
     assert all(torch.equal(v, ckpt["model"][k]) for k, v in model.state_dict().items())
     assert fresh.task_names == ("shapes", "symbols") and len(model.heads) == 2
 
-    results = validate(fresh)
+    results = val.run(fresh)
     at_best = dict(zip(header, map(float, rows[ckpt["epoch"]].split(","))))  # the metrics.csv row of best.pt
     assert len(results) == 2 and results[1].map50 == pytest.approx(at_best["map50_symbols"], abs=1e-6)
     assert results[0].map == pytest.approx(at_best["map_shapes"], abs=1e-6)
 
     fresh.predict_conf, fresh.predict_max_images = 0.0, 4
-    out_dir = predict(fresh)
+    out_dir = predict.run(fresh)
     entries = json.loads((out_dir / "predictions.json").read_text())
     names = {e["category_name"] for e in entries}
     assert names and all(n.split("/")[0] in ("shapes", "symbols") for n in names)

@@ -3,7 +3,12 @@ import torch
 from torchvision.ops import batched_nms
 
 import yolo.postprocess as pp
+from yolo.models.head import REACH, BoxDecoding
 from yolo.postprocess import decode_outputs, postprocess
+
+
+def decoding(anchors, label_assignment):
+    return BoxDecoding(anchors, (8, 16, 32), REACH[label_assignment])
 
 
 def logit(p):
@@ -22,7 +27,7 @@ def test_decode_threshold_nms_and_max_det():
     outputs[0][0, 0, 2, 3, 4], outputs[0][0, 0, 2, 3, 6] = logit(0.8), logit(0.9)
     # image 1: the same box but class 0 in a different image: must survive (NMS never crosses images)
     outputs[0][1, 0, 2, 2, 4], outputs[0][1, 0, 2, 2, 5] = logit(0.7), logit(0.99)
-    results = postprocess(outputs, anchors, (8, 16, 32), "single_grid", conf_thres=0.1, nms_iou=0.3, max_det=10)
+    results = postprocess(outputs, decoding(anchors, "single_grid"), conf_thres=0.1, nms_iou=0.3, max_det=10)
     boxes0, scores0, labels0 = results[0]
     assert len(boxes0) == 1 and labels0.item() == 1
     assert torch.allclose(scores0, torch.tensor([0.81]), atol=1e-4)
@@ -37,7 +42,7 @@ def test_max_det_keeps_the_best():
     outputs[0][..., 4] = torch.linspace(-3, 3, 64).view(1, 1, 8, 8)  # 64 disjoint boxes, increasing score
     outputs[0][..., 5] = 10.0
     outputs[1][..., 4] = outputs[2][..., 4] = -20.0
-    boxes, scores, _ = postprocess(outputs, anchors, (8, 16, 32), "single_grid", 0.01, 0.5, max_det=5)[0]
+    boxes, scores, _ = postprocess(outputs, decoding(anchors, "single_grid"), 0.01, 0.5, max_det=5)[0]
     assert len(scores) == 5 and torch.all(scores[:-1] >= scores[1:])
     assert abs(scores[0].item() - torch.sigmoid(torch.tensor(3.0)).item()) < 1e-4
 
@@ -48,8 +53,8 @@ def test_multi_label_keeps_each_class_above_threshold():
     outputs[0][0, 0, 3, 3, :4] = 0.0
     outputs[0][0, 0, 3, 3, 4] = 20.0                      # surely an object
     outputs[0][0, 0, 3, 3, 5:] = logit(torch.tensor([0.6, 0.3, 0.01]))  # unsure between classes 0 and 1
-    single = postprocess(outputs, anchors, (8, 16, 32), "single_grid", 0.05, 0.5, 10)[0]
-    multi = postprocess(outputs, anchors, (8, 16, 32), "single_grid", 0.05, 0.5, 10, multi_label=True)[0]
+    single = postprocess(outputs, decoding(anchors, "single_grid"), 0.05, 0.5, 10)[0]
+    multi = postprocess(outputs, decoding(anchors, "single_grid"), 0.05, 0.5, 10, multi_label=True)[0]
     assert single[2].tolist() == [0]
     assert multi[2].tolist() == [0, 1] and torch.allclose(multi[1], torch.tensor([0.6, 0.3]), atol=1e-4)
     assert torch.equal(multi[0][0], multi[0][1])  # the same box, once per class
@@ -59,9 +64,8 @@ def test_multi_label_keeps_each_class_above_threshold():
 # exactly what thresholding every decoded box gives (the plain dense path below, as postprocess used to be)
 
 
-def dense_postprocess(outputs, anchors, strides, label_assignment, conf_thres, nms_iou, max_det, multi_label,
-                      topk=pp.PRE_NMS_TOPK):
-    boxes, class_scores = decode_outputs(outputs, anchors, strides, label_assignment)
+def dense_postprocess(outputs, box_decoding, conf_thres, nms_iou, max_det, multi_label, topk=pp.PRE_NMS_TOPK):
+    boxes, class_scores = decode_outputs(outputs, box_decoding)
     bsz, _, num_classes = class_scores.shape
     if multi_label:
         scores = class_scores.reshape(bsz, -1)
@@ -101,8 +105,8 @@ def random_outputs(seed, bsz=3, num_classes=4, img=128, obj_mean=-4.0):
 def test_prefilter_matches_dense_path(multi_label, conf_thres, assignment):
     for seed in range(3):
         outputs, anchors = random_outputs(seed)
-        got = postprocess(outputs, anchors, (8, 16, 32), assignment, conf_thres, 0.5, 50, multi_label)
-        want = dense_postprocess(outputs, anchors, (8, 16, 32), assignment, conf_thres, 0.5, 50, multi_label)
+        got = postprocess(outputs, decoding(anchors, assignment), conf_thres, 0.5, 50, multi_label)
+        want = dense_postprocess(outputs, decoding(anchors, assignment), conf_thres, 0.5, 50, multi_label)
         assert sum(len(w[1]) for w in want) > 0
         for (gb, gs, gl), (wb, ws, wl) in zip(got, want):
             assert torch.equal(gl, wl) and torch.allclose(gs, ws, rtol=1e-6, atol=0)
@@ -114,8 +118,8 @@ def test_prefilter_keeps_the_best_per_image_when_candidates_overflow(monkeypatch
     # more candidates than PRE_NMS_TOPK in every image: both paths must keep the same top ones per image
     monkeypatch.setattr(pp, "PRE_NMS_TOPK", 40)
     outputs, anchors = random_outputs(7, obj_mean=0.0)
-    got = postprocess(outputs, anchors, (8, 16, 32), "nearby_grid", 0.005, 0.6, 300, multi_label)
-    want = dense_postprocess(outputs, anchors, (8, 16, 32), "nearby_grid", 0.005, 0.6, 300, multi_label, topk=40)
+    got = postprocess(outputs, decoding(anchors, "nearby_grid"), 0.005, 0.6, 300, multi_label)
+    want = dense_postprocess(outputs, decoding(anchors, "nearby_grid"), 0.005, 0.6, 300, multi_label, topk=40)
     for (gb, gs, gl), (wb, ws, wl) in zip(got, want):
         assert 0 < len(gs) <= 40
         assert torch.equal(gl, wl) and torch.allclose(gs, ws, rtol=1e-6, atol=0)
@@ -124,7 +128,7 @@ def test_prefilter_keeps_the_best_per_image_when_candidates_overflow(monkeypatch
 
 def test_no_candidates_gives_empty_results_per_image():
     outputs, anchors = random_outputs(0, obj_mean=-40.0)
-    results = postprocess(outputs, anchors, (8, 16, 32), "nearby_grid", 0.005, 0.5, 100, True)
+    results = postprocess(outputs, decoding(anchors, "nearby_grid"), 0.005, 0.5, 100, True)
     assert len(results) == 3
     for boxes, scores, labels in results:
         assert boxes.shape == (0, 4) and scores.shape == (0,) and labels.shape == (0,)

@@ -11,7 +11,7 @@ import pytest
 from conftest import ROOT, SHARED_DATA
 
 from yolo.data.checks import Problems
-from yolo.data.formats_coco_yolo import read_yolo_txt
+from yolo.data.yolo_txt import read_yolo_txt
 
 
 def shared(name):

@@ -6,7 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from yolo.data.formats import load_image_rgb, read_voc
+from yolo.data.records import load_image_rgb
+from yolo.data.voc import read_voc
 from yolo.data.shapes import SHAPES, ensure_shapes_dataset, render_dataset_image, render_shapes_image
 
 CLASSES = ["circle", "square", "triangle"]

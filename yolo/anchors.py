@@ -1,4 +1,5 @@
-"""Anchors: k-means on the training boxes (`python main.py --task anchors`) and how well a set of anchors fits them.
+"""Anchors: k-means on the training boxes (`python main.py --task anchors`, yolo/tasks/anchors.py) and how well a set
+of anchors fits them.
 
 Anchors are matched to objects by shape alone (yolo.boxes.wh_iou: both boxes share a centre), so k-means uses the
 distance 1 - IoU between (w, h) pairs as YOLOv2 proposed: with the Euclidean distance large boxes would dominate.
@@ -11,12 +12,8 @@ Two numbers say how well anchors fit a set of boxes:
 """
 import numpy as np
 import torch
-from loguru import logger
 
 from .boxes import wh_iou
-from .config import task_configs
-from .data.dataset import read_records
-from .data.report import letterboxed_box_sizes
 
 
 def iou_matrix(wh, anchors) -> np.ndarray:
@@ -89,22 +86,3 @@ def format_anchors(scales, strides=(8, 16, 32)) -> str:
     lines = [f"{'        self.anchors = [' if i == 0 else ' ' * 24}{row}{']' if i == len(rows) - 1 else ','}  # stride {s}"
              for i, (row, s) in enumerate(zip(rows, strides))]
     return "\n".join(lines)
-
-
-def run_anchors(cfg):
-    """Compute anchors for the training boxes of cfg; log both fits and the config line. Returns the new anchors
-    as the config holds them (3 lists of (w, h))."""
-    # the anchors are shared by all tasks of a multi-task config: fit them to the boxes of every task
-    records = [rec for task in task_configs(cfg) for rec in read_records(task, "train")]
-    wh = letterboxed_box_sizes(records, cfg.img_size)
-    per_scale = len(cfg.anchors[0])
-    new = split_into_scales(kmeans_anchors(wh, per_scale * len(cfg.strides), seed=cfg.seed), len(cfg.strides))
-    thres = cfg.match_iou_thres
-    lines = [f"anchors for img_size {cfg.img_size} from {len(wh)} training boxes (letterboxed)",
-             f"{'':<10}{'mean best IoU':>15}{f'BPR@{thres:g}':>12}{f'anchors >= {thres:g} per box':>28}"]
-    for name, anchors in (("current", cfg.anchors), ("k-means", new)):
-        fit = anchor_fit(wh, np.concatenate([np.asarray(a, dtype=np.float64) for a in anchors]), thres)
-        lines.append(f"{name:<10}{fit['mean_best_iou']:>15.3f}{fit['bpr']:>12.3f}{fit['above_per_box']:>28.2f}")
-    lines += ["paste into your config (or pass --anchors on the command line):", format_anchors(new, cfg.strides)]
-    logger.info("\n".join(lines))
-    return new

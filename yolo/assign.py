@@ -21,8 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from .boxes import cxcywh_to_xyxy, wh_iou
-
-STRATEGIES = ("single_grid", "nearby_grid", "all_grid")
+from .config import STRATEGIES
 
 
 @dataclass

@@ -10,14 +10,18 @@ import importlib.util
 import json
 from pathlib import Path
 
-TASKS = ("train", "val", "predict", "debug", "info", "schedule", "check", "anchors", "show_batch")
+from .branching import neck_groups
+
+# the names a field may take; the modules that implement them import these lists (one list per choice)
 BACKBONES = ("resnet18", "resnet34", "resnet50", "darknet53", "mobilenet_v3_small", "mobilenet_v3_large")
+STRATEGIES = ("single_grid", "nearby_grid", "all_grid")  # label assignment, yolo/assign.py
+EVAL_BACKENDS = ("pycocotools", "faster_coco_eval")     # COCO evaluation, yolo/metrics.py
 
 
 class BaseConfig:
     def __init__(self):
         # ---- task
-        self.task = "train"                    # one of TASKS
+        self.task = "train"                    # one of yolo.tasks.TASKS (python main.py --help lists them)
         self.run_name = "exp"                  # runs/<run_name>/ holds the config, log, metrics and checkpoints
         self.runs_dir = "runs"                 # parent folder of all runs
         self.device = "auto"                   # auto (cuda if available, else cpu) | cpu | cuda | cuda:N
@@ -48,7 +52,7 @@ class BaseConfig:
         self.augmentations = None              # train augmentation list [(albumentations name, probability, kwargs)],
                                                # after the letterbox; None = LetterboxAugment: flip/zoom/shift/colour
                                                # jitter from the 4 fields above, in one warp (about 4x faster);
-                                               # yolo.data.transforms.SEED_AUGMENTATIONS = seed 004's set
+                                               # yolo.data.transforms.PHOTO_AUGMENTATIONS: a heavier set
         self.mosaic_prob = 0.0                 # chance that a training sample is a 4-image mosaic (then augmented)
         self.min_box_size = 2.0                # boxes smaller than this (pixels, after augmentation) are dropped
         self.min_visibility = 0.3              # augmented boxes keeping less than this fraction of their area are dropped
@@ -64,7 +68,7 @@ class BaseConfig:
         self.average_shared_grads = True       # divide a shared parameter's gradient by the number of tasks using it
         # ---- model
         self.backbone = "resnet18"             # one of BACKBONES
-        self.width = 0.5                       # channel width multiplier of backbone and neck (seed's channel_sparsity)
+        self.width = 0.5                       # channel width multiplier of backbone and neck
         self.pretrained_path = None            # local backbone weights file (never downloaded); None = from scratch
         self.init_ckpt = None                  # start from this checkpoint's weights (fine-tuning): tensors whose
                                                # shape differs, e.g. heads of another class count, are skipped
@@ -144,6 +148,9 @@ class BaseConfig:
         self.run_dir = str(Path(self.runs_dir) / self.run_name)
         self.task_names = tuple(t["name"] for t in self.tasks) if self.tasks else (self.dataset,)
         self.task_name = None if self.tasks else self.dataset  # set per task by task_configs
+        # classes of each task's head: what the model needs of the tasks, without building every task's config
+        self.task_num_classes = (tuple(len(t.get("class_names", self.class_names)) for t in self.tasks) if self.tasks
+                                 else (self.num_classes,))
         return self
 
     def to_dict(self):
@@ -151,19 +158,18 @@ class BaseConfig:
 
 
 ALLOWED = {
-    "task": TASKS,
     "dataset": ("shapes", "voc", "coco", "yolo"),
     "backbone": BACKBONES,
-    "label_assignment": ("single_grid", "nearby_grid", "all_grid"),
+    "label_assignment": STRATEGIES,
     "box_loss": ("iou", "giou", "diou", "ciou"),
     "optimizer": ("sgd", "adam", "adamw"),
-    "eval_backend": ("pycocotools", "faster_coco_eval"),
+    "eval_backend": EVAL_BACKENDS,
     "lr_schedule": ("cosine", "step", "cosine_restarts", "constant"),
     "precision": ("auto", "fp32", "fp16", "bf16"),
     "best_metric": ("map50", "map"),
     "dist_backend": ("auto", "nccl", "gloo"),
 }
-DERIVED = ("num_classes", "strides", "run_dir", "task_names", "task_name")
+DERIVED = ("num_classes", "strides", "run_dir", "task_names", "task_name", "task_num_classes")
 # what a task dict of config `tasks` may set: the data fields (everything else is shared by all tasks)
 TASK_FIELDS = ("dataset", "data_root", "train_dirs", "val_dirs", "ann_dir", "img_dir", "train_split", "val_split",
                "train_split_file", "val_split_file", "class_names", "shapes_num_train", "shapes_num_val",
@@ -244,12 +250,11 @@ def validate_engine_fields(cfg):
 
 
 def validate_task_fields(cfg):
-    """tasks, task_weights and branching (its grammar is checked where it is used: yolo.models.neck)."""
+    """tasks, task_weights and branching (its grammar: yolo/branching.py)."""
     if cfg.tasks is None:
         if cfg.branching or cfg.task_weights:
             raise ValueError("config fields 'branching' and 'task_weights' need a list of 'tasks'")
         return
-    from .models.neck import neck_groups  # the model package imports torch: only here, not at import time
     if not isinstance(cfg.tasks, (list, tuple)) or not cfg.tasks or not all(isinstance(t, dict) for t in cfg.tasks):
         hint = (" (on the command line, a Python literal: --tasks \"[{'name': 'a'}, {'name': 'b', 'data_root': "
                 "'data/b'}]\")" if isinstance(cfg.tasks, str) else "")

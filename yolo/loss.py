@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from .assign import assign
 from .boxes import cxcywh_to_xyxy, iou_family
-from .models.head import center_reach, decode
+from .models.head import decode
 
 
 class YOLOLoss:
@@ -19,21 +19,23 @@ class YOLOLoss:
         self.cfg = cfg
         self.generator = torch.Generator().manual_seed(cfg.seed)  # for random conflict resolution
 
-    def __call__(self, outputs, targets, anchors):
-        """outputs: list of (B, A, H, W, 5+C) raw; targets: (N, 6); anchors: (3, A, 2) pixels.
+    def __call__(self, outputs, targets, decoding):
+        """outputs: list of (B, A, H, W, 5+C) raw; targets: (N, 6); decoding: the model's BoxDecoding (anchors
+        (3, A, 2) pixels, strides, reach).
 
         Returns (scalar loss, dict of detached loss terms, assignment stats).
         """
         cfg = self.cfg
         grid_sizes = [o.shape[2:4] for o in outputs]
-        assignments, stats = assign(targets, anchors, grid_sizes, cfg.strides, cfg.label_assignment,
+        anchors = decoding.anchors
+        assignments, stats = assign(targets, anchors, grid_sizes, decoding.strides, cfg.label_assignment,
                                     cfg.match_iou_thres, cfg.filter_by_max_iou, cfg.assign_unmatched_to_best,
                                     self.generator)
         device = outputs[0].device
         box_loss, cls_loss, obj_loss = [], [], torch.zeros((), device=device)
         for s, (raw, asg) in enumerate(zip(outputs, assignments)):
-            reach = center_reach(cfg.label_assignment, grid_sizes[s])
-            stride, anchors_wh = cfg.strides[s], anchors[s]
+            reach = decoding.reach_at(grid_sizes[s])
+            stride, anchors_wh = decoding.strides[s], anchors[s]
             raw = raw.float()  # losses in fp32 even under autocast
             obj_target = torch.zeros(raw.shape[:4], device=device)
             obj_mask = ignore_mask(raw, anchors_wh, stride, reach, targets, cfg.ignore_iou_thres)

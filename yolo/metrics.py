@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-BACKENDS = ("pycocotools", "faster_coco_eval")
+from .config import EVAL_BACKENDS
 
 # The 12 numbers COCOeval.summarize() produces, in its order: (AP or AR, IoU, area, maxDets).
 SUMMARY_LINES = [
@@ -171,7 +171,7 @@ def _load_backend(backend: str):
             raise ImportError(
                 "metrics backend 'faster_coco_eval' is not installed: pip install faster-coco-eval") from e
         return COCO, COCOeval_faster
-    raise ValueError(f"unknown metrics backend {backend!r}; expected one of {BACKENDS}")
+    raise ValueError(f"unknown metrics backend {backend!r}; expected one of {EVAL_BACKENDS}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,44 +13,46 @@ import torch
 from torchvision.ops import nms
 
 from .boxes import cxcywh_to_xyxy
-from .models.head import center_reach, decode, decode_boxes, make_grid
+from .models.head import decode, decode_boxes, make_grid, reach_in_cells
 
 PRE_NMS_TOPK = 1000  # per image: NMS cost grows with the square of its input, low-score boxes never survive anyway
 
 
-def decode_outputs(outputs, anchors, strides, label_assignment):
-    """Raw outputs of all scales -> (B, N, 4) xyxy boxes in input pixels and (B, N, C) class scores, every cell."""
+def decode_outputs(outputs, decoding):
+    """Raw outputs of all scales -> (B, N, 4) xyxy boxes in input pixels and (B, N, C) class scores, every cell.
+    decoding: the model's BoxDecoding."""
     boxes, scores = [], []
-    for raw, anchors_wh, stride in zip(outputs, anchors, strides):
+    for raw, anchors_wh, stride in zip(outputs, decoding.anchors, decoding.strides):
         b = raw.shape[0]
-        reach = center_reach(label_assignment, raw.shape[2:4])
+        reach = decoding.reach_at(raw.shape[2:4])
         boxes.append(cxcywh_to_xyxy(decode_boxes(raw.float(), anchors_wh, stride, reach)).view(b, -1, 4))
         # YOLOv3 score: P(object) * P(class | object), classes as independent sigmoids
         scores.append((raw[..., 4:5].float().sigmoid() * raw[..., 5:].float().sigmoid()).view(b, -1, raw.shape[-1] - 5))
     return torch.cat(boxes, 1), torch.cat(scores, 1)
 
 
-def cell_table(outputs, anchors, strides, label_assignment):
+def cell_table(outputs, decoding):
     """What decoding needs for each cell of all scales, in the order of decode_candidates' flattened outputs
     (scale, anchor, row, column): (N, 6) = cell x, cell y, anchor w, anchor h, stride, reach. The same for every
     batch of a given input size, so it is built once per size and anchors."""
     grids = tuple(tuple(o.shape[1:4]) for o in outputs)
-    return _cell_table(grids, tuple(anchors.flatten().tolist()), tuple(strides), label_assignment, outputs[0].device)
+    return _cell_table(grids, tuple(decoding.anchors.flatten().tolist()), tuple(decoding.strides), decoding.reach,
+                       outputs[0].device)
 
 
 @functools.lru_cache(maxsize=16)
-def _cell_table(grids, anchors, strides, label_assignment, device):
+def _cell_table(grids, anchors, strides, reach, device):
     anchors = torch.tensor(anchors, device=device).view(len(grids), -1, 2)
     parts = []
     for (a, h, w), anchors_wh, stride in zip(grids, anchors, strides):
         cell_xy = make_grid(h, w, device)[0].expand(a, h, w, 2)
         anchor_wh = anchors_wh.view(a, 1, 1, 2).expand(a, h, w, 2)
-        stride_reach = torch.tensor([float(stride), center_reach(label_assignment, (h, w))], device=device)
+        stride_reach = torch.tensor([float(stride), reach_in_cells(reach, (h, w))], device=device)
         parts.append(torch.cat((cell_xy, anchor_wh, stride_reach.expand(a, h, w, 2)), -1).view(-1, 6))
     return torch.cat(parts)
 
 
-def decode_candidates(outputs, anchors, strides, label_assignment, conf_thres):
+def decode_candidates(outputs, decoding, conf_thres):
     """Decode only the cells whose objectness alone passes conf_thres (no other cell can reach it).
     Returns boxes (P, 4) xyxy, class scores (P, C) and image index (P,), sorted by image."""
     raw = torch.cat([o.flatten(1, 3) for o in outputs], 1)                   # (B, N, 5 + C), N cells of all scales
@@ -62,22 +64,22 @@ def decode_candidates(outputs, anchors, strides, label_assignment, conf_thres):
         min_logit = math.log(conf_thres / (1 - conf_thres)) - 1e-4 if conf_thres < 1 else math.inf
     picked = (raw[..., 4] > min_logit).view(-1).nonzero().squeeze(1)        # (P,) into B * N, sorted by image
     rows = raw.view(-1, width).index_select(0, picked).float()               # (P, 5 + C)
-    cell = cell_table(outputs, anchors, strides, label_assignment).index_select(0, picked % num_cells)  # (P, 6)
+    cell = cell_table(outputs, decoding).index_select(0, picked % num_cells)  # (P, 6)
     boxes = cxcywh_to_xyxy(decode(rows[:, :4], cell[:, 0:2], cell[:, 2:4], cell[:, 4:5], cell[:, 5:6]))
     scores = rows[:, 4:5].sigmoid() * rows[:, 5:].sigmoid()                  # as in decode_outputs
     return boxes, scores, picked // num_cells
 
 
 @torch.no_grad()
-def postprocess(outputs, anchors, strides, label_assignment, conf_thres=0.005, nms_iou=0.5, max_det=100,
-                multi_label=False):
-    """Returns one (boxes (K, 4) xyxy input pixels, scores (K,), labels (K,)) tuple per image, best first.
+def postprocess(outputs, decoding, conf_thres=0.005, nms_iou=0.5, max_det=100, multi_label=False):
+    """outputs: one model's raw outputs, a list of (B, A, H, W, 5 + C); decoding: that model's BoxDecoding.
+    Returns one (boxes (K, 4) xyxy input pixels, scores (K,), labels (K,)) tuple per image, best first.
 
     multi_label=False keeps each box's best class (what you want to draw); True keeps every (box, class) pair above
     the threshold, so a box whose class is uncertain still counts for the right class -- the usual choice when
     computing mAP (YOLOv5's validation does the same). Boxes of different classes never suppress each other.
     """
-    boxes, class_scores, image = decode_candidates(outputs, anchors, strides, label_assignment, conf_thres)
+    boxes, class_scores, image = decode_candidates(outputs, decoding, conf_thres)
     num_classes = class_scores.shape[1]
     if multi_label:                                                          # one entry per (box, class) pair
         all_scores = class_scores.view(-1)

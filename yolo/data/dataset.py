@@ -9,11 +9,13 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from .checks import DataError, Problems
-from .formats import load_image_rgb, read_voc
-from .formats_coco_yolo import read_coco, read_yolo_txt
+from .coco import read_coco
 from .mosaic import mosaic4
+from .records import load_image_rgb
 from .shapes import ensure_shapes_dataset
 from .transforms import build_transform, resize_longest
+from .voc import read_voc
+from .yolo_txt import read_yolo_txt
 
 MAX_REPLACEMENTS = 10  # an image that fails to decode is replaced by the next one, at most this many in a row
 

@@ -11,7 +11,7 @@ Two train pipelines, chosen by the config field `augmentations`:
   same geometry as albumentations' LongestMaxSize + PadIfNeeded + HorizontalFlip + Affine (tests/test_augment.py
   compares them) at a quarter of the cost, which keeps a 2-core CPU busy with the model (bench/pipeline.py).
 - a list of (albumentations transform name, probability, keyword arguments) entries, applied in order after the
-  letterbox by albumentations. SEED_AUGMENTATIONS is seed 004's heavier set, used by the real-data configs.
+  letterbox by albumentations. PHOTO_AUGMENTATIONS is a heavier set for photos, used by the real-data configs.
 The 4-image mosaic (mosaic.py) runs before either. Val and predict use the letterbox alone (albumentations).
 """
 import difflib
@@ -28,9 +28,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 PAD_FILL = tuple(int(round(255 * m)) for m in IMAGENET_MEAN)  # grey: padding does not shift the input mean
 LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R 601 grey, as PIL and torchvision's ColorJitter use
 
-# seed 004's augmentations: photometric ones on the letterboxed image, then flip and zoom/shift (no rotation or
+# a heavier set for real photos: photometric augmentations on the letterboxed image, then flip and zoom/shift (no rotation or
 # shear: they would inflate the axis-aligned boxes of rotated objects)
-SEED_AUGMENTATIONS = [
+PHOTO_AUGMENTATIONS = [
     ("MultiplicativeNoise", 0.2, {"multiplier": (0.9, 1.1), "per_channel": True}),
     ("CLAHE", 0.1, {"clip_limit": 2.0}),
     ("Posterize", 0.1, {"num_bits": (4, 6)}),
@@ -212,3 +212,13 @@ class LetterboxAugment:
         # both keep grey (1, 1, 1) fixed, so the contrast offset passes through them unchanged
         matrix = rotate @ saturate * (brightness * contrast)
         return np.hstack((matrix, np.full((3, 1), (1 - contrast) * mean_grey))).astype(np.float32)
+
+
+def letterboxed_box_sizes(records, img_size) -> np.ndarray:
+    """(N, 2) width and height of every non-difficult box after letterboxing its image to img_size."""
+    sizes = []
+    for r in records:
+        sx, sy, _, _ = letterbox_params(r.width, r.height, img_size)
+        boxes = r.boxes[~r.difficult].astype(np.float64)
+        sizes.append(np.stack(((boxes[:, 2] - boxes[:, 0]) * sx, (boxes[:, 3] - boxes[:, 1]) * sy), 1))
+    return np.concatenate(sizes) if sizes else np.zeros((0, 2))

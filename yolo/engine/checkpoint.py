@@ -18,9 +18,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from loguru import logger
 
 from ..config import DERIVED, config_from_dict
-from .distributed import broadcast_object, unwrap
+from ..models.detector import build_model
+from .distributed import broadcast_object, select_device, unwrap
+
+# what a checkpoint decides about its model; everything else (thresholds, data paths, ...) comes from the config
+MODEL_FIELDS = ("backbone", "width", "class_names", "anchors", "label_assignment", "img_size", "tasks", "branching")
 
 # a resumed run takes these from the current config; every other field (num_workers too: it changes the
 # augmentation streams) comes from the checkpoint, so the run continues exactly as it started
@@ -49,6 +54,31 @@ def newest_checkpoint(runs_dir, name="best.pt"):
     """The `name` file of the most recently modified run under runs_dir, or None."""
     found = sorted(Path(runs_dir).glob(f"*/{name}"), key=lambda p: p.stat().st_mtime)
     return found[-1] if found else None
+
+
+def load_model(cfg):
+    """The model of cfg.ckpt_path (else best.pt of the newest run under runs_dir), in eval mode on cfg.device.
+    The checkpoint's MODEL_FIELDS override cfg's (in place), so data and thresholds come from cfg and the model
+    from the file. Returns (model, device, checkpoint path)."""
+    path = Path(cfg.ckpt_path) if cfg.ckpt_path else newest_checkpoint(cfg.runs_dir)
+    if path is None:
+        raise FileNotFoundError(f"no checkpoint given (ckpt_path) and no {cfg.runs_dir}/*/best.pt found; "
+                                f"train first: python main.py --task train")
+    ckpt = load_checkpoint(path)
+    saved = config_from_dict(ckpt["config"])
+    for field in MODEL_FIELDS:
+        setattr(cfg, field, getattr(saved, field))
+    cfg.finalize()
+    device = select_device(cfg.device)
+    model = build_model(cfg)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:  # shapes that do not fit: a checkpoint of an older version of the model code
+        first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
+        raise ValueError(f"checkpoint {path} does not fit the model its config describes ({first}); "
+                         f"it was probably saved by another version of this code: retrain it") from None
+    logger.info(f"loaded {path} (epoch {ckpt.get('epoch')}, saved mAP@0.5 {ckpt.get('map50', float('nan')):.4f})")
+    return model.to(device).eval(), device, Path(path)
 
 
 def resume_checkpoint_path(cfg):

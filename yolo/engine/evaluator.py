@@ -23,12 +23,11 @@ def predict_loader(model, loader, cfg, device, show_progress=True, multi_label=F
     model.eval()
     records = loader.dataset.records
     detections = {}
-    anchors = unwrap(model).anchors
+    decoding = unwrap(model).decoding
     bar = tqdm(loader, desc="eval", leave=False, disable=not (show_progress and is_main_process()))
     for images, _, indices in bar:
         outputs = model(images.to(device, non_blocking=True), task=task)
-        results = postprocess(outputs, anchors, cfg.strides, cfg.label_assignment, cfg.conf_thres, cfg.nms_iou,
-                              cfg.max_det, multi_label)
+        results = postprocess(outputs, decoding, cfg.conf_thres, cfg.nms_iou, cfg.max_det, multi_label)
         for index, (boxes, scores, labels) in zip(indices, results):
             rec = records[index]
             boxes = boxes_to_original(boxes.cpu().numpy(), rec.width, rec.height, images.shape[-1])

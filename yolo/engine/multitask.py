@@ -21,10 +21,10 @@ def task_batches(loaders, steps):
 def tasks_loss(t, outputs, targets):
     """sum_k task_weights[k] * loss_k. Returns (loss, floats to log: the weighted sums of the box / obj / cls terms
     and, with several tasks, each task's loss as loss_<name>; the assignment statistics averaged over the tasks)."""
-    anchors = unwrap(t.model).anchors
+    decoding = unwrap(t.model).decoding
     total, values, stats = 0.0, {}, {}
     for loss_fn, out, tgt, weight, name in zip(t.loss_fns, outputs, targets, t.task_weights, t.task_names):
-        loss, items, task_stats = loss_fn(out, tgt, anchors)
+        loss, items, task_stats = loss_fn(out, tgt, decoding)
         total = total + weight * loss
         for k, v in items.items():
             values[k] = values.get(k, 0.0) + weight * v.item()

@@ -9,19 +9,9 @@ head would otherwise wreck the backbone), then follows `lr_schedule`:
                      restart_mult times longer (SGDR); every restart jumps back to the peak lr
     constant         1
 
-`python main.py --task schedule` saves the curve of the current config as a PNG.
+`python main.py --task schedule` draws the curve of the current config (yolo/tasks/schedule.py).
 """
 import math
-import os
-from pathlib import Path
-
-
-def warmup_cosine(it, total_iters, warmup_iters, final_ratio):
-    """Linear warmup, then a cosine from 1 down to final_ratio at total_iters."""
-    if it < warmup_iters:
-        return (it + 1) / warmup_iters
-    progress = min(1.0, (it - warmup_iters) / max(1, total_iters - warmup_iters))
-    return cosine(progress, final_ratio)
 
 
 def cosine(progress, final_ratio):
@@ -80,19 +70,3 @@ def iterations_per_epoch(num_images, batch_size, world_size=1):
     per_process = num_images // world_size
     drop_last = num_images > batch_size
     return max(1, per_process // batch_size if drop_last else math.ceil(per_process / batch_size))
-
-
-def run_schedule_plot(cfg):
-    """--task schedule: save runs_dir/<run_name>_lr_schedule.png for the current config."""
-    from ..data.dataset import read_records
-    from .logs import setup_logging
-    from .plots import plot_lr_schedule
-
-    logger = setup_logging()
-    world_size = int(os.environ.get("WORLD_SIZE", 1))
-    iters = iterations_per_epoch(len(read_records(cfg, "train")), cfg.batch_size, world_size)
-    path = Path(cfg.runs_dir) / f"{cfg.run_name}_lr_schedule.png"
-    title = f"{cfg.lr_schedule}, warmup {cfg.warmup_epochs} epochs, {iters} iterations per epoch"
-    plot_lr_schedule(lr_curve(cfg, iters), iters, path, title)
-    logger.info(f"learning-rate schedule ({cfg.epochs} epochs x {iters} iterations) saved to {path}")
-    return path

@@ -30,16 +30,17 @@ from ..data.dataset import build_loader, read_records
 from ..loss import YOLOLoss
 from ..models.detector import build_model
 from ..models.weights import load_backbone_weights, load_matching_state
+from ..viz.detections import prediction_grid
+from ..viz.plots import plot_results
 from .checkpoint import (checkpoint_state, load_checkpoint, load_resume_checkpoint, restore_training, resumed_config,
                          save_checkpoint)
 from .distributed import (DistInfo, all_ranks_true, barrier, broadcast_object, cleanup_distributed, eval_sampler,
-                          init_distributed, main_process_first, no_sync_unless, select_device,  # noqa: F401
+                          init_distributed, main_process_first, no_sync_unless,
                           sync_buffers_from_main, train_sampler, unwrap, wrap_model)
 from .ema import ModelEMA
 from .evaluator import evaluate_tasks
 from .logs import MetricsCSV, TensorBoard, setup_logging
 from .multitask import score_names, task_batches, tasks_loss
-from .plots import plot_results, prediction_grid
 from .schedules import build_lr_lambda
 
 # with gradient accumulation the scheduler steps (every batch) before the optimizer's first update: intended
@@ -94,9 +95,10 @@ def run_training(cfg, info):
     if info.is_main:
         save_config(cfg, run_dir / "config.json")
 
-    train_loaders, val_loaders = build_loaders(cfg, info)
+    tasks = task_configs(cfg)  # one config per task (a single-task run: [cfg]), passed down from here
+    train_loaders, val_loaders = build_loaders(tasks, cfg, info)
     iters_per_epoch = max(len(loader) for loader in train_loaders)  # shorter task loaders cycle
-    t = build_training(cfg, info, iters_per_epoch)
+    t = build_training(cfg, tasks, info, iters_per_epoch)
     log_setup(cfg, info, t, run_dir, train_loaders, val_loaders)
     if ckpt is not None:
         restore_training(t, ckpt)
@@ -119,7 +121,7 @@ def run_training(cfg, info):
                **{k: float("nan") for k in score_names(t.task_names)}}
         scores, improved = None, False
         if t.epoch % cfg.val_interval == 0 or t.epoch == cfg.epochs:
-            scores = evaluate_epoch(t, val_loaders, cfg, tb, step=t.epoch * iters_per_epoch)
+            scores = evaluate_epoch(t, val_loaders, tasks, cfg, tb, step=t.epoch * iters_per_epoch)
             row.update(scores)
             improved = scores[cfg.best_metric] > t.best_fitness
             t.best_fitness = max(t.best_fitness, scores[cfg.best_metric])
@@ -213,10 +215,9 @@ def optimizer_update(t, grad_clip):
         t.ema.update(unwrap(t.model))
 
 
-def evaluate_epoch(t, loaders, cfg, tb, step):
+def evaluate_epoch(t, loaders, task_cfgs, cfg, tb, step):
     """Evaluate the EMA (or the model) on every task; every process gets rank 0's scores: map50 and map (the mean
     over tasks with several tasks, which best.pt and early stopping rank by) and, per task, map50_<name> ..."""
-    task_cfgs = [loader.dataset.task_cfg for loader in loaders]
     results, detections, scores, table = evaluate_tasks(t.eval_model(), loaders, task_cfgs, t.device)
     if results is not None:  # rank 0
         for task_cfg, result in zip(task_cfgs, results):
@@ -232,10 +233,10 @@ def evaluate_epoch(t, loaders, cfg, tb, step):
 
 
 # ------------------------------------------------------------------------------------------------- set-up
-def build_loaders(cfg, info):
-    """(train loaders, val loaders), one of each per task; each loader's dataset knows its task's config."""
+def build_loaders(tasks, cfg, info):
+    """(train loaders, val loaders), one of each per task config of `tasks`."""
     train_loaders, val_loaders = [], []
-    for task_cfg in task_configs(cfg):
+    for task_cfg in tasks:
         with main_process_first(info):  # rank 0 generates the built-in dataset, the others then read it
             train_records, val_records = read_records(task_cfg, "train"), read_records(task_cfg, "val")
         # the samplers only need len(): records stand in for the datasets build_loader wraps them in
@@ -244,7 +245,6 @@ def build_loaders(cfg, info):
         if cfg.num_workers > 0:
             train_loader.worker_init_fn = partial(seed_worker_augmentation, rank=info.rank)
         val_loader = build_loader(task_cfg, val_records, train=False, sampler=eval_sampler(val_records, info))
-        train_loader.dataset.task_cfg = val_loader.dataset.task_cfg = task_cfg
         train_loaders.append(train_loader)
         val_loaders.append(val_loader)
     return train_loaders, val_loaders
@@ -267,7 +267,7 @@ def seed_worker_augmentation(worker_id, rank=0):
     worker.dataset.transform.set_random_seed(int(seed))
 
 
-def build_training(cfg, info, iters_per_epoch):
+def build_training(cfg, tasks, info, iters_per_epoch):
     model = build_model(cfg).to(info.device)
     load_initial_weights(model, cfg)
     ema = ModelEMA(model, cfg.ema_decay, cfg.ema_tau) if cfg.ema else None
@@ -276,7 +276,6 @@ def build_training(cfg, info, iters_per_epoch):
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, build_lr_lambda(cfg, iters_per_epoch))
     amp_dtype = autocast_dtype(cfg.precision, info.device)
     scaler = torch.amp.GradScaler(info.device.type, enabled=amp_dtype == torch.float16)
-    tasks = task_configs(cfg)
     shared = unwrap(model).tasks_sharing() if cfg.average_shared_grads else []
     return Training(model, optimizer, scheduler, scaler, ema, [YOLOLoss(task) for task in tasks], info, amp_dtype,
                     accumulation_steps(cfg, info.world_size), tuple(cfg.task_weights or [1.0] * len(tasks)),

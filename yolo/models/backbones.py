@@ -14,7 +14,7 @@ from torch import nn
 from torchvision.models import mobilenet_v3_large, mobilenet_v3_small
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-BACKBONE_NAMES = ("darknet53", "resnet18", "resnet34", "resnet50", "mobilenet_v3_small", "mobilenet_v3_large")
+from ..config import BACKBONES
 
 
 def scale_channels(channels: int, width: float) -> int:
@@ -32,7 +32,7 @@ def build_backbone(name: str, width: float = 1.0) -> nn.Module:
         return ResNet(name, width)
     if name in ("mobilenet_v3_small", "mobilenet_v3_large"):
         return MobileNetV3(name, width)
-    raise ValueError(f"unknown backbone {name!r}; allowed names: {', '.join(BACKBONE_NAMES)}")
+    raise ValueError(f"unknown backbone {name!r}; allowed names: {', '.join(BACKBONES)}")
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -7,23 +7,25 @@ head with its own number of classes.
 import torch
 from torch import nn
 
-from ..config import task_configs
+from ..branching import neck_groups
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from .backbones import build_backbone
-from .head import YOLOHead
-from .neck import YOLONeck, neck_groups
+from .head import REACH, BoxDecoding, YOLOHead
+from .neck import YOLONeck
 
 
 class Detector(nn.Module):
     def __init__(self, cfg):
         super().__init__()
-        tasks = task_configs(cfg)
+        num_tasks = len(cfg.task_num_classes)
         self.backbone = build_backbone(cfg.backbone, cfg.width)
-        self.neck = YOLONeck(self.backbone.out_channels, cfg.width, neck_groups(cfg.branching, len(tasks)))
-        self.heads = nn.ModuleList(YOLOHead(self.neck.out_channels, len(cfg.anchors[0]), task.num_classes,
-                                            cfg.img_size, cfg.strides) for task in tasks)
+        self.neck = YOLONeck(self.backbone.out_channels, cfg.width, neck_groups(cfg.branching, num_tasks))
+        self.heads = nn.ModuleList(YOLOHead(self.neck.out_channels, len(cfg.anchors[0]), num_classes, cfg.img_size,
+                                            cfg.strides) for num_classes in cfg.task_num_classes)
         # anchors live in the state dict so a checkpoint carries the anchors it was trained with
         self.register_buffer("anchors", torch.tensor(cfg.anchors, dtype=torch.float32))  # (3, A, 2) pixels
+        self.strides = tuple(cfg.strides)
+        self.reach = REACH[cfg.label_assignment]
         # ImageNet statistics, applied inside the model so callers pass plain 0..255 images on any device
         self.register_buffer("mean", 255 * torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", 255 * torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
@@ -31,6 +33,11 @@ class Detector(nn.Module):
     @property
     def num_tasks(self):
         return len(self.heads)
+
+    @property
+    def decoding(self):
+        """The anchors, strides and reach that turn this model's raw outputs into boxes (yolo/models/head.py)."""
+        return BoxDecoding(self.anchors, self.strides, self.reach)
 
     def forward(self, images, task=0):
         """images: (B, 3, H, W) uint8 or float in 0..255, H and W multiples of 32.

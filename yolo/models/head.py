@@ -13,9 +13,30 @@ cell + sigmoid); `nearby_grid` assigns the 3x3 neighbourhood, so reach = 1.5 giv
 YOLOv3's exp: it is never negative, never explodes, and reaches (0, 4) x anchor.
 """
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+# reach of each label assignment, in cells from the cell centre; None = anywhere on the grid (its largest side)
+REACH = {"single_grid": 0.5, "nearby_grid": 1.5, "all_grid": None}
+
+
+@dataclass
+class BoxDecoding:
+    """What turns a model's raw outputs into boxes. The model carries it (`model.decoding`), so the loss,
+    post-processing, evaluation and export ask the model rather than the config."""
+    anchors: torch.Tensor   # (S, A, 2) anchor w, h in pixels at the network input, one row per scale
+    strides: tuple          # (8, 16, 32): input pixels per cell of each scale
+    reach: float | None     # REACH of the label assignment the model was trained with
+
+    def reach_at(self, grid_hw):
+        return reach_in_cells(self.reach, grid_hw)
+
+
+def reach_in_cells(reach, grid_hw):
+    """How far (in cells, from the cell centre) a predicted centre may move on a grid of grid_hw cells."""
+    return float(max(grid_hw)) if reach is None else reach
 
 
 class YOLOHead(nn.Module):
@@ -43,15 +64,6 @@ class YOLOHead(nn.Module):
             y = conv(x).view(b, self.num_anchors, 5 + self.num_classes, h, w)
             outputs.append(y.permute(0, 1, 3, 4, 2).contiguous())  # (B, A, H, W, 5 + C)
         return outputs
-
-
-def center_reach(label_assignment, grid_hw):
-    """How far (in cells, from the cell centre) a predicted box centre may move."""
-    if label_assignment == "single_grid":
-        return 0.5
-    if label_assignment == "nearby_grid":
-        return 1.5
-    return float(max(grid_hw))  # all_grid
 
 
 def make_grid(h, w, device):

@@ -7,14 +7,14 @@ anchors of each scale with the grid they are laid on.
 from loguru import logger
 from torch import nn
 
+from ..branching import NECK_BLOCK_NAMES
 from ..config import task_configs
+from ..engine.logs import setup_logging
 from ..models.detector import build_model
-from ..models.info import count_params, model_summary
-from ..models.neck import NECK_BLOCK_NAMES
-from .logs import setup_logging
+from ..models.flops import count_params, model_summary
 
 
-def run_info(cfg):
+def run(cfg):
     """Build the model of `cfg`, log its description and return it as text."""
     setup_logging()
     model = build_model(cfg)

@@ -1,32 +1,36 @@
-"""python main.py --task debug: look at what the label assignment makes of real, augmented training batches.
+"""`python main.py --task debug`: look at what the label assignment makes of real, augmented training batches.
 
 For each of `num_debug_batch` training batches: run `assign` with the config's strategy and thresholds, log its
 statistics, and save one PNG per image in <runs_dir>/debug/ showing the three scales side by side (grid, GT boxes,
 every positive anchor box at its cell). With `debug_demos=True` it also redraws the README figures
 imgs/<strategy>_demo.png: one fixed validation image (no augmentation) assigned with each strategy.
 """
-import io
 from itertools import islice
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import torch
 from loguru import logger
-from PIL import Image
 
-from ..assign import STRATEGIES, assign
+from ..assign import assign
+from ..config import STRATEGIES
 from ..data.dataset import DetectionDataset, build_loader, read_records
 from ..data.transforms import build_transform
-from ..viz import assignment_figure
-from .logs import setup_logging
-from .trainer import seed_everything
+from ..engine.logs import setup_logging
+from ..engine.trainer import seed_everything
+from ..viz.assignment import assignment_figure, save_assignment_figure
+from . import for_each_task
 
 DEMO_DPI = 90  # 3 panels of 4 inches -> 1080 x 400 px
 
 
-def run_debug(cfg, demo_dir="imgs", out_dir=None):
-    """Draw the assignment of cfg.num_debug_batch augmented training batches; returns the output folder."""
+def run(cfg):
+    """Every task's assignment drawings (see draw_assignments). Returns their folders, one per task."""
     setup_logging()
+    return for_each_task(cfg, draw_assignments, "debug")
+
+
+def draw_assignments(cfg, out_dir=None, demo_dir="imgs"):
+    """Draw the assignment of cfg.num_debug_batch augmented training batches; returns the output folder."""
     seed_everything(cfg.seed)
     out_dir = Path(out_dir or Path(cfg.runs_dir) / "debug")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -63,17 +67,10 @@ def format_stats(stats):
 
 
 def save_figure(image, targets, assignments, image_index, anchors, cfg, title, path, dpi=100, palette=False):
-    """image: (3, S, S) uint8 tensor as the loader yields it. palette=True stores 256 colours (README images:
-    about 3x smaller files, and the noisy shapes backgrounds do not need more)."""
+    """image: (3, S, S) uint8 tensor as the loader yields it."""
     fig = assignment_figure(image.permute(1, 2, 0).numpy(), targets, assignments, image_index, anchors.numpy(),
                             cfg.strides, cfg.class_names, title)
-    if palette:
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=dpi)
-        Image.open(buffer).convert("RGB").quantize(colors=256).save(path, optimize=True)
-    else:
-        fig.savefig(path, dpi=dpi)
-    plt.close(fig)
+    save_assignment_figure(fig, path, dpi, palette)
 
 
 def demo_sample(cfg, max_candidates=20):

@@ -1,33 +1,12 @@
-"""Drawing: detections on images (PIL's built-in font, nothing downloaded)."""
+"""Label assignment drawn on the grid (python main.py --task debug, notebook 02): for one image and each scale, the
+cell grid, the GT boxes and every positive anchor box at its cell."""
 import colorsys
+import io
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
 
-def class_colour(index, num_classes):
-    r, g, b = colorsys.hsv_to_rgb((index / max(num_classes, 1)) % 1.0, 0.85, 0.95)
-    return int(r * 255), int(g * 255), int(b * 255)
-
-
-def draw_detections(image, boxes, labels, class_names, scores=None, width=2):
-    """image: (H, W, 3) uint8; boxes (K, 4) xyxy pixels. Returns a new PIL image with boxes and captions."""
-    canvas = Image.fromarray(np.asarray(image)).convert("RGB")
-    draw = ImageDraw.Draw(canvas)
-    font = ImageFont.load_default()
-    for k, (box, label) in enumerate(zip(np.asarray(boxes), np.asarray(labels))):
-        colour = class_colour(int(label), len(class_names))
-        x1, y1, x2, y2 = (float(v) for v in box)
-        draw.rectangle((x1, y1, x2, y2), outline=colour, width=width)
-        caption = class_names[int(label)] + (f" {float(scores[k]):.2f}" if scores is not None else "")
-        tx, ty = x1, max(0.0, y1 - 12)
-        text_box = draw.textbbox((tx, ty), caption, font=font)
-        draw.rectangle(text_box, fill=colour)
-        draw.text((tx, ty), caption, fill=(0, 0, 0), font=font)
-    return canvas
-
-
-# ---------------------------------------------------------------- label assignment (python main.py --task debug)
 ANCHOR_MARKERS = "os^Dvp*h"  # marker of anchor index k at the cell centre
 
 
@@ -121,37 +100,15 @@ def assignment_figure(image, targets, assignments, image_index, anchors, strides
     return fig
 
 
-# ---------------------------------------------------------------- multi-task branching (notebooks/05_multitask)
-def draw_branching(groups, task_names, block_names):
-    """The branching tree as a figure: columns backbone, neck blocks 0..7 (one box per copy, placed at the rows of
-    the tasks it serves), one head per task; a line joins a copy to the copies of the next block it feeds.
-    groups: neck_groups(branching, num_tasks). Returns the matplotlib figure."""
+def save_assignment_figure(fig, path, dpi=100, palette=False):
+    """Save and close a figure. palette=True stores 256 colours (README images: about 3x smaller files, and the
+    noisy shapes backgrounds do not need more)."""
     import matplotlib.pyplot as plt
 
-    num_tasks = len(task_names)
-    everyone = list(range(num_tasks))
-    columns = ([("backbone", [everyone])] + [(f"{j} {name}", g) for j, (name, g) in enumerate(zip(block_names, groups))]
-               + [("head", [[t] for t in everyone])])
-    fig, ax = plt.subplots(figsize=(1.25 * len(columns), 0.8 * num_tasks + 1.4))
-    row = {t: num_tasks - 1 - t for t in everyone}  # task 0 on top
-    previous = None
-    for x, (title, column_groups) in enumerate(columns):
-        centres = [(x, float(np.mean([row[t] for t in group]))) for group in column_groups]
-        if previous is not None:
-            for (px, py), parent in zip(*previous):
-                for (cx, cy), group in zip(centres, column_groups):
-                    if set(group) <= set(parent):
-                        ax.plot([px, cx], [py, cy], color="0.6", zorder=1)
-        for (cx, cy), group in zip(centres, column_groups):
-            shared = len(group) > 1
-            colour = "0.85" if len(group) == num_tasks and num_tasks > 1 else (
-                "#f6d7a7" if shared else tuple(c / 255 for c in class_colour(group[0], num_tasks)))
-            ax.text(cx, cy, "\n".join(task_names[t] for t in group), ha="center", va="center", fontsize=8, zorder=2,
-                    bbox=dict(boxstyle="round", facecolor=colour, edgecolor="0.3"))
-        ax.text(x, num_tasks - 0.35, title, ha="center", va="bottom", fontsize=9, weight="bold")
-        previous = (centres, column_groups)
-    ax.set(xlim=(-0.6, len(columns) - 0.4), ylim=(-0.7, num_tasks + 0.1))
-    ax.axis("off")
-    ax.set_title("which tasks share each part (grey: all tasks, orange: some, coloured: one)", fontsize=10)
-    fig.tight_layout()
-    return fig
+    if palette:
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=dpi)
+        Image.open(buffer).convert("RGB").quantize(colors=256).save(path, optimize=True)
+    else:
+        fig.savefig(path, dpi=dpi)
+    plt.close(fig)

@@ -1,0 +1,74 @@
+"""`python main.py --task predict`: detections drawn on images, and predictions.json in the COCO results format."""
+import json
+from pathlib import Path
+
+import numpy as np
+from loguru import logger
+
+from ..config import task_configs
+from ..data.dataset import build_loader, read_records
+from ..data.records import IMAGE_EXTENSIONS, Record, load_image_rgb, read_image_size
+from ..engine.checkpoint import load_model
+from ..engine.evaluator import predict_loader
+from ..engine.logs import setup_logging
+from ..metrics import coco_results_json
+from ..viz.detections import draw_detections
+
+
+def source_records(cfg, tasks):
+    """Images to predict on: cfg.predict_source (file or folder), else the first val images of every task."""
+    if cfg.predict_source is None:
+        per_task = max(1, -(-cfg.predict_max_images // len(tasks)))
+        return [rec for task in tasks for rec in read_records(task, "val")[:per_task]]
+    source = Path(cfg.predict_source)
+    files = [source] if source.is_file() else sorted(p for p in source.glob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not files:
+        raise FileNotFoundError(f"predict_source {source} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+    empty = np.zeros((0, 4), np.float32), np.zeros(0, np.int64), np.zeros(0, bool)
+    return [Record(str(f), *read_image_size(str(f)), *empty) for f in files]
+
+
+def run(cfg):
+    """Run every task's head on each image; draw all detections (labelled task/class with several tasks) and write
+    predictions.json (COCO results format plus file_name and category_name) next to the checkpoint."""
+    setup_logging()
+    model, device, ckpt_path = load_model(cfg)
+    cfg.conf_thres = cfg.predict_conf
+    tasks = task_configs(cfg)
+    records = source_records(cfg, tasks)
+    loader = build_loader(tasks[0], records, train=False)
+    per_task = [predict_loader(model, loader, cfg, device, task=k) for k in range(len(tasks))]
+    detections, class_names = merge_task_detections(per_task, tasks)
+    out_dir = ckpt_path.parent / "predictions"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = set()
+    for index, rec in enumerate(records):
+        boxes, scores, labels = detections[index]
+        image = draw_detections(load_image_rgb(rec.image_path), boxes, labels, class_names, scores)
+        name = Path(rec.image_path).stem
+        name = f"{name}_{index}" if name in names else name  # two tasks' datasets may share file names
+        names.add(name)
+        image.save(out_dir / f"{name}.jpg", quality=90)
+    results = coco_results_json(range(len(records)), *([detections[i][k] for i in range(len(records))]
+                                                         for k in range(3)))
+    for entry in results:
+        entry.update(file_name=Path(records[entry["image_id"]].image_path).name,
+                     category_name=class_names[entry["category_id"] - 1])
+    (out_dir / "predictions.json").write_text(json.dumps(results))
+    logger.info(f"{len(records)} annotated images and predictions.json written to {out_dir}")
+    return out_dir
+
+
+def merge_task_detections(per_task, tasks):
+    """One detection set per image from every task's: labels are shifted into one list of class names, each
+    name prefixed by its task when there are several ("symbols/star"). Returns (detections, class names)."""
+    if len(tasks) == 1:
+        return per_task[0], list(tasks[0].class_names)
+    class_names = [f"{task.task_name}/{name}" for task in tasks for name in task.class_names]
+    offsets = np.cumsum([0] + [len(task.class_names) for task in tasks])
+    merged = {}
+    for index in per_task[0]:
+        parts = [dets[index] for dets in per_task]
+        merged[index] = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
+                         np.concatenate([p[2] + offset for p, offset in zip(parts, offsets)]))
+    return merged, class_names

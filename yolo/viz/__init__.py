@@ -1,0 +1,1 @@
+"""Drawing: every figure and annotated image the project makes."""
