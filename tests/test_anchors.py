@@ -74,17 +74,22 @@ def test_letterboxed_sizes_by_hand():
     np.testing.assert_allclose(letterboxed_box_sizes(records, 100), [[25, 25]])  # scale 0.5; difficult left out
 
 
-def test_anchors_task_on_a_small_dataset(tmp_path):
+def test_anchors_task_on_a_small_dataset(tmp_path, monkeypatch):
     cfg = BaseConfig()
     cfg.data_root, cfg.shapes_num_train, cfg.shapes_num_val, cfg.img_size = str(tmp_path / "shapes"), 40, 4, 128
     cfg.finalize()
     ensure_shapes_dataset(cfg.data_root, 40, 4, 0, tuple(cfg.class_names))
     messages = []
-    handler = logger.add(lambda m: messages.append(str(m)), level="INFO", format="{message}")
+
+    def collect_log():  # the task sets up its own logging first: let that setup add our sink
+        logger.remove()
+        logger.add(lambda m: messages.append(str(m)), level="INFO", format="{message}")
+
+    monkeypatch.setattr(anchors_task, "setup_logging", collect_log)
     try:
         new = anchors_task.run(cfg)
     finally:
-        logger.remove(handler)
+        logger.remove()
     assert len(new) == 3 and all(len(s) == 3 for s in new)
     text = "".join(messages)
     assert "mean best IoU" in text and "BPR@0.3" in text and "current" in text and "self.anchors = [[" in text
