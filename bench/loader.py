@@ -62,7 +62,7 @@ def train_step_images_per_s(cfg, records, steps, warmup=2):
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     single = copy.copy(cfg)
     single.num_workers = 0
-    images, targets, _ = next(iter(build_loader(single, records, train=True)))
+    images, targets, *_ = next(iter(build_loader(single, records, train=True)))
 
     def step():
         loss, _, _ = loss_fn(model(images), targets, model.decoding)

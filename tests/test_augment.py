@@ -117,7 +117,7 @@ def test_mosaic_then_flip_and_affine_through_the_dataset(tmp_path):
     for seed in range(5):
         dataset.transform.set_random_seed(seed)
         for index in range(4):
-            image, targets, _ = dataset[index]
+            image, targets, *_ = dataset[index]
             image = image.permute(1, 2, 0).numpy()
             for label, cx, cy, w, h in targets.tolist():
                 box = (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
@@ -138,7 +138,7 @@ def test_reseeding_the_transform_repeats_mosaic_samples(tmp_path):
     for _ in range(2):
         dataset.transform.set_random_seed(123)
         runs.append([dataset[i] for i in range(6)])
-    for (a, ta, _), (b, tb, _) in zip(*runs):
+    for (a, ta, *_), (b, tb, *_) in zip(*runs):
         assert torch.equal(a, b) and torch.equal(ta, tb)
 
 
@@ -307,7 +307,7 @@ def test_cached_images_give_the_same_samples(tmp_path):
     cached = build_loader(config(num_workers=0, cache_images=True), records, train=False).dataset
     assert cached.cache is not None and plain.cache is None
     for i in range(3):
-        (a, ta, _), (b, tb, _) = plain[i], cached[i]
+        (a, ta, *_), (b, tb, *_) = plain[i], cached[i]
         assert torch.equal(a, b) and torch.allclose(ta, tb, atol=1e-4)
 
 
@@ -321,7 +321,7 @@ def test_image_that_fails_late_is_replaced_loudly(tmp_path):
     messages = []
     handler = logger.add(lambda m: messages.append(str(m)), level="WARNING", format="{message}")
     try:
-        _, _, index = dataset[0]
+        _, _, index, _ = dataset[0]
     finally:
         logger.remove(handler)
     assert index == 1 and any(str(bad) in m and "next image" in m for m in messages)

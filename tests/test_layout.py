@@ -7,7 +7,6 @@ import inside a function cannot hide an upward dependency.
 import ast
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 

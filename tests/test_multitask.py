@@ -191,10 +191,10 @@ def test_weighted_task_losses_and_averaged_shared_gradients():
     model.eval()  # BN statistics frozen so the hand computation sees the same forward
     model.train = lambda mode=True: model  # keep eval mode inside train_one_epoch
     batches = [(torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8),
-                torch.tensor([[0, k, 30.0, 30.0, 20.0, 24.0], [1, 1, 40.0, 20.0, 30.0, 16.0]]), [0, 1])
+                torch.tensor([[0, k, 30.0, 30.0, 20.0, 24.0], [1, 1, 40.0, 20.0, 30.0, 16.0]]), [0, 1], 2)
                for k in range(2)]
     expected = {}
-    for k, (images, targets, _) in enumerate(batches):
+    for k, (images, targets, *_) in enumerate(batches):
         model.zero_grad()
         loss, _, _ = YOLOLoss(task_configs(cfg)[k])(model(images, task=k), targets, model.decoding)
         (cfg.task_weights[k] * loss).backward()
@@ -218,7 +218,7 @@ def test_bf16_autocast_two_tasks():
                         task_weights=[1.0, 1.0])
     model = build_model(cfg)
     batch = (torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8),
-             torch.tensor([[0, 0, 30.0, 30.0, 20.0, 24.0]]), [0])
+             torch.tensor([[0, 0, 30.0, 30.0, 20.0, 24.0]]), [0], 1)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: 1.0)
     t = Training(model, optimizer, scheduler, torch.amp.GradScaler("cpu", enabled=False), None,

@@ -152,7 +152,9 @@ def run_one_epoch(model, batches, accumulate, scaler=None, amp_dtype=None, loss_
 
 
 def split(images, targets, n):
-    return [(images[i:i + n], targets[i:i + n], list(range(i, i + n))) for i in range(0, len(images), n)]
+    """Batches as collate makes them: (images, targets, record indices, boxes before augmentation)."""
+    return [(images[i:i + n], targets[i:i + n], list(range(i, i + n)), len(targets[i:i + n]))
+            for i in range(0, len(images), n)]
 
 
 @pytest.mark.parametrize("use_scaler", [False, True])
@@ -184,6 +186,34 @@ def test_without_accumulation_each_batch_updates():
     assert len(grads) == 2  # after batch 3, and the partial step at the end of the epoch
 
 
+def test_a_partial_last_group_is_the_mean_of_its_own_batches():
+    """6 batches with accumulate=4: the last update sums 2 batches and must equal one batch of their 4 images
+    (dividing by 4 instead of 2 would halve its gradient)."""
+    torch.manual_seed(0)
+    images, targets = torch.randint(0, 256, (12, 3, 8, 8), dtype=torch.uint8), torch.randn(12, 2, 8, 8)
+    model = NoBatchNormNet()
+    grads, _ = run_one_epoch(copy.deepcopy(model), split(images, targets, 2), accumulate=4)
+    assert len(grads) == 2
+    first_8 = copy.deepcopy(model)
+    run_one_epoch(first_8, split(images[:8], targets[:8], 8), accumulate=1)
+    grads_last_4, _ = run_one_epoch(first_8, split(images[8:], targets[8:], 4), accumulate=1)
+    for g_partial, g_reference in zip(grads[1], grads_last_4[0]):
+        torch.testing.assert_close(g_partial, g_reference, rtol=1e-5, atol=1e-7)
+
+
+def test_the_epoch_counts_the_boxes_augmentation_dropped():
+    images, targets = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8), torch.randn(4, 2, 8, 8)
+    batches = [(x, y, i, boxes_in) for (x, y, i, _), boxes_in in zip(split(images, targets, 2), (2, 6))]
+    _, stats = run_one_epoch(NoBatchNormNet(), batches, accumulate=1)  # 4 of 8 boxes kept
+    assert stats["boxes_dropped_pct"] == 50.0
+
+
+def test_accumulation_group_sizes():
+    assert [trainer.accumulation_group_size(it, 6, 4) for it in range(6)] == [4, 4, 4, 4, 2, 2]
+    assert [trainer.accumulation_group_size(it, 8, 4) for it in range(8)] == [4] * 8
+    assert [trainer.accumulation_group_size(it, 3, 1) for it in range(3)] == [1, 1, 1]
+
+
 def test_accumulation_steps_from_nominal_batch_size():
     assert trainer.accumulation_steps(engine_cfg(batch_size=16), world_size=1) == 1  # default: no accumulation
     assert trainer.accumulation_steps(engine_cfg(batch_size=8, nominal_batch_size=64), world_size=2) == 4
@@ -206,7 +236,7 @@ def test_bf16_autocast_step_on_cpu():
     dtypes = []
     model.heads[0].convs[0].register_forward_hook(lambda m, i, o: dtypes.append(o.dtype))
     images, targets = tiny_detector_batch(cfg)
-    _, stats = run_one_epoch(model, [(images, targets, [0, 1])], accumulate=1, amp_dtype=torch.bfloat16,
+    _, stats = run_one_epoch(model, [(images, targets, [0, 1], len(targets))], accumulate=1, amp_dtype=torch.bfloat16,
                              loss_fn=YOLOLoss(cfg), cfg=cfg)
     assert dtypes == [torch.bfloat16]  # the convolutions really ran in bf16
     assert math.isfinite(stats["loss"]) and stats["loss"] > 0

@@ -21,7 +21,8 @@ MAX_REPLACEMENTS = 10  # an image that fails to decode is replaced by the next o
 
 
 class DetectionDataset(Dataset):
-    """Yields (image uint8 (3, S, S), targets (n, 5) = class, cx, cy, w, h in input pixels, record index).
+    """Yields (image uint8 (3, S, S), targets (n, 5) = class, cx, cy, w, h in input pixels, record index,
+    boxes_in = boxes before augmentation: boxes_in - n were dropped by crops, min_visibility or min_box_size).
 
     transform: albumentations pipeline (build_transform); the trainer reseeds it per epoch and per worker.
     mosaic_prob: chance that a sample is a 4-image mosaic of this image and 3 random others (train only).
@@ -52,15 +53,17 @@ class DetectionDataset(Dataset):
             others = rng.integers(0, len(self.records), size=3)
             parts = [self.load(i, resized=True) for i in (index, *others)]
             image, boxes, labels = mosaic4(parts, self.img_size, rng, self.min_visibility, self.min_box_size)
+            boxes_in = sum(len(part[1]) for part in parts)
         else:
             image, boxes, labels = self.load(index)
+            boxes_in = len(boxes)
         out = self.transform(image=image, bboxes=boxes, labels=labels)
         boxes = np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)
         labels = np.asarray(out["labels"], dtype=np.float32).reshape(-1, 1)
         cxcywh = np.concatenate(((boxes[:, :2] + boxes[:, 2:]) / 2, boxes[:, 2:] - boxes[:, :2]), 1)
         targets = torch.from_numpy(np.concatenate((labels, cxcywh), 1))
         image = torch.from_numpy(np.ascontiguousarray(out["image"].transpose(2, 0, 1)))
-        return image, targets, index
+        return image, targets, index, boxes_in
 
     def load(self, index, resized=False):
         """(image (H, W, 3) uint8, boxes (n, 4), labels (n,)) of one record without its difficult objects.
@@ -81,10 +84,11 @@ class DetectionDataset(Dataset):
 
 
 def collate(batch):
-    """Stack images; concatenate targets with their image's batch index in front -> (N, 6)."""
-    images, targets, indices = zip(*batch)
+    """Stack images; concatenate targets with their image's batch index in front -> (N, 6). Returns
+    (images (B, 3, S, S), targets (N, 6), record indices [B], boxes before augmentation (int, for the drop count))."""
+    images, targets, indices, boxes_in = zip(*batch)
     rows = [torch.cat((torch.full((len(t), 1), float(i)), t), 1) for i, t in enumerate(targets)]
-    return torch.stack(images), torch.cat(rows) if rows else torch.zeros(0, 6), list(indices)
+    return torch.stack(images), torch.cat(rows) if rows else torch.zeros(0, 6), list(indices), sum(boxes_in)
 
 
 def read_records(cfg, split, problems=None):

@@ -168,6 +168,15 @@ def all_ranks_true(flag, info):
     return bool(t.item())
 
 
+def sum_over_ranks(values, info):
+    """The element-wise sum of a list of numbers over all processes (the list itself without DDP)."""
+    if not info.is_distributed:
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=info.device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
 def sync_buffers_from_main(module, info):
     """Copy rank 0's buffers (BN running statistics) to every process. DDP does this at the start of each forward,
     but after the last batch each rank holds its own statistics; syncing keeps checkpoints and evaluation equal."""

@@ -25,7 +25,7 @@ def predict_loader(model, loader, cfg, device, show_progress=True, multi_label=F
     detections = {}
     decoding = unwrap(model).decoding
     bar = tqdm(loader, desc="eval", leave=False, disable=not (show_progress and is_main_process()))
-    for images, _, indices in bar:
+    for images, _, indices, _ in bar:
         outputs = model(images.to(device, non_blocking=True), task=task)
         results = postprocess(outputs, decoding, cfg.conf_thres, cfg.nms_iou, cfg.max_det, multi_label)
         for index, (boxes, scores, labels) in zip(indices, results):

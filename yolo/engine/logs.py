@@ -83,3 +83,13 @@ class TensorBoard:
     def close(self):
         if self.writer is not None:
             self.writer.close()
+
+
+def log_dropped_boxes(epoch, pct, warn_above=10.0):
+    """Every epoch the share of boxes augmentation dropped; a warning when it is high (tiny objects lost unseen)."""
+    message = f"epoch {epoch}: augmentation dropped {pct:.1f}% of the training boxes"
+    if pct > warn_above:
+        logger.warning(f"{message} (min_box_size, min_visibility, mosaic crops): lower min_box_size or raise "
+                       f"img_size if the objects are small; --task check counts the boxes under min_box_size")
+    else:
+        logger.info(message)

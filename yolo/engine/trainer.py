@@ -35,11 +35,11 @@ from ..viz.plots import plot_results
 from .checkpoint import (checkpoint_state, load_checkpoint, load_resume_checkpoint, restore_training, resumed_config,
                          save_checkpoint)
 from .distributed import (DistInfo, all_ranks_true, barrier, broadcast_object, cleanup_distributed, eval_sampler,
-                          init_distributed, main_process_first, no_sync_unless,
+                          init_distributed, main_process_first, no_sync_unless, sum_over_ranks,
                           sync_buffers_from_main, train_sampler, unwrap, wrap_model)
 from .ema import ModelEMA
 from .evaluator import evaluate_tasks
-from .logs import MetricsCSV, TensorBoard, setup_logging
+from .logs import MetricsCSV, TensorBoard, log_dropped_boxes, setup_logging
 from .multitask import score_names, task_batches, tasks_loss
 from .schedules import build_lr_lambda
 
@@ -114,6 +114,7 @@ def run_training(cfg, info):
         for loader in train_loaders:
             start_epoch(loader, epoch, cfg, info)
         epoch_stats = train_one_epoch(t, train_loaders, cfg, epoch, tb)
+        log_dropped_boxes(epoch + 1, epoch_stats["boxes_dropped_pct"])
         t.epoch = epoch + 1
         for module in [unwrap(t.model)] + ([t.ema.module] if t.ema else []):
             sync_buffers_from_main(module, info)  # BN statistics of the last batches differ between ranks
@@ -153,6 +154,7 @@ def train_one_epoch(t, loaders, cfg, epoch, tb=None):
     model.train()
     set_backbone_frozen(unwrap(model), epoch < cfg.freeze_backbone_epochs)
     iters, sums, seen = max(len(loader) for loader in loaders), {}, 0
+    boxes_in = boxes_kept = 0  # boxes before / after augmentation: the difference was dropped (crops, tiny, hidden)
     bar = tqdm(task_batches(loaders, iters), total=iters, desc=f"epoch {epoch + 1}/{cfg.epochs}", dynamic_ncols=True,
                disable=not t.dist.is_main)
     tick = time.perf_counter()
@@ -160,18 +162,21 @@ def train_one_epoch(t, loaders, cfg, epoch, tb=None):
         step = epoch * iters + it  # iteration of the whole run: x-axis of the schedule, multiscale and TensorBoard
         images = [b[0].to(t.device, non_blocking=True) for b in batches]
         targets = [b[1].to(t.device) for b in batches]
+        boxes_in += sum(b[3] for b in batches)
+        boxes_kept += sum(len(b[1]) for b in batches)
         if cfg.multiscale:
             size = multiscale_size(cfg, step)
             images, targets = map(list, zip(*(resize_batch(x, y, size) for x, y in zip(images, targets))))
         update = (it + 1) % t.accumulate == 0 or it + 1 == iters  # the optimizer steps every `accumulate` batches
+        group_size = accumulation_group_size(it, iters, t.accumulate)
         with no_sync_unless(model, update):  # DDP: average gradients over the processes only before an update
             with torch.autocast(t.device.type, dtype=t.amp_dtype, enabled=t.amp_dtype is not None):
                 # several tasks: one forward call with a batch per task (DDP then sees every parameter used)
                 outputs = model(images) if len(images) > 1 else [model(images[0])]
             loss, values, stats = tasks_loss(t, outputs, targets)
             values = {"loss": finite_or_raise(loss, t.dist, epoch, it), **values}
-            # / accumulate: the summed gradients of the batches are then those of their mean, as one large batch
-            t.scaler.scale(loss / t.accumulate).backward()
+            # / group size: the summed gradients of the group's batches are those of their mean, as one large batch
+            t.scaler.scale(loss / group_size).backward()
         if update:
             optimizer_update(t, cfg.grad_clip)
         lr = t.optimizer.param_groups[0]["lr"]  # the lr this batch used, before the scheduler moves it on
@@ -189,7 +194,18 @@ def train_one_epoch(t, loaders, cfg, epoch, tb=None):
             tb.scalars({**{k: v for k, v in values.items() if k.startswith(("loss", "box", "obj", "cls"))},
                         "lr": lr, "img_per_s": speed}, step, "train/")
             tb.scalars(stats, step, "assign/")
-    return {**{k: v / max(iters, 1) for k, v in sums.items()}, "lr": lr if iters else float("nan")}
+    boxes_in, boxes_kept = sum_over_ranks([boxes_in, boxes_kept], t.dist)
+    dropped_pct = 100.0 * (boxes_in - boxes_kept) / max(boxes_in, 1)
+    return {**{k: v / max(iters, 1) for k, v in sums.items()}, "lr": lr if iters else float("nan"),
+            "boxes_dropped_pct": round(dropped_pct, 2)}
+
+
+def accumulation_group_size(it, iters, accumulate):
+    """How many batches the optimizer update that batch `it` belongs to sums over: `accumulate`, except for the
+    last group of an epoch, which holds only the batches left (iters % accumulate of them, when not 0)."""
+    last_group_start = (iters // accumulate) * accumulate
+    return accumulate if it < last_group_start else iters - last_group_start
+
 
 
 def finite_or_raise(loss, info, epoch, it):

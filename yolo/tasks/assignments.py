@@ -40,7 +40,7 @@ def draw_assignments(cfg, out_dir=None, demo_dir="imgs"):
     generator = torch.Generator().manual_seed(cfg.seed)  # for filter_by_max_iou=False
     logger.info(f"label assignment {cfg.label_assignment}, match_iou_thres {cfg.match_iou_thres}, "
                 f"filter_by_max_iou {cfg.filter_by_max_iou}, assign_unmatched_to_best {cfg.assign_unmatched_to_best}")
-    for batch_index, (images, targets, indices) in enumerate(islice(loader, cfg.num_debug_batch)):
+    for batch_index, (images, targets, indices, _) in enumerate(islice(loader, cfg.num_debug_batch)):
         assignments, stats = assign_batch(cfg, targets, anchors, generator)
         logger.info(f"batch {batch_index}: {format_stats(stats)}")
         for i, record_index in enumerate(indices):
