@@ -142,7 +142,11 @@ def test_regenerates_only_when_parameters_change(tmp_path):
     names = {n for r in read_voc(root, "train", ["star", "ring"]) for n in r.labels.tolist()}
     assert names <= {0, 1}
 
-    os.remove(os.path.join(root, "meta.json"))  # as if interrupted before the end: generated again
+    meta_path = os.path.join(root, "meta.json")
+    with open(meta_path) as f:
+        meta = json.load(f)
+    with open(meta_path, "w") as f:  # as an interrupted generation leaves it: generated again
+        json.dump({**meta, "complete": False}, f)
     os.utime(first_image, (0, 0))
     ensure_shapes_dataset(root, num_train=3, num_val=2, seed=2, class_names=("star", "ring"))
     assert os.path.getmtime(first_image) != 0 and os.path.exists(os.path.join(root, "meta.json"))
@@ -153,3 +157,57 @@ def test_bad_class_names_are_rejected(tmp_path):
         ensure_shapes_dataset(str(tmp_path), num_train=1, num_val=1, class_names=("circle", "pentagon"))
     with pytest.raises(ValueError, match="class_names"):
         render_shapes_image(np.random.default_rng(0), 300, 300, "circle")
+
+
+# ------------------------------------------------------------------------------------------------- a user's folder
+def file_hashes(root):
+    import hashlib
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()}
+
+
+def test_the_generator_never_touches_a_users_voc_folder(tmp_path):
+    """Pointing the default (shapes) dataset at a user's VOC folder must leave every file byte-identical."""
+    from yolo.config import BaseConfig
+    from yolo.data.checks import DataError
+    from yolo.data.dataset import read_records
+
+    root = tmp_path / "my_voc"
+    (root / "ImageSets" / "Main").mkdir(parents=True)
+    (root / "JPEGImages").mkdir()
+    (root / "Annotations").mkdir()
+    (root / "ImageSets" / "Main" / "train.txt").write_text("train_000001\n")
+    (root / "ImageSets" / "Main" / "val.txt").write_text("val_000001\n")
+    for name in ("train_000001", "val_000001"):
+        (root / "JPEGImages" / f"{name}.jpg").write_bytes(b"my photo " + name.encode())
+        (root / "Annotations" / f"{name}.xml").write_text(f"<annotation><filename>{name}.jpg</filename></annotation>")
+    before = file_hashes(root)
+    cfg = BaseConfig()
+    cfg.data_root, cfg.shapes_num_train, cfg.shapes_num_val = str(root), 4, 2  # dataset stays "shapes"
+    with pytest.raises(DataError, match=r"--dataset voc.*--dataset coco.*--dataset yolo") as error:
+        read_records(cfg, "train")
+    assert str(root) in str(error.value)
+    assert file_hashes(root) == before
+
+
+def test_the_generator_uses_new_empty_and_its_own_folders(tmp_path):
+    ensure_shapes_dataset(str(tmp_path / "new"), 3, 1, num_workers=1)
+    (tmp_path / "empty").mkdir()
+    ensure_shapes_dataset(str(tmp_path / "empty"), 3, 1, num_workers=1)
+    # its own folder, with other parameters: regenerated in place
+    ensure_shapes_dataset(str(tmp_path / "new"), 2, 1, seed=5, num_workers=1)
+    assert (tmp_path / "new" / "ImageSets" / "Main" / "train.txt").read_text().split() == ["train_000000",
+                                                                                        "train_000001"]
+    meta = json.loads((tmp_path / "new" / "meta.json").read_text())
+    assert meta["complete"] and meta["seed"] == 5
+    assert len(os.listdir(tmp_path / "new" / "JPEGImages")) == 3  # the 4 old images went, 3 new ones came
+
+
+def test_an_interrupted_generation_is_redone(tmp_path):
+    root = tmp_path / "shapes"
+    ensure_shapes_dataset(str(root), 2, 1, num_workers=1)
+    meta = json.loads((root / "meta.json").read_text())
+    (root / "meta.json").write_text(json.dumps({**meta, "complete": False}))  # as a killed generation leaves it
+    (root / "JPEGImages" / "train_000001.jpg").unlink()
+    ensure_shapes_dataset(str(root), 2, 1, num_workers=1)
+    assert (root / "JPEGImages" / "train_000001.jpg").exists()
+    assert json.loads((root / "meta.json").read_text())["complete"]

@@ -25,7 +25,10 @@ import numpy as np
 from loguru import logger
 from PIL import Image, ImageDraw
 
+from .checks import DataError
+
 GENERATOR_VERSION = 2  # bump when the rendering changes, so existing datasets get regenerated
+GENERATOR = "yolo.data.shapes"  # meta.json marks a folder as this generator's own (it then may rewrite it)
 DEFAULT_CLASSES = ("circle", "square", "triangle")
 SHAPES = ("circle", "square", "triangle", "star", "cross", "ring", "diamond", "hexagon")
 # smallest drawn size (px) per shape: below these a triangle/star/hexagon stops looking like itself
@@ -207,23 +210,28 @@ def ensure_shapes_dataset(
 ) -> str:
     """Generate the shapes dataset in VOC layout under root unless root/meta.json shows these exact parameters.
 
-    meta.json is written last, so an interrupted generation is redone on the next call. Returns root.
+    The generator writes only into a folder that does not exist, is empty, or holds its own meta.json (a marker
+    written before anything else, marked complete last, so an interrupted generation is redone on the next call);
+    any other folder is a user's and raises DataError. Returns root.
     num_workers: processes for generation (default: up to 8 available cores; 1 = in this process).
     """
     _check_class_names(class_names)
     if num_train < 0 or num_val < 0:
         raise ValueError(f"num_train and num_val must be >= 0, got {num_train}, {num_val}")
-    params = {"generator": "yolo.data.shapes", "version": GENERATOR_VERSION, "num_train": int(num_train),
+    params = {"generator": GENERATOR, "version": GENERATOR_VERSION, "num_train": int(num_train),
               "num_val": int(num_val), "seed": int(seed), "class_names": list(class_names)}
     meta_path = os.path.join(root, "meta.json")
-    if _read_meta(meta_path) == params and all(
+    if _read_meta(meta_path) == {**params, "complete": True} and all(
         os.path.isfile(os.path.join(root, "ImageSets", "Main", f"{s}.txt")) for s in SPLIT_CODE
     ):
         return root
 
+    _check_own_folder(root)
     start = time.time()
     logger.info(f"generating shapes dataset in {root}: {num_train} train + {num_val} val images, "
                 f"classes {list(class_names)}")
+    os.makedirs(root, exist_ok=True)
+    _write_meta(meta_path, {**params, "complete": False})  # claims the folder before anything else is written
     _remove_previous(root)
     for sub in ("JPEGImages", "Annotations", os.path.join("ImageSets", "Main")):
         os.makedirs(os.path.join(root, sub), exist_ok=True)
@@ -243,9 +251,7 @@ def ensure_shapes_dataset(
     for split, n in (("train", num_train), ("val", num_val)):
         with open(os.path.join(root, "ImageSets", "Main", f"{split}.txt"), "w") as f:
             f.writelines(f"{_image_id(split, i)}\n" for i in range(n))
-    with open(meta_path + ".tmp", "w") as f:
-        json.dump(params, f, indent=1)
-    os.replace(meta_path + ".tmp", meta_path)  # atomic: meta.json exists only once everything else does
+    _write_meta(meta_path, {**params, "complete": True})  # only once everything else is written
     logger.info(f"shapes dataset ready in {time.time() - start:.1f} s: {root}")
     return root
 
@@ -262,10 +268,29 @@ def _read_meta(meta_path: str) -> dict | None:
         return None
 
 
+def _write_meta(meta_path: str, meta: dict):
+    with open(meta_path + ".tmp", "w") as f:
+        json.dump(meta, f, indent=1)
+    os.replace(meta_path + ".tmp", meta_path)  # atomic: never a half-written marker
+
+
+def _check_own_folder(root: str):
+    """Raise DataError unless root is missing, empty, or marked by this generator's meta.json: the built-in data is
+    the default, and a user who points data_root at their own dataset but forgets --dataset must lose nothing."""
+    if not os.path.exists(root):
+        return
+    if not os.path.isdir(root):
+        raise DataError(f"data_root {root} is a file, not a folder; the built-in shapes dataset needs a folder")
+    if not os.listdir(root) or (_read_meta(os.path.join(root, "meta.json")) or {}).get("generator") == GENERATOR:
+        return
+    raise DataError(f"data_root {root} holds files that the shapes generator did not write, so it will not "
+                    f"generate the built-in dataset there. If this is your dataset, say its format: --dataset voc, "
+                    f"--dataset coco or --dataset yolo; for the built-in data, use an empty or new folder")
+
+
 def _remove_previous(root: str):
-    """Delete a previous generation's meta.json and images/annotations (only files this module names)."""
-    if os.path.exists(os.path.join(root, "meta.json")):
-        os.remove(os.path.join(root, "meta.json"))
+    """Delete a previous generation's images/annotations (only in a folder this module marked as its own, and only
+    the files it names)."""
     for sub, ext in (("JPEGImages", ".jpg"), ("Annotations", ".xml")):
         folder = os.path.join(root, sub)
         if os.path.isdir(folder):
