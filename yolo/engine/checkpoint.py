@@ -31,13 +31,32 @@ MODEL_FIELDS = ("backbone", "width", "class_names", "anchors", "label_assignment
 # augmentation streams) comes from the checkpoint, so the run continues exactly as it started
 RESUME_OVERRIDES = ("device", "dist_backend", "task", "resume", "resume_path")
 
+TMP_PREFIX = "."  # checkpoints are written to .<name>.tmp<pid> and renamed over <name>
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (disk full, read-only folder ...); the previous one is still intact."""
+
 
 def save_checkpoint(state, path):
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    tmp = path.with_name(f"{TMP_PREFIX}{path.name}.tmp{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError from its zip writer
+        tmp.unlink(missing_ok=True)
+        raise CheckpointWriteError(f"cannot write checkpoint {path}: {e}. Free disk space or make the folder "
+                                   f"writable, then continue with --resume true (the last good checkpoint is kept)"
+                                   ) from None
+
+
+def remove_partial_writes(run_dir):
+    """Delete the half-written checkpoint files a killed run left in its run folder (never the checkpoints)."""
+    for tmp in Path(run_dir).glob(f"{TMP_PREFIX}*.pt.tmp*"):
+        logger.warning(f"removing {tmp}: a checkpoint write that did not finish (the run was killed while saving)")
+        tmp.unlink()
 
 
 def load_checkpoint(path):
@@ -56,14 +75,34 @@ def newest_checkpoint(runs_dir, name="best.pt"):
     return found[-1] if found else None
 
 
+def default_checkpoint(cfg):
+    """The checkpoint val / predict / export use without --ckpt_path: runs_dir/run_name/best.pt when it exists,
+    else best.pt of the newest run. The choice is logged, since a silent guess could evaluate the wrong model."""
+    if cfg.ckpt_path:
+        return Path(cfg.ckpt_path)
+    own = Path(cfg.runs_dir) / cfg.run_name / "best.pt"
+    path = own if own.is_file() else newest_checkpoint(cfg.runs_dir)
+    if path is None:
+        raise FileNotFoundError(f"no checkpoint given (--ckpt_path) and no {cfg.runs_dir}/*/best.pt found; "
+                                f"train first: python main.py --task train")
+    logger.info(f"no --ckpt_path: using {path} ({'the run ' + cfg.run_name if path == own else 'the newest run'})")
+    return path
+
+
+def output_folder(ckpt_path, runs_dir, name):
+    """Where a command writes what it makes from a checkpoint: <run folder>/<name> for a checkpoint inside runs_dir,
+    else runs_dir/<name>/<checkpoint file stem> (never beside a file of the user's)."""
+    ckpt_path, runs_dir = Path(ckpt_path).resolve(), Path(runs_dir).resolve()
+    if runs_dir in ckpt_path.parents:
+        return ckpt_path.parent / name
+    return runs_dir / name / ckpt_path.stem
+
+
 def load_model(cfg):
-    """The model of cfg.ckpt_path (else best.pt of the newest run under runs_dir), in eval mode on cfg.device.
+    """The model of cfg.ckpt_path (else default_checkpoint), in eval mode on cfg.device.
     The checkpoint's MODEL_FIELDS override cfg's (in place), so data and thresholds come from cfg and the model
     from the file. Returns (model, device, checkpoint path)."""
-    path = Path(cfg.ckpt_path) if cfg.ckpt_path else newest_checkpoint(cfg.runs_dir)
-    if path is None:
-        raise FileNotFoundError(f"no checkpoint given (ckpt_path) and no {cfg.runs_dir}/*/best.pt found; "
-                                f"train first: python main.py --task train")
+    path = default_checkpoint(cfg)
     ckpt = load_checkpoint(path)
     saved = config_from_dict(ckpt["config"])
     for field in MODEL_FIELDS:
@@ -71,12 +110,7 @@ def load_model(cfg):
     cfg.finalize()
     device = select_device(cfg.device)
     model = build_model(cfg)
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as e:  # shapes that do not fit: a checkpoint of an older version of the model code
-        first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
-        raise ValueError(f"checkpoint {path} does not fit the model its config describes ({first}); "
-                         f"it was probably saved by another version of this code: retrain it") from None
+    load_weights(model, ckpt["model"], path)
     logger.info(f"loaded {path} (epoch {ckpt.get('epoch')}, saved mAP@0.5 {ckpt.get('map50', float('nan')):.4f})")
     return model.to(device).eval(), device, Path(path)
 
@@ -145,10 +179,27 @@ def checkpoint_state(t, cfg, elapsed_s):
     return state
 
 
-def restore_training(t, ckpt):
-    unwrap(t.model).load_state_dict(ckpt.get("train_model", ckpt["model"]))
+def model_differences(cfg, saved_cfg):
+    """'field: checkpoint value (config value)' for each MODEL_FIELDS entry on which the two configs differ."""
+    return [f"{k}: {getattr(saved_cfg, k)!r} (the config asks for {getattr(cfg, k)!r})" for k in MODEL_FIELDS
+            if getattr(saved_cfg, k) != getattr(cfg, k)]
+
+
+def load_weights(model, state, path):
+    """load_state_dict, with shapes or names that do not fit reported as one line naming the checkpoint."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:  # a checkpoint of an older version of the model code, or an edited config
+        lines = str(e).splitlines()
+        first = lines[1].strip() if len(lines) > 1 else str(e)
+        raise ValueError(f"checkpoint {path} does not fit the model its config describes ({first}); "
+                         f"it was probably saved by another version of this code: retrain it") from None
+
+
+def restore_training(t, ckpt, path="the checkpoint"):
+    load_weights(unwrap(t.model), ckpt.get("train_model", ckpt["model"]), path)
     if t.ema is not None:
-        t.ema.module.load_state_dict(ckpt["model"])
+        load_weights(t.ema.module, ckpt["model"], path)
         t.ema.updates = ckpt.get("ema_updates", 0)
     t.optimizer.load_state_dict(ckpt["optimizer"])
     t.scheduler.load_state_dict(ckpt["scheduler"])

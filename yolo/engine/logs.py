@@ -93,3 +93,14 @@ def log_dropped_boxes(epoch, pct, warn_above=10.0):
                        f"img_size if the objects are small; --task check counts the boxes under min_box_size")
     else:
         logger.info(message)
+
+
+def log_resumed_config(path, model_differences, ignored):
+    """A resumed run continues with its checkpoint's config: say which given values that overrules, the model's
+    first (another backbone asked for on the command line must not pass unnoticed)."""
+    if model_differences:
+        logger.warning(f"resume: {path} holds another model than this config; continuing the checkpoint's: "
+                       + "; ".join(model_differences) + f". To train the config's model from these weights instead, "
+                       f"start a new run with --init_ckpt {path}")
+    if ignored:
+        logger.warning(f"resume: the run continues with its own config; ignoring the new values of {ignored}")

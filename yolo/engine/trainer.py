@@ -32,14 +32,14 @@ from ..models.detector import build_model
 from ..models.weights import load_backbone_weights, load_matching_state
 from ..viz.detections import prediction_grid
 from ..viz.plots import plot_results
-from .checkpoint import (checkpoint_state, load_checkpoint, load_resume_checkpoint, restore_training, resumed_config,
-                         save_checkpoint)
+from .checkpoint import (checkpoint_state, load_checkpoint, load_resume_checkpoint, model_differences,
+                         remove_partial_writes, restore_training, resumed_config, save_checkpoint)
 from .distributed import (DistInfo, all_ranks_true, barrier, broadcast_object, cleanup_distributed, eval_sampler,
                           init_distributed, main_process_first, no_sync_unless, sum_over_ranks,
                           sync_buffers_from_main, train_sampler, unwrap, wrap_model)
 from .ema import ModelEMA
 from .evaluator import evaluate_tasks
-from .logs import MetricsCSV, TensorBoard, log_dropped_boxes, setup_logging
+from .logs import MetricsCSV, TensorBoard, log_dropped_boxes, log_resumed_config, setup_logging
 from .multitask import score_names, task_batches, tasks_loss
 from .schedules import build_lr_lambda
 
@@ -86,11 +86,13 @@ def train(cfg):
 
 def run_training(cfg, info):
     resume_path, ckpt = load_resume_checkpoint(cfg, info) if cfg.resume else (None, None)
+    given = cfg
     cfg, ignored = resumed_config(cfg, ckpt) if ckpt else (cfg, [])
     run_dir = resume_path.parent if ckpt else broadcast_object(new_run_dir(cfg) if info.is_main else None, info)
     setup_logging(run_dir if info.is_main else None, level="INFO" if info.is_main else "WARNING")
-    if ignored:
-        logger.warning(f"resume: the run continues with its own config; ignoring the new values of {ignored}")
+    if ckpt and info.is_main:
+        remove_partial_writes(run_dir)
+        log_resumed_config(resume_path, model_differences(given, cfg), ignored)
     seed_everything(cfg.seed, cfg.deterministic)
     if info.is_main:
         save_config(cfg, run_dir / "config.json")
@@ -101,7 +103,7 @@ def run_training(cfg, info):
     t = build_training(cfg, tasks, info, iters_per_epoch)
     log_setup(cfg, info, t, run_dir, train_loaders, val_loaders)
     if ckpt is not None:
-        restore_training(t, ckpt)
+        restore_training(t, ckpt, resume_path)
         logger.info(f"resumed {resume_path} after epoch {t.epoch} (best {cfg.best_metric} {t.best_fitness:.4f})")
     metrics = MetricsCSV(run_dir / "metrics.csv")
     if ckpt is not None and info.is_main:

@@ -8,7 +8,7 @@ from loguru import logger
 from ..config import task_configs
 from ..data.dataset import build_loader, read_records
 from ..data.records import IMAGE_EXTENSIONS, Record, load_image_rgb, read_image_size
-from ..engine.checkpoint import load_model
+from ..engine.checkpoint import load_model, output_folder
 from ..engine.evaluator import predict_loader
 from ..engine.logs import setup_logging
 from ..metrics import coco_results_json
@@ -30,7 +30,8 @@ def source_records(cfg, tasks):
 
 def run(cfg):
     """Run every task's head on each image; draw all detections (labelled task/class with several tasks) and write
-    predictions.json (COCO results format plus file_name and category_name) next to the checkpoint."""
+    predictions.json (COCO results format plus file_name and category_name) into the checkpoint's run folder
+    (predictions/), or runs_dir/predictions/<checkpoint name>/ for a checkpoint outside runs_dir."""
     setup_logging()
     model, device, ckpt_path = load_model(cfg)
     cfg.conf_thres = cfg.predict_conf
@@ -39,7 +40,7 @@ def run(cfg):
     loader = build_loader(tasks[0], records, train=False)
     per_task = [predict_loader(model, loader, cfg, device, task=k) for k in range(len(tasks))]
     detections, class_names = merge_task_detections(per_task, tasks)
-    out_dir = ckpt_path.parent / "predictions"
+    out_dir = output_folder(ckpt_path, cfg.runs_dir, "predictions")
     out_dir.mkdir(parents=True, exist_ok=True)
     names = set()
     for index, rec in enumerate(records):

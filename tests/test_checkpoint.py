@@ -1,0 +1,124 @@
+"""Checkpoints under faults: a run killed while writing one, a full disk or unwritable folder, a resume that asks
+for another model, and which checkpoint val / predict use when none is given."""
+import errno
+import os
+
+import pytest
+import torch
+from loguru import logger
+
+from yolo.config import BaseConfig
+from yolo.engine import checkpoint
+from yolo.engine.checkpoint import (CheckpointWriteError, default_checkpoint, load_checkpoint, output_folder,
+                                    save_checkpoint)
+from yolo.engine.trainer import train
+
+TINY = dict(shapes_num_train=8, shapes_num_val=4, img_size=64, width=0.25, batch_size=4, num_workers=0,
+            device="cpu", seed=1, epochs=1, tensorboard=False)
+
+
+def tiny_cfg(tmp_path, **fields):
+    cfg = BaseConfig()
+    for name, value in {**TINY, "data_root": str(tmp_path / "data"), "runs_dir": str(tmp_path / "runs"),
+                        **fields}.items():
+        setattr(cfg, name, value)
+    return cfg.finalize()
+
+
+@pytest.fixture
+def log_lines():
+    lines = []
+    sink = logger.add(lambda message: lines.append(str(message)), level="INFO")
+    yield lines
+    try:
+        logger.remove(sink)
+    except ValueError:  # already removed by a setup_logging
+        pass
+
+
+def test_killed_while_writing_resumes_from_the_last_good_checkpoint(tmp_path):
+    torch.set_num_threads(1)
+    _, run_dir = train(tiny_cfg(tmp_path, run_name="killed"))
+    # as a run of 2 epochs killed while saving epoch 2: last.pt holds epoch 1, a truncated write lies beside it
+    ckpt = load_checkpoint(run_dir / "last.pt")
+    ckpt["config"]["epochs"] = 2
+    save_checkpoint(ckpt, run_dir / "last.pt")
+    partial = run_dir / ".last.pt.tmp4242"
+    partial.write_bytes((run_dir / "last.pt").read_bytes()[:1000])
+    _, resumed_dir = train(tiny_cfg(tmp_path, run_name="killed", resume=True))
+    assert resumed_dir == run_dir and load_checkpoint(run_dir / "last.pt")["epoch"] == 2
+    assert not partial.exists() and "did not finish" in (run_dir / "log.txt").read_text()
+
+
+@pytest.mark.parametrize("error", [errno.ENOSPC, errno.EROFS])
+def test_a_failed_write_is_one_clear_error_and_leaves_no_partial_file(tmp_path, monkeypatch, error):
+    good = {"weights": torch.ones(3)}
+    save_checkpoint(good, tmp_path / "last.pt")
+
+    def failing_save(state, path):  # writes half a file, then the disk is full (or the folder read-only)
+        with open(path, "wb") as f:
+            f.write(b"half a checkpoint")
+        raise OSError(error, os.strerror(error), str(path))
+
+    monkeypatch.setattr(checkpoint.torch, "save", failing_save)
+    with pytest.raises(CheckpointWriteError, match=r"cannot write checkpoint .*last\.pt.*--resume true"):
+        save_checkpoint({"weights": torch.zeros(3)}, tmp_path / "last.pt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # the partial write went
+    assert torch.equal(load_checkpoint(tmp_path / "last.pt")["weights"], good["weights"])  # the good one stayed
+
+
+def test_main_reports_a_failed_write_without_a_traceback(tmp_path, monkeypatch, capsys):
+    import main
+
+    def full_disk(state, path):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(checkpoint.torch, "save", full_disk)
+    args = ["--task", "train"] + [f"--{k}={v}" for k, v in TINY.items()] + [
+        "--data_root", str(tmp_path / "data"), "--runs_dir", str(tmp_path / "runs")]
+    with pytest.raises(SystemExit) as stop:
+        main.main(args)
+    assert "cannot write checkpoint" in str(stop.value) and "No space left on device" in str(stop.value)
+
+
+def test_resume_with_another_model_names_the_fields(tmp_path):
+    torch.set_num_threads(1)
+    _, run_dir = train(tiny_cfg(tmp_path, run_name="r18"))
+    ckpt = load_checkpoint(run_dir / "last.pt")
+    ckpt["config"]["epochs"] = 2
+    save_checkpoint(ckpt, run_dir / "last.pt")
+    train(tiny_cfg(tmp_path, run_name="r18", resume=True, backbone="mobilenet_v3_small", width=0.5))
+    warning = next(line for line in (run_dir / "log.txt").read_text().splitlines() if "holds another model" in line)
+    assert "backbone: 'resnet18' (the config asks for 'mobilenet_v3_small')" in warning
+    assert "width: 0.25 (the config asks for 0.5)" in warning
+    # a checkpoint whose weights do not fit its own config: one line naming the file, not a load_state_dict dump
+    ckpt = load_checkpoint(run_dir / "last.pt")
+    ckpt["config"].update(epochs=3, width=0.5)
+    save_checkpoint(ckpt, run_dir / "last.pt")
+    with pytest.raises(ValueError, match=r"last\.pt does not fit the model its config describes"):
+        train(tiny_cfg(tmp_path, run_name="r18", resume=True))
+
+
+def test_default_checkpoint_prefers_the_runs_own_then_the_newest(tmp_path, log_lines):
+    runs = tmp_path / "runs"
+    for name in ("exp", "other"):
+        save_checkpoint({"epoch": 1}, runs / name / "best.pt")
+    os.utime(runs / "exp" / "best.pt", (1, 1))  # "other" is the newest
+    cfg = BaseConfig()
+    cfg.runs_dir, cfg.run_name = str(runs), "exp"
+    assert default_checkpoint(cfg) == runs / "exp" / "best.pt"
+    cfg.run_name = "never_trained"
+    assert default_checkpoint(cfg) == runs / "other" / "best.pt"
+    assert any(str(runs / "other" / "best.pt") in line and "newest" in line for line in log_lines)
+    cfg.runs_dir = str(tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match="train first"):
+        default_checkpoint(cfg)
+
+
+def test_outputs_go_to_the_run_folder_or_runs_dir_never_beside_a_users_file(tmp_path):
+    runs = tmp_path / "runs"
+    assert output_folder(runs / "exp" / "best.pt", runs, "predictions") == (runs / "exp" / "predictions").resolve()
+    mine = tmp_path / "my_models" / "detector.pt"
+    assert output_folder(mine, runs, "predictions") == (runs / "predictions" / "detector").resolve()
+
+
