@@ -231,8 +231,14 @@ def test_bf16_autocast_two_tasks():
 
 
 # ------------------------------------------------------------------------------------------------- end to end
+# long enough for both tasks to learn something (as in test_end_to_end): small anchors for 128 px, a higher lr
+LEARNS = ["--shapes_num_train", "48", "--shapes_num_val", "16", "--img_size", "128", "--batch_size", "8",
+          "--epochs", "30", "--val_interval", "10", "--lr", "0.02", "--warmup_epochs", "1", "--cache_images", "true",
+          "--anchors", "[[(6,6),(9,9),(12,12)],[(16,16),(22,22),(30,30)],[(40,40),(56,56),(80,80)]]"]
+
+
 def two_task_args(tmp_path, *extra):
-    tasks = [dict(name="shapes", data_root=str(tmp_path / "d1"), shapes_num_train=8),
+    tasks = [dict(name="shapes", data_root=str(tmp_path / "d1")),
              dict(name="symbols", data_root=str(tmp_path / "d2"), class_names=["star", "cross", "ring"], shapes_seed=1)]
     return ["--tasks", repr(tasks), "--branching", "[[3, [[0], [1]]]]", "--runs_dir", str(tmp_path / "runs"),
             "--run_name", "mt", "--shapes_num_train", "16", "--shapes_num_val", "4", "--img_size", "64",
@@ -241,14 +247,17 @@ def two_task_args(tmp_path, *extra):
 
 
 def test_two_task_training_checkpoint_val_and_predict(tmp_path):
-    cfg = apply_overrides(BaseConfig(), two_task_args(tmp_path, "--ema", "true", "--ema_tau", "5")).finalize()
-    best, run_dir = trainer.train(cfg)
+    torch.set_num_threads(1)
+    cfg = apply_overrides(BaseConfig(), two_task_args(tmp_path, *LEARNS, "--ema", "true", "--ema_tau", "20"))
+    cfg.tasks[0]["shapes_num_train"] = 24  # a shorter task: its loader cycles
+    best, run_dir = trainer.train(cfg.finalize())
     rows = (run_dir / "metrics.csv").read_text().splitlines()
     header = rows[0].split(",")
     assert {"loss_shapes", "loss_symbols", "map50_shapes", "map50_symbols", "map_symbols"} <= set(header)
     last = dict(zip(header, map(float, rows[-1].split(","))))
     assert last["map50"] == pytest.approx((last["map50_shapes"] + last["map50_symbols"]) / 2)
-    assert len(rows) == 3 and last["epoch"] == 2  # 4 iterations per epoch: the longer task's, the other cycles
+    assert len(rows) == 31 and last["epoch"] == 30  # 6 iterations per epoch: the longer task's, the other cycles
+    assert last["map50_shapes"] > 0.02 and last["map50_symbols"] > 0.02, "both tasks must learn something"
 
     # checkpoint round trip: the model rebuilt from the checkpoint's config has the same tensors and outputs
     from yolo.engine.checkpoint import load_checkpoint
@@ -256,7 +265,7 @@ def test_two_task_training_checkpoint_val_and_predict(tmp_path):
     from yolo.tasks import predict, val
     ckpt = load_checkpoint(run_dir / "best.pt")
     assert ckpt["config"]["branching"] == [[3, [[0], [1]]]] and len(ckpt["rng"]["loss"]) == 2
-    fresh = apply_overrides(BaseConfig(), two_task_args(tmp_path))  # the data fields of the run; model from ckpt
+    fresh = apply_overrides(BaseConfig(), two_task_args(tmp_path, *LEARNS))  # the run's data fields; model: ckpt
     fresh.tasks, fresh.branching, fresh.ckpt_path = None, None, str(run_dir / "best.pt")
     model, _, _ = load_model(fresh)
     assert all(torch.equal(v, ckpt["model"][k]) for k, v in model.state_dict().items())
