@@ -138,6 +138,18 @@ class BaseConfig:
         # ---- debug
         self.num_debug_batch = 1               # --task debug: batches of augmented training data to draw
         self.debug_demos = False               # --task debug: also redraw imgs/<strategy>_demo.png for the README
+        # ---- evolution (--task evolve: hyperparameter search, yolo/evolve.py; trials in runs/<run_name>_evolve/)
+        self.evolve_generations = 10           # trials in all (generation 1 trains this config); each trains `epochs`
+        self.evolve_params = None              # fields to evolve, a list or "lr,box_weight,zoom" (None = all of
+                                               # yolo.evolve.EVOLVE_SPACE); multi-task: task_weights and the loss gains
+                                               # evolve per task
+        self.evolve_backend = "genetic"        # genetic (mutate the best, one trial at a time) | ray (Ray Tune)
+        self.evolve_ray_address = None         # ray: address of a running cluster ("auto", "10.0.0.1:6379"); None = a
+                                               # local Ray instance on this machine
+        self.evolve_ray_concurrency = 2        # ray: trials trained at the same time
+        self.evolve_ray_searcher = "optuna"    # ray: optuna (TPE) | random
+        self.evolve_ray_cpus = 1               # ray: CPUs each trial reserves (gpus: 1 each when the cluster has GPUs)
+        self.evolve_asha = True                # ray: ASHA stops weak trials early (fitness evaluated every epoch)
 
     # ---------------------------------------------------------------- derived fields
     def finalize(self):
@@ -168,12 +180,15 @@ ALLOWED = {
     "precision": ("auto", "fp32", "fp16", "bf16"),
     "best_metric": ("map50", "map"),
     "dist_backend": ("auto", "nccl", "gloo"),
+    "evolve_backend": ("genetic", "ray"),
+    "evolve_ray_searcher": ("optuna", "random"),
 }
 DERIVED = ("num_classes", "strides", "run_dir", "task_names", "task_name", "task_num_classes")
-# what a task dict of config `tasks` may set: the data fields (everything else is shared by all tasks)
+# what a task dict of config `tasks` may set: the data fields and the loss gains (everything else is shared)
 TASK_FIELDS = ("dataset", "data_root", "train_dirs", "val_dirs", "ann_dir", "img_dir", "train_split", "val_split",
                "train_split_file", "val_split_file", "class_names", "shapes_num_train", "shapes_num_val",
-               "shapes_seed", "augmentations", "mosaic_prob", "cache_images")
+               "shapes_seed", "augmentations", "mosaic_prob", "cache_images",
+               "box_weight", "obj_weight", "cls_weight")
 
 
 def validate(cfg):
@@ -198,6 +213,13 @@ def validate(cfg):
             raise ValueError(f"config field '{name}' = {getattr(cfg, name)} must be in [0, 1]")
     if cfg.num_workers < 0:
         raise ValueError(f"config field 'num_workers' = {cfg.num_workers} must be >= 0")
+    for name in ("evolve_generations", "evolve_ray_concurrency", "evolve_ray_cpus"):
+        if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:
+            raise ValueError(f"config field '{name}' = {getattr(cfg, name)!r} must be an int >= 1")
+    params = cfg.evolve_params
+    if params is not None and not (isinstance(params, str) or all(isinstance(p, str) for p in params)):
+        raise ValueError(f"config field 'evolve_params' = {params!r} must be None, a list of field names or "
+                         f"a comma-separated string")
     validate_data_fields(cfg)
     validate_engine_fields(cfg)
     validate_task_fields(cfg)

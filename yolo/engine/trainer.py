@@ -75,16 +75,17 @@ class Training:
         return self.ema.module if self.ema is not None else unwrap(self.model)
 
 
-def train(cfg):
-    """Train as configured, or continue a run when cfg.resume. Returns (best fitness, run folder)."""
+def train(cfg, on_epoch=None):
+    """Train as configured, or continue a run when cfg.resume. Returns (best fitness, run folder). on_epoch(row) is
+    called with every epoch's metrics.csv row on the main process (hyperparameter search reads the mAP there)."""
     info = init_distributed(cfg.device, cfg.dist_backend)
     try:
-        return run_training(cfg, info)
+        return run_training(cfg, info, on_epoch)
     finally:
         cleanup_distributed(info)
 
 
-def run_training(cfg, info):
+def run_training(cfg, info, on_epoch=None):
     resume_path, ckpt = load_resume_checkpoint(cfg, info) if cfg.resume else (None, None)
     given = cfg
     cfg, ignored = resumed_config(cfg, ckpt) if ckpt else (cfg, [])
@@ -136,6 +137,8 @@ def run_training(cfg, info):
                 save_checkpoint({**state, **scores}, run_dir / "best.pt")
                 logger.info(f"new best {cfg.best_metric} {t.best_fitness:.4f} -> {run_dir / 'best.pt'}")
             save_checkpoint(state, run_dir / "last.pt")
+            if on_epoch is not None:
+                on_epoch(row)
         if cfg.patience and t.evals_without_improvement >= cfg.patience:
             logger.info(f"early stop: {cfg.best_metric} did not improve for {cfg.patience} evaluations")
             break

@@ -1,0 +1,242 @@
+"""Hyperparameter evolution: a genetic search over training fields, after YOLOv5's `--evolve` (Jocher et al.).
+
+A *gene* is one number of the config: a field (`lr`), the zoom range as one number s for affine_scale = (1 - s,
+1 + s) (`zoom`), or, in a multi-task config, a per-task value (`box_weight.shapes`: the box gain of task "shapes",
+`task_weights.symbols`: that task's loss weight). Each gene has a mutation gain and bounds in EVOLVE_SPACE.
+
+    generation 1  : train the config as it is
+    generation g  : parents = the best n = min(5, done) results; draw one with weights fitness - min + 1e-6
+                    v = clip(gain * [u < 0.8] * N(0, 1) * U(0, 1) * 0.2 + 1, 0.3, 3.0) per gene
+                    child = round(clamp(parent * v, low, high))        (drawn again until a gene changes)
+    fitness       = 0.1 * mAP@0.5 + 0.9 * mAP@0.5:0.95, the mean over tasks
+
+The draws of generation g come from numpy's Generator seeded with (seed, g) and depend only on the results before
+it, so the same command repeats the same search, and a search resumed from its evolve.csv continues exactly as
+if it had not stopped. The mutation is multiplicative: a gene at 0 stays at 0 (give it a start value to evolve it).
+Nothing here trains: `run_search` calls the trial function it is given (yolo/tasks/evolve.py trains one config).
+"""
+import copy
+import csv
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .config import TASK_FIELDS
+
+# field: (mutation gain, low, high), bounds around this project's defaults (yolo/config.py), e.g. box_weight 5.0
+# evolves in [0.5, 20], lr 2e-3 (AdamW) in [1e-4, 2e-2]. A gain of 0 keeps the field fixed.
+EVOLVE_SPACE = {
+    "lr": (1.0, 1e-4, 2e-2),                # peak learning rate
+    "final_lr_ratio": (1.0, 0.01, 0.5),     # last lr / lr
+    "momentum": (0.3, 0.6, 0.98),           # SGD momentum / Adam beta1
+    "weight_decay": (1.0, 0.0, 5e-3),
+    "warmup_epochs": (1.0, 0.0, 3.0),
+    "box_weight": (1.0, 0.5, 20.0),         # loss gains (default 5.0, 1.0, 0.5)
+    "obj_weight": (1.0, 0.1, 5.0),
+    "cls_weight": (1.0, 0.05, 5.0),
+    "color_jitter": (1.0, 0.0, 0.9),        # augmentation strengths and probabilities
+    "affine_translate": (1.0, 0.0, 0.45),
+    "zoom": (1.0, 0.0, 0.9),                # s of affine_scale = (1 - s, 1 + s)
+    "hflip_prob": (1.0, 0.0, 1.0),
+    "mosaic_prob": (1.0, 0.0, 1.0),
+    "ignore_iou_thres": (1.0, 0.3, 0.9),    # objectness: negatives overlapping a GT by more are ignored
+    "match_iou_thres": (1.0, 0.1, 0.7),     # assignment: anchor-GT IoU of a positive
+    "task_weights": (1.0, 0.1, 5.0),        # multi-task only: each task's loss weight
+}
+# evolved once per task in a multi-task config, through the task dicts (task_weights through cfg.task_weights)
+PER_TASK = ("task_weights", "box_weight", "obj_weight", "cls_weight")
+MUTATION_PROB, SIGMA, PARENTS = 0.8, 0.2, 5
+SIGNIFICANT_DIGITS = 5
+
+
+@dataclass
+class Result:
+    """One generation: its genes, what its trial measured, and which generation it was bred from."""
+    generation: int
+    genes: dict
+    metrics: dict                     # map50_<task>, map_<task> (single task: map50, map)
+    fitness: float
+    parent: int | None = None         # None for generation 1
+    extra: dict = field(default_factory=dict)  # time_s, trial folder: written to evolve.csv, never read back
+
+
+# -------------------------------------------------------------------------------------------- the search space
+def search_space(cfg, params=None):
+    """{gene: (gain, low, high)} for the config: `params` (names of EVOLVE_SPACE; None = all of them) with the
+    PER_TASK fields split into one gene per task when cfg.tasks is set (task_weights needs tasks). `params` may
+    be one comma-separated string, as the command line gives it."""
+    if isinstance(params, str):
+        params = [p.strip() for p in params.split(",") if p.strip()]
+    names = list(EVOLVE_SPACE) if params is None else list(params)
+    unknown = [n for n in names if n not in EVOLVE_SPACE]
+    if unknown:
+        raise ValueError(f"config field 'evolve_params': {unknown} cannot be evolved; choose from {list(EVOLVE_SPACE)}")
+    space = {}
+    for name in names:
+        if cfg.tasks and name in PER_TASK:
+            space.update({f"{name}.{t['name']}": EVOLVE_SPACE[name] for t in cfg.tasks})
+        elif name == "task_weights":
+            if params is not None:
+                raise ValueError("config field 'evolve_params': task_weights needs a multi-task config (tasks)")
+        else:
+            space[name] = EVOLVE_SPACE[name]
+    return space
+
+
+def split_gene(gene):
+    """'box_weight.shapes' -> ('box_weight', 'shapes'); 'lr' -> ('lr', None)."""
+    name, _, task = gene.partition(".")
+    return name, task or None
+
+
+def start_genes(cfg, space):
+    """The config's own value of every gene: generation 1 trains exactly the config."""
+    genes = {}
+    for gene in space:
+        name, task = split_gene(gene)
+        if name == "zoom":
+            low, high = cfg.affine_scale
+            genes[gene] = (high - low) / 2
+        elif task is None:
+            genes[gene] = float(getattr(cfg, name))
+        elif name == "task_weights":
+            index = [t["name"] for t in cfg.tasks].index(task)
+            genes[gene] = float(cfg.task_weights[index]) if cfg.task_weights else 1.0
+        else:
+            spec = next(t for t in cfg.tasks if t["name"] == task)
+            genes[gene] = float(spec.get(name, getattr(cfg, name)))
+    return genes
+
+
+def apply_genes(cfg, genes):
+    """A copy of the (not yet finalized) config with the genes set; task dicts are copied, never changed."""
+    cfg = copy.deepcopy(cfg)
+    for gene, value in genes.items():
+        name, task = split_gene(gene)
+        if name == "zoom":
+            cfg.affine_scale = (round_value(1 - value), round_value(1 + value))
+        elif task is None:
+            setattr(cfg, name, value)
+        elif name == "task_weights":
+            names = [t["name"] for t in cfg.tasks]
+            weights = list(cfg.task_weights or [1.0] * len(names))
+            weights[names.index(task)] = value
+            cfg.task_weights = weights
+        else:
+            next(t for t in cfg.tasks if t["name"] == task)[name] = value
+    return cfg
+
+
+def config_lines(cfg, genes):
+    """The genes as `self.<field> = value` lines to paste into a config's __init__ (multi-task: the task list)."""
+    new = apply_genes(cfg, genes)
+    names = []
+    for gene in genes:
+        name, task = split_gene(gene)
+        name = "affine_scale" if name == "zoom" else "tasks" if task and name in TASK_FIELDS else name
+        if name not in names:
+            names.append(name)
+    return [f"self.{name} = {getattr(new, name)!r}" for name in names]
+
+
+# -------------------------------------------------------------------------------------------- one generation
+def fitness(metrics):
+    """0.1 * mAP@0.5 + 0.9 * mAP@0.5:0.95, averaged over the tasks (keys map50[_task] and map[_task])."""
+    map50 = [v for k, v in metrics.items() if k == "map50" or k.startswith("map50_")]
+    map5095 = [v for k, v in metrics.items() if k == "map" or k.startswith("map_")]
+    return 0.1 * float(np.mean(map50)) + 0.9 * float(np.mean(map5095))
+
+
+def round_value(x):
+    """Genes keep 5 significant digits (not 5 decimals, which would flatten an lr of 1e-4)."""
+    return float(f"{x:.{SIGNIFICANT_DIGITS}g}")
+
+
+def select_parent(history, rng):
+    """One of the best n = min(5, done) results, drawn with weights fitness - min + 1e-6 (ties: earlier first)."""
+    ranked = sorted(history, key=lambda r: -r.fitness)[:min(PARENTS, len(history))]
+    weights = np.array([r.fitness for r in ranked]) - min(r.fitness for r in ranked) + 1e-6
+    return ranked[rng.choice(len(ranked), p=weights / weights.sum())]
+
+
+def mutate(genes, space, rng, max_tries=1000):
+    """child = round(clamp(parent * v)) with v = clip(gain * [u < 0.8] * N(0,1) * U(0,1) * 0.2 + 1, 0.3, 3);
+    drawn again until the child differs from the parent (after clamping and rounding)."""
+    keys = list(space)
+    gains = np.array([space[k][0] for k in keys])
+    parent = np.array([genes[k] for k in keys])
+    for _ in range(max_tries):
+        u, normal, scale = rng.random(len(keys)), rng.standard_normal(len(keys)), rng.random()
+        v = np.clip(gains * (u < MUTATION_PROB) * normal * scale * SIGMA + 1, 0.3, 3.0)
+        child = {k: min(max(round_value(p * f), space[k][1]), space[k][2]) for k, p, f in zip(keys, parent, v)}
+        if any(child[k] != genes[k] for k in keys):
+            return child
+    raise ValueError(f"no mutation of {genes} changes a gene in {max_tries} draws: every evolved gene is 0 or "
+                     f"has gain 0; give a gene a non-zero start value or evolve other fields")
+
+
+def next_child(history, space, seed, generation):
+    """(genes, parent generation) of generation `generation` (>= 2), from the results of the earlier ones."""
+    rng = np.random.default_rng([seed, generation])
+    parent = select_parent(history, rng)
+    return mutate(parent.genes, space, rng), parent.generation
+
+
+def run_search(space, start, trial, generations, seed, history=(), on_result=None, progress=None):
+    """Evolve until `generations` results exist. trial(genes, generation) -> metrics dict; on_result(result) is
+    called after each trial (writes evolve.csv), progress(result) too. Continues `history` (a resumed search)."""
+    history = list(history)
+    for generation in range(len(history) + 1, generations + 1):
+        genes, parent = (dict(start), None) if generation == 1 else next_child(history, space, seed, generation)
+        metrics, extra = trial(genes, generation)
+        result = Result(generation, genes, metrics, fitness(metrics), parent, extra or {})
+        history.append(result)
+        for callback in (on_result, progress):
+            if callback is not None:
+                callback(result)
+    return history
+
+
+# -------------------------------------------------------------------------------------------- evolve.csv
+def write_result(path, result, space):
+    """Append one generation's row (the header first); floats are written exactly (repr), so a resumed search
+    reads back the numbers the parent draw of an uninterrupted one used."""
+    row = {"generation": result.generation, "parent": "" if result.parent is None else result.parent,
+           "fitness": repr(result.fitness), **{k: repr(float(v)) for k, v in result.metrics.items()},
+           **{g: repr(result.genes[g]) for g in space}, **result.extra}
+    path = Path(path)
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def read_history(path, space):
+    """The results of evolve.csv. Raises ValueError when its genes are not those of `space` (another search)."""
+    with Path(path).open(newline="") as f:
+        reader = csv.DictReader(f)
+        columns, rows = reader.fieldnames or [], list(reader)
+    metric_columns = [c for c in columns if re.fullmatch(r"map(50)?(_.+)?", c)]
+    gene_columns = [c for c in columns if c not in metric_columns and c not in ("generation", "parent", "fitness",
+                                                                                  "time_s", "trial")]
+    if gene_columns != list(space):
+        raise ValueError(f"{path} evolves {gene_columns}, this search {list(space)}: use the same evolve_params "
+                         f"(and tasks), or start a new search without --resume")
+    history = []
+    for k, row in enumerate(rows):
+        if int(row["generation"]) != k + 1:
+            raise ValueError(f"{path}: row {k + 1} is generation {row['generation']}, expected {k + 1}")
+        metrics = {c: float(row[c]) for c in metric_columns}
+        extra = {c: row[c] for c in ("time_s", "trial") if row.get(c)}
+        history.append(Result(k + 1, {g: float(row[g]) for g in space}, metrics, float(row["fitness"]),
+                              int(row["parent"]) if row["parent"] else None, extra))
+    return history
+
+
+def best_result(history):
+    """The result of the highest fitness (the earliest among equals)."""
+    return max(history, key=lambda r: (r.fitness, -r.generation))
