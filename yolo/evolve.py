@@ -116,7 +116,8 @@ def apply_genes(cfg, genes):
     for gene, value in genes.items():
         name, task = split_gene(gene)
         if name == "zoom":
-            cfg.affine_scale = (round_value(1 - value), round_value(1 + value))
+            # 10 decimals, not 5 digits: 1 + 0.20583 must stay 1.20583 (and 1 - 0.25 print as 0.75)
+            cfg.affine_scale = (round(1 - value, 10), round(1 + value, 10))
         elif task is None:
             setattr(cfg, name, value)
         elif name == "task_weights":
