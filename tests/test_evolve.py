@@ -4,14 +4,17 @@ per-task loss gains a multi-task search evolves."""
 import copy
 import csv
 import math
+import os
+import sys
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import ROOT
 from yolo.config import BaseConfig, task_configs
-from yolo.evolve import (EVOLVE_SPACE, apply_genes, best_result, fitness, read_history, run_search, search_space,
-                         select_parent, start_genes, write_result, Result)
+from yolo.evolve import (EVOLVE_SPACE, Result, apply_genes, best_result, fitness, read_history, run_search,
+                         search_space, select_parent, start_genes, write_result)
 
 SPACE = {k: EVOLVE_SPACE[k] for k in ("lr", "momentum", "box_weight", "cls_weight", "zoom", "hflip_prob")}
 START = {"lr": 2e-3, "momentum": 0.937, "box_weight": 5.0, "cls_weight": 0.5, "zoom": 0.25, "hflip_prob": 0.5}
@@ -159,8 +162,10 @@ def data_root(tmp_path_factory):
 
 
 def evolve_cli(runs, data_root, *args):
+    """main.py in this process (its default config path is relative to the repository)."""
     import main
 
+    os.chdir(ROOT)
     return main.main(["--task", "evolve", "--runs_dir", str(runs), "--data_root", data_root, "--run_name", "t",
                       *TINY, *args])
 
@@ -195,12 +200,25 @@ def test_cli_search_writes_the_best_row_as_config_and_resumes(tmp_path, data_roo
     assert not (tmp_path / "b" / "t_evolve2").exists()
 
 
-def test_ray_backend_runs_two_trials(tmp_path, data_root):
+def test_ray_backend_says_what_to_install(monkeypatch):
+    from yolo.engine.tune import import_ray
+
+    monkeypatch.setitem(sys.modules, "optuna", None)  # as if it were not installed
+    with pytest.raises(ValueError, match=r'needs Ray Tune and Optuna .*pip install "ray\[tune\]" optuna'):
+        import_ray("optuna")
+
+
+def test_ray_backend_runs_two_trials(tmp_path, data_root, monkeypatch):
+    ray = pytest.importorskip("ray")
     pytest.importorskip("ray.tune")
     pytest.importorskip("optuna")
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
+    monkeypatch.chdir(ROOT)
+    try:  # the workers import this project like the search would make them (engine/tune.py)
+        ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+    except Exception as e:  # an overloaded machine: Ray's agents take longer to start than the raylet waits
+        if "timed out during startup" in str(e):
+            pytest.skip(f"Ray could not start on this machine: {e}")
+        raise
     try:
         evolve_cli(tmp_path, data_root, "--evolve_generations", "2", "--evolve_backend", "ray")
     finally:

@@ -19,6 +19,7 @@ from pathlib import Path
 from loguru import logger
 from tqdm import tqdm
 
+from ..config import config_from_dict
 from ..engine.logs import setup_logging
 from ..engine.trainer import train
 from ..evolve import (apply_genes, best_result, config_lines, read_history, run_search, search_space, start_genes,
@@ -90,10 +91,13 @@ def ray_search(cfg, base, space, start, out_dir):
 
     if cfg.resume:
         raise ValueError("config field 'resume': a Ray search cannot be resumed here; start a new one")
-    trial_fn = functools.partial(ray_trial, base, str((out_dir / "trials").resolve()))
+    trials_dir = (out_dir / "trials").resolve()
+    # the config travels as a dict: a user's config class lives in a file Ray workers cannot import by name
+    trial_fn = functools.partial(ray_trial, base.to_dict(), str(trials_dir))
     history = tune_search(space, start, trial_fn, cfg, out_dir)
     csv_path = out_dir / "evolve.csv"
     for result in history:
+        result.extra["trial"] = str(trials_dir / result.extra["trial"])
         write_result(csv_path, result, space)
     write_summary(cfg, space, history, out_dir)
     return history
@@ -136,8 +140,8 @@ def trial_metrics(row, task_names):
 
 
 def ray_trial(base, trials_dir, genes, trial_name, report):
-    """A trial on a Ray worker: its own folder under trials_dir."""
-    return train_trial(base, genes, Path(trials_dir) / trial_name, report)
+    """A trial on a Ray worker: the base config's dict with the genes, in its own folder under trials_dir."""
+    return train_trial(config_from_dict(base), genes, Path(trials_dir) / trial_name, report)
 
 
 # ------------------------------------------------------------------------------------------------- files
