@@ -238,3 +238,40 @@ def test_apply_genes_does_not_touch_the_config():
     before = copy.deepcopy(cfg.to_dict())
     child = apply_genes(cfg, {"lr": 0.01, "zoom": 0.4})
     assert cfg.to_dict() == before and child.affine_scale == (0.6, 1.4) and child.lr == 0.01
+
+
+def test_ray_trainable_reports_fitness_and_results_come_back_in_trial_order(monkeypatch, tmp_path):
+    """The Ray side without a cluster: what a trial reports to Tune, and the rows built from Tune's results."""
+    tune = pytest.importorskip("ray.tune")
+    from types import SimpleNamespace
+
+    from yolo.engine import tune as backend
+
+    reports = []
+    monkeypatch.setattr(tune, "report", lambda metrics: reports.append(metrics))
+    monkeypatch.setattr(tune, "get_context", lambda: SimpleNamespace(get_trial_id=lambda: "abc_00003"))
+    seen = {}
+
+    def trial_fn(genes, name, report):
+        seen.update(genes=genes, name=name)
+        for epoch, m in enumerate([0.1, 0.3], start=1):
+            report({"map50": m, "map": m / 2}, epoch)
+        return {"map50": 0.3, "map": 0.15}, {}
+
+    backend.ray_trainable({"lr": 0.0123456789}, trial_fn, str(tmp_path), {"zoom": 0.25}, per_epoch=True)
+    assert seen == {"genes": {"zoom": 0.25, "lr": 0.012346}, "name": "abc_00003"}
+    assert [r["fitness"] for r in reports] == pytest.approx([0.1 * 0.1 + 0.9 * 0.05, 0.1 * 0.3 + 0.9 * 0.15])
+
+    def result(trial, fit, error=None):
+        metrics = {**reports[-1], "trial_id": trial, "training_iteration": 2, "map50": fit, "map": fit}
+        return SimpleNamespace(error=error, metrics=metrics)
+
+    grid = [result("abc_00010", 0.2), result("abc_00002", 0.5), result("abc_00004", 0.1, error="died")]
+    history = backend.grid_results(grid, {"zoom": 0.25})
+    assert [r.extra["trial"] for r in history] == ["abc_00002", "abc_00010"]
+    assert [r.fitness for r in history] == pytest.approx([0.5, 0.2]) and history[0].genes["lr"] == 0.012346
+    space = {"lr": EVOLVE_SPACE["lr"], "zoom": EVOLVE_SPACE["zoom"]}
+    domains = backend.param_space({**space, "momentum": (0.0, 0.6, 0.98)}, tune)  # gain 0: not searched
+    assert set(domains) == {"lr", "zoom"}
+    assert (domains["lr"].lower, domains["lr"].upper, domains["zoom"].lower, domains["zoom"].upper) == (1e-4, 2e-2, 0, 0.9)
+    assert "LogUniform" in type(domains["lr"].sampler).__name__ and "Log" not in type(domains["zoom"].sampler).__name__
