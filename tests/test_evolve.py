@@ -5,6 +5,7 @@ import copy
 import csv
 import math
 import os
+import shutil
 import sys
 
 import numpy as np
@@ -191,13 +192,18 @@ def test_cli_search_writes_the_best_row_as_config_and_resumes(tmp_path, data_roo
     assert pasted.affine_scale == pytest.approx((1 - zoom, 1 + zoom), abs=1e-9)
     assert float(best["fitness"]) == pytest.approx(0.1 * float(best["map50"]) + 0.9 * float(best["map"]))
 
-    # a search stopped after generation 1 and resumed breeds the same generation 2
-    evolve_cli(tmp_path / "b", data_root, "--evolve_generations", "1")
+    # the same search killed during generation 2 (its row missing, its trial folder half-written), then resumed,
+    # trains generation 2 again and breeds the same child
+    killed = tmp_path / "b" / "t_evolve"
+    shutil.copytree(out, killed)
+    text = (killed / "evolve.csv").read_text().splitlines(keepends=True)
+    (killed / "evolve.csv").write_text("".join(text[:2]))
+    (killed / "trials" / "gen2" / "best.pt").unlink()
     evolve_cli(tmp_path / "b", data_root, "--evolve_generations", "2", "--resume", "true")
-    resumed = read_rows(tmp_path / "b" / "t_evolve" / "evolve.csv")
-    genes = ("lr", "box_weight", "zoom", "parent")
+    resumed = read_rows(killed / "evolve.csv")
+    genes = ("generation", "parent", "lr", "box_weight", "zoom")
     assert [[r[g] for g in genes] for r in resumed] == [[r[g] for g in genes] for r in rows]
-    assert not (tmp_path / "b" / "t_evolve2").exists()
+    assert (killed / "trials" / "gen2" / "best.pt").is_file() and not (tmp_path / "b" / "t_evolve2").exists()
 
 
 def test_ray_backend_says_what_to_install(monkeypatch):
@@ -275,3 +281,23 @@ def test_ray_trainable_reports_fitness_and_results_come_back_in_trial_order(monk
     assert set(domains) == {"lr", "zoom"}
     assert (domains["lr"].lower, domains["lr"].upper, domains["zoom"].lower, domains["zoom"].upper) == (1e-4, 2e-2, 0, 0.9)
     assert "LogUniform" in type(domains["lr"].sampler).__name__ and "Log" not in type(domains["zoom"].sampler).__name__
+
+
+def test_a_diverged_trial_scores_zero_and_the_search_goes_on(tmp_path, monkeypatch):
+    """The search's command with the training replaced: generation 2 diverges (the trainer's FloatingPointError)."""
+    from yolo.tasks import evolve as command
+
+    def fake_train_trial(base, genes, trial_dir, report=None):
+        if trial_dir.name == "gen2":
+            raise FloatingPointError("loss is not finite")
+        trial_dir.mkdir(parents=True)
+        metrics, _ = fake_trial({**TARGET, **genes}, 0)
+        return metrics, {"time_s": 0.0, "trial": str(trial_dir)}
+
+    monkeypatch.setattr(command, "train_trial", fake_train_trial)
+    cfg = BaseConfig()
+    cfg.runs_dir, cfg.run_name, cfg.evolve_generations, cfg.evolve_params = str(tmp_path), "x", 4, "lr,box_weight"
+    best = command.run(cfg.finalize())
+    rows = read_rows(tmp_path / "x_evolve" / "evolve.csv")
+    assert [float(r["fitness"]) == 0 for r in rows] == [False, True, False, False]
+    assert best.fitness == max(float(r["fitness"]) for r in rows) > 0

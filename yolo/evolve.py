@@ -222,8 +222,8 @@ def read_history(path, space):
         reader = csv.DictReader(f)
         columns, rows = reader.fieldnames or [], list(reader)
     metric_columns = [c for c in columns if re.fullmatch(r"map(50)?(_.+)?", c)]
-    gene_columns = [c for c in columns if c not in metric_columns and c not in ("generation", "parent", "fitness",
-                                                                                  "time_s", "trial")]
+    bookkeeping = ("generation", "parent", "fitness", "time_s", "trial", "epochs")
+    gene_columns = [c for c in columns if c not in metric_columns and c not in bookkeeping]
     if gene_columns != list(space):
         raise ValueError(f"{path} evolves {gene_columns}, this search {list(space)}: use the same evolve_params "
                          f"(and tasks), or start a new search without --resume")

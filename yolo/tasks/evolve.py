@@ -67,7 +67,15 @@ def genetic_search(cfg, base, space, start, out_dir):
         trial_dir = out_dir / "trials" / f"gen{generation}"
         if trial_dir.exists():  # a killed trial of this search: it starts over
             shutil.rmtree(trial_dir)
-        metrics, extra = train_trial(base, genes, trial_dir)
+        tick = time.time()
+        try:
+            metrics, extra = train_trial(base, genes, trial_dir)
+        except FloatingPointError as e:  # a mutation can make training diverge: a poor result, not the search's end
+            metrics = trial_metrics({f"{k}_{t}": 0.0 for k in ("map50", "map") for t in cfg.task_names} |
+                                    {"map50": 0.0, "map": 0.0}, cfg.task_names)
+            extra = {"time_s": round(time.time() - tick, 1), "trial": str(trial_dir)}
+            setup_logging(out_dir)
+            logger.warning(f"generation {generation} diverged ({e}): fitness 0")
         setup_logging(out_dir)  # the trial's training logged to its own folder
         return metrics, extra
 
