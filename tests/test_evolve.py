@@ -209,11 +209,12 @@ def test_cli_search_writes_the_best_row_as_config_and_resumes(tmp_path, data_roo
 def test_ray_backend_says_what_to_install(monkeypatch):
     from yolo.engine.tune import import_ray
 
-    monkeypatch.setitem(sys.modules, "optuna", None)  # as if it were not installed
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if it were not installed
     with pytest.raises(ValueError, match=r'needs Ray Tune and Optuna .*pip install "ray\[tune\]" optuna'):
         import_ray("optuna")
 
 
+@pytest.mark.slow  # starting Ray takes 10-60 s
 def test_ray_backend_runs_two_trials(tmp_path, data_root, monkeypatch):
     ray = pytest.importorskip("ray")
     pytest.importorskip("ray.tune")
