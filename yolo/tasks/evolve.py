@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import time
+from collections import defaultdict
 from pathlib import Path
 
 from loguru import logger
@@ -71,8 +72,7 @@ def genetic_search(cfg, base, space, start, out_dir):
         try:
             metrics, extra = train_trial(base, genes, trial_dir)
         except FloatingPointError as e:  # a mutation can make training diverge: a poor result, not the search's end
-            metrics = trial_metrics({f"{k}_{t}": 0.0 for k in ("map50", "map") for t in cfg.task_names} |
-                                    {"map50": 0.0, "map": 0.0}, cfg.task_names)
+            metrics = trial_metrics(defaultdict(float), cfg.task_names)  # every score 0
             extra = {"time_s": round(time.time() - tick, 1), "trial": str(trial_dir)}
             setup_logging(out_dir)
             logger.warning(f"generation {generation} diverged ({e}): fitness 0")
