@@ -14,7 +14,7 @@ import torch
 
 from conftest import ROOT
 from yolo.config import BaseConfig, task_configs
-from yolo.evolve import (EVOLVE_SPACE, Result, apply_genes, best_result, fitness, read_history, run_search,
+from yolo.evolve import (EVOLVE_SPACE, Result, apply_genes, best_result, config_lines, fitness, read_history, run_search,
                          search_space, select_parent, start_genes, write_result)
 
 SPACE = {k: EVOLVE_SPACE[k] for k in ("lr", "momentum", "box_weight", "cls_weight", "zoom", "hflip_prob")}
@@ -126,6 +126,10 @@ def test_multitask_genes_are_per_task():
     child = apply_genes(cfg, {"box_weight.b": 7.5, "task_weights.a": 0.5})
     assert child.tasks[1]["box_weight"] == 7.5 and child.task_weights == [0.5, 1.0]
     assert "box_weight" not in cfg.tasks[1], "the parent config is left as it was"
+    pasted = type("Pasted", (), {})()
+    exec("\n".join(config_lines(cfg, {"lr": 0.01, "box_weight.b": 7.5, "task_weights.a": 0.5})), {}, {"self": pasted})
+    assert pasted.lr == 0.01 and pasted.task_weights == [0.5, 1.0]
+    assert pasted.tasks == [{"name": "a", "box_weight": 2.0}, {"name": "b", "class_names": ["x"], "box_weight": 7.5}]
     with pytest.raises(ValueError, match="task_weights needs a multi-task config"):
         search_space(BaseConfig(), ["task_weights"])
     with pytest.raises(ValueError, match="cannot be evolved"):

@@ -178,7 +178,7 @@ def write_summary(cfg, space, history, out_dir):
              *config_lines(cfg, best.genes)]
     (out_dir / "best_config.py").write_text("\n".join(lines) + "\n")
     plot_evolution(history, list(space), out_dir / "evolve.png")
-    source = Path(best.extra.get("trial", "")) / "best.pt" if best.extra.get("trial") else None
+    source = Path(best.extra["trial"]) / "best.pt" if "trial" in best.extra else None
     if source is not None and source.is_file():
         tmp = out_dir / f".best.pt.tmp{os.getpid()}"
         shutil.copyfile(source, tmp)
