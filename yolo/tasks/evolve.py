@@ -46,8 +46,9 @@ def run(cfg):
     else:
         history = genetic_search(cfg, base, space, start, out_dir)
     best = best_result(history)
+    lines = "\n".join(config_lines(cfg, best.genes))
     logger.info(f"best generation {best.generation} of {len(history)}: fitness {best.fitness:.4f} (generation 1: "
-                f"{history[0].fitness:.4f}); {out_dir / 'best_config.py'}:\n" + "\n".join(config_lines(cfg, best.genes)))
+                f"{history[0].fitness:.4f}); {out_dir / 'best_config.py'}:\n{lines}")
     return best
 
 
