@@ -275,7 +275,7 @@ def test_ray_trainable_reports_fitness_and_results_come_back_in_trial_order(monk
 
     def result(trial, fit, error=None):
         metrics = {**reports[-1], "trial_id": trial, "training_iteration": 2, "map50": fit, "map": fit}
-        return SimpleNamespace(error=error, metrics=metrics)
+        return SimpleNamespace(error=error, metrics=metrics, config={"lr": 0.0123456789})
 
     grid = [result("abc_00010", 0.2), result("abc_00002", 0.5), result("abc_00004", 0.1, error="died")]
     history = backend.grid_results(grid, {"zoom": 0.25})

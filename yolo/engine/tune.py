@@ -104,8 +104,7 @@ def ray_trainable(params, trial_fn, root, fixed, per_epoch):
     name = tune.get_context().get_trial_id()
 
     def report(metrics, epoch):
-        tune.report({"fitness": fitness(metrics), "epoch": epoch, **metrics, **{f"gene/{g}": v
-                                                                                 for g, v in genes.items()}})
+        tune.report({"fitness": fitness(metrics), "epoch": epoch, **metrics})
 
     metrics, extra = trial_fn(genes, name, report if per_epoch else None)
     if not per_epoch:
@@ -125,7 +124,7 @@ def grid_results(grid, fixed):
     results.sort(key=lambda r: int(r.metrics["trial_id"].rsplit("_", 1)[-1]))
     history = []
     for k, r in enumerate(results):
-        genes = {**fixed, **{g.split("/", 1)[1]: v for g, v in r.metrics.items() if g.startswith("gene/")}}
+        genes = {**fixed, **{g: round_value(v) for g, v in r.config.items()}}  # as the trial trained them
         metrics = {m: v for m, v in r.metrics.items() if m == "map" or m.startswith(("map50", "map_"))}
         history.append(Result(k + 1, genes, metrics, fitness(metrics), None,
                               {"epochs": r.metrics.get("training_iteration"), "trial": r.metrics["trial_id"]}))
