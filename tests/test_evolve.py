@@ -251,7 +251,7 @@ def test_apply_genes_does_not_touch_the_config():
     assert cfg.to_dict() == before and child.affine_scale == (0.6, 1.4) and child.lr == 0.01
 
 
-def test_ray_trainable_reports_fitness_and_results_come_back_in_trial_order(monkeypatch, tmp_path):
+def test_ray_trainable_reports_fitness_and_results_come_back_in_grid_order(monkeypatch, tmp_path):
     """The Ray side without a cluster: what a trial reports to Tune, and the rows built from Tune's results."""
     tune = pytest.importorskip("ray.tune")
     from types import SimpleNamespace
@@ -277,10 +277,10 @@ def test_ray_trainable_reports_fitness_and_results_come_back_in_trial_order(monk
         metrics = {**reports[-1], "trial_id": trial, "training_iteration": 2, "map50": fit, "map": fit}
         return SimpleNamespace(error=error, metrics=metrics, config={"lr": 0.0123456789})
 
-    grid = [result("abc_00010", 0.2), result("abc_00002", 0.5), result("abc_00004", 0.1, error="died")]
+    grid = [result("3b5d70d5", 0.2), result("0a1f9c2e", 0.5), result("9e8d7c6b", 0.1, error="died")]
     history = backend.grid_results(grid, {"zoom": 0.25})
-    assert [r.extra["trial"] for r in history] == ["abc_00002", "abc_00010"]
-    assert [r.fitness for r in history] == pytest.approx([0.5, 0.2]) and history[0].genes["lr"] == 0.012346
+    assert [(r.generation, r.extra["trial"]) for r in history] == [(1, "3b5d70d5"), (2, "0a1f9c2e")]
+    assert [r.fitness for r in history] == pytest.approx([0.2, 0.5]) and history[0].genes["lr"] == 0.012346
     space = {"lr": EVOLVE_SPACE["lr"], "zoom": EVOLVE_SPACE["zoom"]}
     domains = backend.param_space({**space, "momentum": (0.0, 0.6, 0.98)}, tune)  # gain 0: not searched
     assert set(domains) == {"lr", "zoom"}

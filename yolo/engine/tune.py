@@ -112,7 +112,8 @@ def ray_trainable(params, trial_fn, root, fixed, per_epoch):
 
 
 def grid_results(grid, fixed):
-    """Results of the finished trials, in the order Tune created them; trials that failed are logged and left out."""
+    """Results of the finished trials, in the grid's order (the order Tune created the trials); trials that failed are
+    logged and left out."""
     results = []
     for r in grid:
         if r.error is not None or not r.metrics or "fitness" not in r.metrics:
@@ -121,7 +122,6 @@ def grid_results(grid, fixed):
         results.append(r)
     if not results:
         raise RuntimeError(f"every Ray trial failed; see {grid.experiment_path}")
-    results.sort(key=lambda r: int(r.metrics["trial_id"].rsplit("_", 1)[-1]))
     history = []
     for k, r in enumerate(results):
         genes = {**fixed, **{g: round_value(v) for g, v in r.config.items()}}  # as the trial trained them
