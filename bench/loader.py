@@ -47,10 +47,10 @@ def loader_images_per_s(cfg, records, batches):
     start, seen = time.perf_counter(), 0
     for _ in range(batches):
         try:
-            images, _, _ = next(it)
+            images, *_ = next(it)
         except StopIteration:
             it = iter(loader)
-            images, _, _ = next(it)
+            images, *_ = next(it)
         seen += len(images)
     return seen / (time.perf_counter() - start)
 

@@ -79,7 +79,7 @@ def demo_sample(cfg, max_candidates=20):
     if not records:
         raise FileNotFoundError(f"the val split of {cfg.data_root} is empty; debug_demos needs one val image")
     index = max(range(min(len(records), max_candidates)), key=lambda k: (len(records[k].boxes), -k))
-    image, targets, _ = DetectionDataset(records, build_transform(cfg, train=False))[index]
+    image, targets, *_ = DetectionDataset(records, build_transform(cfg, train=False))[index]
     batch_targets = torch.cat((torch.zeros(len(targets), 1), targets), 1)  # (n, 6) with batch index 0
     return Path(records[index].image_path).stem, image, batch_targets
 
