@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 FENCE = re.compile(r"^(```|~~~).*?^\1", re.S | re.M)           # fenced code blocks
-INLINE_CODE = re.compile(r"`[^`\n]*`")
+INLINE_CODE = re.compile(r"`(?:[^`\n]|\n(?!\s*\n))*`")          # `code`, also across a line break
 MD_LINK = re.compile(r"!?\[(?:[^\[\]]|\[[^\]]*\])*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")  # [t](x), ![a](x)
 HTML_LINK = re.compile(r"<(?:img|a)\b[^>]*?\b(?:src|href)\s*=\s*[\"']([^\"']+)[\"']", re.I)
 HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*\s*$", re.M)
@@ -81,6 +81,7 @@ def test_the_checker_finds_what_is_broken(tmp_path):
                     '<img src="imgs/a.png" width="10"> <img src="imgs/c.png">\n'
                     "[ok](other.md#bad-input---task-check-and-more) [bad](other.md#nowhere) [bad](missing.md)\n"
                     "[ok](#top) [bad](#bottom) [web](https://example.com/x.md) `[code](not/checked.md)`\n"
+                    "`a code span [over](two/lines.md)\nis not checked`\n"
                     "```\n[fenced](not/checked/either.md)\n```\n", encoding="utf-8")
     reported = [problem.split(" ")[0] for problem in broken_links(page)]
     assert reported == ["imgs/b.png", "other.md#nowhere", "missing.md", "#bottom", "imgs/c.png"]
