@@ -101,7 +101,7 @@ def main():
         loader_same = loader_images_per_s(same, records, args.batches)
         print(f"loader (albumentations, same)   {loader_same:8.1f} images/s: LetterboxAugment is "
               f"{loader / loader_same:.1f}x faster")
-    print(f"loader (seed set + mosaic 0.5)  {loader_heavy:8.1f} images/s")
+    print(f"loader (PHOTO_AUGMENTATIONS + mosaic 0.5) {loader_heavy:8.1f} images/s")
     print(f"train step (fwd+loss+bwd+opt)   {step:8.1f} images/s")
     print(f"loader / train step = {loader / step:.2f}: the loader is "
           f"{'not ' if loader > step else ''}the bottleneck (heavy pipeline: {loader_heavy / step:.2f})")

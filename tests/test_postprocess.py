@@ -61,7 +61,7 @@ def test_multi_label_keeps_each_class_above_threshold():
 
 
 # ---- the objectness prefilter: postprocess decodes only cells whose objectness passes conf_thres; it must give
-# exactly what thresholding every decoded box gives (the plain dense path below, as postprocess used to be)
+# exactly what thresholding every decoded box gives (the plain dense path below is that reference)
 
 
 def dense_postprocess(outputs, box_decoding, conf_thres, nms_iou, max_det, multi_label, topk=pp.PRE_NMS_TOPK):

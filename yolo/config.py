@@ -137,7 +137,8 @@ class BaseConfig:
         self.predict_max_images = 8            # how many built-in val images predict uses by default
         # ---- debug
         self.num_debug_batch = 1               # --task debug: batches of augmented training data to draw
-        self.debug_demos = False               # --task debug: also redraw imgs/<strategy>_demo.png for the README
+        self.debug_demos = False               # --task debug: also redraw the pictures of docs/how_it_works.md,
+                                               # imgs/<strategy>_demo.png (writes into the project's imgs/)
 
     # ---------------------------------------------------------------- derived fields
     def finalize(self):
