@@ -129,6 +129,8 @@ class BaseConfig:
         self.conf_thres = 0.005                # score threshold before NMS during evaluation
         self.nms_iou = 0.45                    # NMS IoU threshold (per class; 0.45 as in YOLOv3)
         self.max_det = 100                     # detections kept per image
+        self.pre_nms_topk = 1000               # candidates per image that NMS sees, best first (evaluation warns
+                                               # when an image has more)
         self.eval_backend = "pycocotools"      # pycocotools | faster_coco_eval
         self.ckpt_path = None                  # checkpoint for val/predict (None = best.pt of the newest run)
         # ---- prediction
@@ -191,7 +193,7 @@ def validate(cfg):
         raise ValueError("config field 'anchors' needs the same number of anchors on every scale")
     if not cfg.class_names:
         raise ValueError("config field 'class_names' must name at least one class")
-    for name in ("batch_size", "epochs", "val_interval", "max_det"):
+    for name in ("batch_size", "epochs", "val_interval", "max_det", "pre_nms_topk"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"config field '{name}' = {getattr(cfg, name)} must be >= 1")
     for name in ("match_iou_thres", "conf_thres", "nms_iou", "predict_conf"):
