@@ -34,7 +34,7 @@ from ..viz.detections import prediction_grid
 from ..viz.plots import plot_results
 from .checkpoint import (checkpoint_state, load_checkpoint, load_resume_checkpoint, model_differences,
                          remove_partial_writes, restore_training, resumed_config, save_checkpoint)
-from .distributed import (DistInfo, all_ranks_true, barrier, broadcast_object, cleanup_distributed, eval_sampler,
+from .distributed import (DistInfo, all_ranks_true, average_over_ranks, barrier, broadcast_object, cleanup_distributed, eval_sampler,
                           init_distributed, main_process_first, no_sync_unless, sum_over_ranks,
                           sync_buffers_from_main, train_sampler, unwrap, wrap_model)
 from .ema import ModelEMA
@@ -295,7 +295,10 @@ def build_training(cfg, tasks, info, iters_per_epoch):
     amp_dtype = autocast_dtype(cfg.precision, info.device)
     scaler = torch.amp.GradScaler(info.device.type, enabled=amp_dtype == torch.float16)
     shared = unwrap(model).tasks_sharing() if cfg.average_shared_grads else []
-    return Training(model, optimizer, scheduler, scaler, ema, [YOLOLoss(task) for task in tasks], info, amp_dtype,
+    # under DDP the loss divides by the positives and cells of the global batch (see YOLOLoss)
+    average_counts = partial(average_over_ranks, info=info) if info.is_distributed else None
+    losses = [YOLOLoss(task, average_counts) for task in tasks]
+    return Training(model, optimizer, scheduler, scaler, ema, losses, info, amp_dtype,
                     accumulation_steps(cfg, info.world_size), tuple(cfg.task_weights or [1.0] * len(tasks)),
                     cfg.task_names, shared)
 
