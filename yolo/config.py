@@ -90,6 +90,8 @@ class BaseConfig:
         self.ignore_iou_thres = 0.5            # YOLOv3: negatives whose box overlaps a GT by more than this are ignored
         # ---- training
         self.epochs = 12                       # passes over the training set
+        self.time_budget = None                # minutes of training + evaluation: the epoch count is planned after
+                                               # every epoch to end inside it (epochs is the first guess); None = off
         self.optimizer = "adamw"               # sgd (Nesterov) | adam | adamw
         self.lr = 2e-3                         # peak lr of one optimizer step (nominal_batch_size images); never rescaled
                                                # for you: x k images per step -> lr x k (SGD) or x sqrt(k) (Adam)
@@ -238,6 +240,9 @@ def validate_engine_fields(cfg):
     for name in ("multiscale_interval", "restart_mult", "log_interval"):
         if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:
             raise ValueError(f"config field '{name}' = {getattr(cfg, name)!r} must be an int >= 1")
+    if cfg.time_budget is not None and (isinstance(cfg.time_budget, bool) or not isinstance(cfg.time_budget, (int, float))
+                                        or cfg.time_budget <= 0):
+        raise ValueError(f"config field 'time_budget' = {cfg.time_budget!r} must be None or minutes > 0")
     if not isinstance(cfg.patience, int) or cfg.patience < 0:
         raise ValueError(f"config field 'patience' = {cfg.patience!r} must be an int >= 0 (0 = no early stopping)")
     if not 0 <= cfg.ema_decay < 1 or cfg.ema_tau <= 0:

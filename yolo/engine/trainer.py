@@ -9,6 +9,7 @@ the task losses with `task_weights`, and (average_shared_grads) divides the grad
 number of tasks using it, so the backbone learns from the tasks' mean rather than their sum. A single-task run is
 the one-task case of the same loop.
 """
+import copy
 import math
 import os
 import random
@@ -37,6 +38,7 @@ from .checkpoint import (checkpoint_state, load_checkpoint, load_resume_checkpoi
 from .distributed import (DistInfo, all_ranks_true, average_over_ranks, barrier, broadcast_object, cleanup_distributed, eval_sampler,
                           init_distributed, main_process_first, no_sync_unless, sum_over_ranks,
                           sync_buffers_from_main, train_sampler, unwrap, wrap_model)
+from .budget import TimeBudget
 from .ema import ModelEMA
 from .evaluator import evaluate_tasks
 from .logs import MetricsCSV, TensorBoard, log_dropped_boxes, log_resumed_config, setup_logging
@@ -87,7 +89,7 @@ def train(cfg):
 def run_training(cfg, info):
     resume_path, ckpt = load_resume_checkpoint(cfg, info) if cfg.resume else (None, None)
     given = cfg
-    cfg, ignored = resumed_config(cfg, ckpt) if ckpt else (cfg, [])
+    cfg, ignored = resumed_config(cfg, ckpt) if ckpt else (copy.copy(cfg), [])  # a time budget changes epochs
     run_dir = resume_path.parent if ckpt else broadcast_object(new_run_dir(cfg) if info.is_main else None, info)
     setup_logging(run_dir if info.is_main else None, level="INFO" if info.is_main else "WARNING")
     if ckpt and info.is_main:
@@ -111,20 +113,31 @@ def run_training(cfg, info):
     tb = TensorBoard(run_dir / "tensorboard", cfg.tensorboard and info.is_main,
                      purge_step=t.epoch * iters_per_epoch if ckpt else None)
     start = time.time() - (ckpt["elapsed_s"] if ckpt else 0.0)
+    budget = TimeBudget(cfg.time_budget, ckpt["elapsed_s"] if ckpt else 0.0) if cfg.time_budget else None
+    if budget:
+        logger.info(f"time budget {cfg.time_budget:g} min: the number of epochs is planned after every epoch")
 
-    for epoch in range(t.epoch, cfg.epochs):
+    while t.epoch < cfg.epochs:
+        epoch = t.epoch
         for loader in train_loaders:
             start_epoch(loader, epoch, cfg, info)
+        if budget:
+            budget.epoch_started()
         epoch_stats = train_one_epoch(t, train_loaders, cfg, epoch, tb)
         log_dropped_boxes(epoch + 1, epoch_stats["boxes_dropped_pct"])
         t.epoch = epoch + 1
         for module in [unwrap(t.model)] + ([t.ema.module] if t.ema else []):
             sync_buffers_from_main(module, info)  # BN statistics of the last batches differ between ranks
+        if budget:
+            budget.epoch_trained()
+            fit_to_budget(cfg, budget, t.epoch, info)
         row = {"epoch": t.epoch, "time_s": round(time.time() - start, 1), **epoch_stats,
                **{k: float("nan") for k in score_names(t.task_names)}}
         scores, improved = None, False
         if t.epoch % cfg.val_interval == 0 or t.epoch == cfg.epochs:
             scores = evaluate_epoch(t, val_loaders, tasks, cfg, tb, step=t.epoch * iters_per_epoch)
+            if budget:
+                budget.evaluated()
             row.update(scores)
             improved = scores[cfg.best_metric] > t.best_fitness
             t.best_fitness = max(t.best_fitness, scores[cfg.best_metric])
@@ -147,6 +160,16 @@ def run_training(cfg, info):
     logger.info(f"done in {time.time() - start:.0f} s; best {cfg.best_metric} {t.best_fitness:.4f}; "
                 f"results in {run_dir}")
     return t.best_fitness, run_dir
+
+
+def fit_to_budget(cfg, budget, done, info):
+    """Set cfg.epochs to what fits in the time budget (rank 0's plan on every process); the lr schedule follows."""
+    total, train_s, eval_s = budget.plan(done, cfg.val_interval)
+    total = broadcast_object(total, info)
+    if total != cfg.epochs:
+        logger.info(f"time budget {cfg.time_budget:g} min: {train_s:.1f} s per epoch + {eval_s:.1f} s per evaluation, "
+                    f"{budget.elapsed_s() / 60:.1f} min spent -> {total} epochs (planned {cfg.epochs})")
+        cfg.epochs = total
 
 
 def train_one_epoch(t, loaders, cfg, epoch, tb=None):
