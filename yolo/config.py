@@ -143,6 +143,11 @@ class BaseConfig:
         self.num_debug_batch = 1               # --task debug: batches of augmented training data to draw
         self.debug_demos = False               # --task debug: also redraw the pictures of docs/how_it_works.md,
                                                # imgs/<strategy>_demo.png (writes into the project's imgs/)
+        # ---- evaluation artifacts
+        self.eval_artifacts = True             # after training (best.pt's evaluation) and --task val: pr_curve.png,
+                                               # f1/p/r_curve.png, confusion_matrix.png, per_class.csv (docs/evaluation.md)
+        self.confusion_conf = 0.25             # confusion matrix: detections with a score below this are left out
+        self.confusion_iou = 0.45              # confusion matrix: a detection and a GT pair when their IoU >= this
 
     # ---------------------------------------------------------------- derived fields
     def finalize(self):
@@ -198,7 +203,7 @@ def validate(cfg):
     for name in ("batch_size", "epochs", "val_interval", "max_det", "pre_nms_topk"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"config field '{name}' = {getattr(cfg, name)} must be >= 1")
-    for name in ("match_iou_thres", "conf_thres", "nms_iou", "predict_conf"):
+    for name in ("match_iou_thres", "conf_thres", "nms_iou", "predict_conf", "confusion_conf", "confusion_iou"):
         if not 0 <= getattr(cfg, name) <= 1:
             raise ValueError(f"config field '{name}' = {getattr(cfg, name)} must be in [0, 1]")
     if cfg.num_workers < 0:

@@ -33,6 +33,7 @@ from ..models.detector import build_model
 from ..models.weights import load_backbone_weights, load_matching_state
 from ..viz.detections import prediction_grid
 from ..viz.plots import plot_results
+from .artifacts import write_tasks_artifacts
 from .checkpoint import (checkpoint_state, load_checkpoint, load_resume_checkpoint, model_differences,
                          remove_partial_writes, restore_training, resumed_config, save_checkpoint)
 from .distributed import (DistInfo, all_ranks_true, average_over_ranks, barrier, broadcast_object, cleanup_distributed, eval_sampler,
@@ -67,6 +68,7 @@ class Training:
     epoch: int = 0                  # epochs completed
     best_fitness: float = -1.0      # best value of cfg.best_metric so far
     evals_without_improvement: int = 0
+    evaluation: tuple | None = None  # rank 0: (EvalResults, detections) of the latest evaluation, for the artifacts
 
     @property
     def device(self):
@@ -116,6 +118,7 @@ def run_training(cfg, info):
     budget = TimeBudget(cfg.time_budget, ckpt["elapsed_s"] if ckpt else 0.0) if cfg.time_budget else None
     if budget:
         logger.info(f"time budget {cfg.time_budget:g} min: the number of epochs is planned after every epoch")
+    best_evaluation = None  # (epoch, evaluation) of best.pt, when this process made it
 
     while t.epoch < cfg.epochs:
         epoch = t.epoch
@@ -142,6 +145,8 @@ def run_training(cfg, info):
             improved = scores[cfg.best_metric] > t.best_fitness
             t.best_fitness = max(t.best_fitness, scores[cfg.best_metric])
             t.evals_without_improvement = 0 if improved else t.evals_without_improvement + 1
+            if improved and t.evaluation is not None:
+                best_evaluation = (t.epoch, t.evaluation)
         if info.is_main:
             metrics.append(row)  # before the checkpoints: see MetricsCSV.keep_until
             state = checkpoint_state(t, cfg, elapsed_s=time.time() - start)
@@ -153,6 +158,12 @@ def run_training(cfg, info):
             logger.info(f"early stop: {cfg.best_metric} did not improve for {cfg.patience} evaluations")
             break
 
+    if info.is_main and cfg.eval_artifacts and (best_evaluation or t.evaluation):
+        # best.pt's evaluation: the numbers --task val prints for it (a resumed run whose best came before the
+        # resume only has its last evaluation)
+        epoch, evaluation = best_evaluation or (t.epoch, t.evaluation)
+        logger.info(f"evaluation artifacts of epoch {epoch}{' (best.pt)' if best_evaluation else ''}")
+        write_tasks_artifacts(run_dir, *evaluation, val_loaders, tasks, tb, step=t.epoch * iters_per_epoch)
     tb.close()
     if info.is_main:
         plot_results(metrics.read(), run_dir / "results.png")
@@ -261,6 +272,7 @@ def evaluate_epoch(t, loaders, task_cfgs, cfg, tb, step):
     over tasks with several tasks, which best.pt and early stopping rank by) and, per task, map50_<name> ..."""
     results, detections, scores, table = evaluate_tasks(t.eval_model(), loaders, task_cfgs, t.device)
     if results is not None:  # rank 0
+        t.evaluation = (results, detections)
         for task_cfg, result in zip(task_cfgs, results):
             logger.info(f"epoch {t.epoch} evaluation of task {task_cfg.task_name}\n{result.table}")
         if len(results) > 1:
