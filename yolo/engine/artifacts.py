@@ -9,9 +9,9 @@ import csv
 import math
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 from loguru import logger
+from PIL import Image
 
 from ..metrics_curves import class_curves, confusion_matrix, per_class_rows
 from ..viz.curves import confidence_figure, confusion_figure, pr_figure, save_figure
@@ -52,10 +52,11 @@ def write_eval_artifacts(out_dir, result, records, detections, cfg, tb=None, ste
         "confusion_matrix.png": confusion_figure(matrix, names, cfg.confusion_conf, cfg.confusion_iou),
     }
     for file_name, fig in figures.items():
-        save_figure(fig, out_dir / file_name, close=False)
-        if tb is not None:
-            tb.figure(tag + file_name.removesuffix(".png"), fig, step)
-        plt.close(fig)
+        save_figure(fig, out_dir / file_name)
+        if tb is not None and tb.writer is not None:
+            # the saved picture itself: add_figure would draw the figure a second time (about as slow as saving)
+            tb.image(tag + file_name.removesuffix(".png"), np.asarray(Image.open(out_dir / file_name).convert("RGB")),
+                     step)
     write_per_class_csv(rows, out_dir / "per_class.csv")
     logger.info(f"per-class results ({len(records)} images; P and R at confidence {curves.best_conf:.3f}, the best "
                 f"mean F1) -> {out_dir}\n{format_per_class(rows, len(records), result.map)}")

@@ -80,11 +80,6 @@ class TensorBoard:
         if self.writer is not None and image_hwc is not None:
             self.writer.add_image(tag, image_hwc, step, dataformats="HWC")
 
-    def figure(self, tag, fig, step):
-        """A matplotlib figure as an image (the caller still owns and closes it)."""
-        if self.writer is not None:
-            self.writer.add_figure(tag, fig, step, close=False)
-
     def close(self):
         if self.writer is not None:
             self.writer.close()

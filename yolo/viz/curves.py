@@ -27,7 +27,7 @@ def _class_lines(ax, x, per_class, class_names, has_gt, labels=None):
 
 def pr_figure(curves, class_names, title=""):
     """Interpolated precision against recall at IoU 0.5 per class and the mean over classes; AP50 in the legend."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.8), layout="constrained")
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
     has_gt = curves.has_gt
     labels = [f"{name} {ap:.3f}" for name, ap in zip(class_names, curves.ap50)]
     _class_lines(ax, RECALL_POINTS, curves.pr_precision, class_names, has_gt, labels)
@@ -44,7 +44,7 @@ def confidence_figure(curves, class_names, kind, title=""):
     """kind = "f1" | "precision" | "recall" against the confidence threshold, per class and the mean; the
     confidence of the best mean F1 marked (P and R of per_class.csv are read there)."""
     values = getattr(curves, kind)
-    fig, ax = plt.subplots(figsize=(6.4, 4.8), layout="constrained")
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
     has_gt = curves.has_gt
     _class_lines(ax, curves.confidence, values, class_names, has_gt)
     best = curves.best_conf
@@ -64,11 +64,11 @@ def confusion_figure(matrix, class_names, conf, iou, title=""):
     left, counts on the right."""
     names = list(class_names) + ["background"]
     size = min(4 + 0.45 * len(names), 16)
-    fig, axes = plt.subplots(1, 2, figsize=(2 * size + 1, size), layout="constrained")
+    fig, axes = plt.subplots(1, 2, figsize=(2 * size, size), layout="constrained")
     annotate = len(names) <= 30
     for ax, values, what in zip(axes, (normalize_rows(matrix), matrix), ("normalised per true class", "counts")):
-        image = ax.imshow(values, cmap="Blues", vmin=0, vmax=1 if what != "counts" else max(values.max(), 1))
-        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+        # no colour bar: every non-zero cell carries its number (up to 30 classes)
+        ax.imshow(values, cmap="Blues", vmin=0, vmax=1 if what != "counts" else max(values.max(), 1))
         if annotate:
             high = values.max() / 2 if values.max() else 1
             for (i, j), v in np.ndenumerate(values):
@@ -88,6 +88,8 @@ def _finish(ax, legend_loc):
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc=legend_loc, fontsize=8)
+    # fixed margins: a layout engine would draw the figure once more just to measure it (about 40% slower)
+    ax.figure.subplots_adjust(left=0.1, right=0.97, bottom=0.1, top=0.93)
 
 
 def save_figure(fig, path, dpi=100, palette=False, close=True):
