@@ -56,9 +56,9 @@ def class_curves(gt_boxes, gt_labels, gt_ignore, det_boxes, det_scores, det_labe
     tp, fp = np.zeros((2, num_classes, grid_points), np.int64)
     num_gt, num_images = np.zeros((2, num_classes), np.int64)
     pr_precision = np.full((num_classes, len(RECALL_POINTS)), np.nan)
+    per_class = split_by_class(gt_boxes, gt_labels, gt_ignore, det_boxes, det_scores, det_labels, num_classes)
     for k in range(num_classes):
-        scores, is_tp, num_gt[k], num_images[k] = match_class(
-            gt_boxes, gt_labels, gt_ignore, det_boxes, det_scores, det_labels, k)
+        scores, is_tp, num_gt[k], num_images[k] = match_class(per_class[k])
         kept = np.searchsorted(-scores, -confidence, side="right")  # (N,) detections with score >= c
         tp_cum = np.concatenate([[0], np.cumsum(is_tp)])
         tp[k] = tp_cum[kept]
@@ -78,15 +78,25 @@ def class_curves(gt_boxes, gt_labels, gt_ignore, det_boxes, det_scores, det_labe
                        best_index, float(confidence[best_index]))
 
 
-def match_class(gt_boxes, gt_labels, gt_ignore, det_boxes, det_scores, det_labels, k, iou_thres=0.5):
-    """COCOeval's matching of class k at one IoU. Returns (scores, is_tp) of the detections that count (those on
-    an ignored GT are dropped), sorted by score high to low, and the class's GT and image counts."""
+def split_by_class(gt_boxes, gt_labels, gt_ignore, det_boxes, det_scores, det_labels, num_classes):
+    """For every class, the images holding a GT or a detection of it, in image order: a list per class of
+    (GT boxes, GT ignore flags, detection boxes, scores). One pass over the images, whatever the class count."""
+    per_class = [[] for _ in range(num_classes)]
+    for gb, gl, gi, db, ds, dl in zip(gt_boxes, gt_labels, gt_ignore, det_boxes, det_scores, det_labels):
+        gb, gl, gi = np.asarray(gb, np.float64).reshape(-1, 4), np.asarray(gl), np.asarray(gi, bool)
+        db, ds, dl = np.asarray(db, np.float64).reshape(-1, 4), np.asarray(ds, np.float64), np.asarray(dl)
+        for k in np.union1d(gl, dl).astype(int).tolist():
+            per_class[k].append((gb[gl == k], gi[gl == k], db[dl == k], ds[dl == k]))
+    return per_class
+
+
+def match_class(images, iou_thres=0.5):
+    """COCOeval's matching of one class at one IoU; images: its split_by_class list. Returns (scores, is_tp) of the
+    detections that count (those on an ignored GT are dropped), sorted by score high to low, and the class's GT and
+    image counts."""
     scores, is_tp = [], []
     num_gt = num_images = 0
-    for gb, gl, gi, db, ds, dl in zip(gt_boxes, gt_labels, gt_ignore, det_boxes, det_scores, det_labels):
-        g_mask, d_mask = np.asarray(gl) == k, np.asarray(dl) == k
-        g_boxes, g_ignore = np.asarray(gb, np.float64)[g_mask], np.asarray(gi, bool)[g_mask]
-        d_boxes, d_scores = np.asarray(db, np.float64)[d_mask], np.asarray(ds, np.float64)[d_mask]
+    for g_boxes, g_ignore, d_boxes, d_scores in images:
         counted = int((~g_ignore).sum())
         num_gt += counted
         num_images += counted > 0
