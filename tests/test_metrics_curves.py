@@ -112,11 +112,11 @@ def test_confusion_matrix_by_hand():
                 np.array([box(0, 0), box(2, 0)])]                       # circle G, square H (overlapping)
     gt_labels = [np.array([0, 1, 2]), np.array([0, 1]), np.array([0, 1])]
     gt_ignore = [np.array([False, False, False]), np.array([True, False]), np.array([False, False])]
-    det_boxes = [np.array([box(0, 0), box(40, 40), box(24, 20), box(100, 100), box(0, 0), box(20, 20)]),
+    det_boxes = [np.array([box(0, 0), box(40, 40), box(24, 20), box(100, 100), box(1, 0), box(20, 20), box(40, 40)]),
                  np.array([box(0, 0)]),
                  np.array([box(2, 0), box(1.5, 0)])]
-    det_scores = [np.array([0.9, 0.8, 0.7, 0.9, 0.6, 0.2]), np.array([0.9]), np.array([0.5, 0.9])]
-    det_labels = [np.array([0, 1, 0, 2, 0, 1]), np.array([0]), np.array([1, 0])]
+    det_scores = [np.array([0.9, 0.8, 0.7, 0.9, 0.6, 0.2, 0.3]), np.array([0.9]), np.array([0.5, 0.9])]
+    det_labels = [np.array([0, 1, 0, 2, 0, 1, 2]), np.array([0]), np.array([1, 0])]
     matrix = confusion_matrix(gt_boxes, gt_labels, gt_ignore, det_boxes, det_scores, det_labels, 3,
                               conf=0.25, iou_thres=0.45)
     expected = np.array([
@@ -125,7 +125,7 @@ def test_confusion_matrix_by_hand():
         [0, 1, 0, 2],   # square: H found; B missed (its detection has IoU 0.43, and 0.2 < conf), E missed
         [0, 1, 0, 0],   # triangle T detected as a square
         [2, 0, 1, 0],   # background: the shifted circle and the duplicate on A; the triangle on nothing
-    ])
+    ])  # the box on T is listed twice (square 0.8, triangle 0.3: multi-label): one box, counted as a square
     np.testing.assert_array_equal(matrix, expected)
     # a score-first pairing would swap image 2's pair into two confusions; the lower threshold keeps the 0.2 box
     low = confusion_matrix(gt_boxes, gt_labels, gt_ignore, det_boxes, det_scores, det_labels, 3, conf=0.1)

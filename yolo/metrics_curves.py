@@ -169,14 +169,16 @@ def pairwise_iou(a, b):
 # ------------------------------------------------------------------------------------------------- confusion
 def confusion_matrix(gt_boxes, gt_labels, gt_ignore, det_boxes, det_scores, det_labels, num_classes,
                      conf=0.25, iou_thres=0.45):
-    """(C+1, C+1) counts, rows = true class, columns = predicted class, index C = background. Detections with
-    score >= conf and counted GTs are paired greedily, highest IoU first (ties: higher score), any classes, while
-    IoU >= iou_thres: a pair adds 1 at [true, predicted]; a GT left over is missed ([true, C]); a detection left over
-    is a false positive ([C, predicted]) unless it overlaps an ignored GT by iou_thres (then it is not counted)."""
+    """(C+1, C+1) counts, rows = true class, columns = predicted class, index C = background. Each predicted box
+    counts once, with its best class (best_class_per_box). Detections with score >= conf and counted GTs are paired
+    greedily, highest IoU first (ties: higher score), any classes, while IoU >= iou_thres: a pair adds 1 at [true,
+    predicted]; a GT left over is missed ([true, C]); a detection left over is a false positive ([C, predicted])
+    unless it overlaps an ignored GT by iou_thres (then it is not counted)."""
     matrix = np.zeros((num_classes + 1, num_classes + 1), np.int64)
     for gb, gl, gi, db, ds, dl in zip(gt_boxes, gt_labels, gt_ignore, det_boxes, det_scores, det_labels):
-        keep, gi = np.asarray(ds) >= conf, np.asarray(gi, bool)
-        db, ds, dl = np.asarray(db, np.float64)[keep], np.asarray(ds)[keep], np.asarray(dl)[keep]
+        db, ds, dl = best_class_per_box(np.asarray(db, np.float64).reshape(-1, 4), np.asarray(ds), np.asarray(dl))
+        keep, gi = ds >= conf, np.asarray(gi, bool)
+        db, ds, dl = db[keep], ds[keep], dl[keep]
         gb, gl = np.asarray(gb, np.float64), np.asarray(gl)
         pairs = greedy_pairs(gb[~gi], db, ds, iou_thres)
         g_used, d_used = np.zeros(int((~gi).sum()), bool), np.zeros(len(db), bool)
@@ -189,6 +191,18 @@ def confusion_matrix(gt_boxes, gt_labels, gt_ignore, det_boxes, det_scores, det_
             spare[spare] = pairwise_iou(db[spare], gb[gi]).max(axis=1) < iou_thres
         np.add.at(matrix, (num_classes, dl[spare]), 1)
     return matrix
+
+
+def best_class_per_box(boxes, scores, labels):
+    """Detections with identical coordinates are one box: keep its highest-scored class. The evaluation lists a box
+    once per class above conf_thres (multi-label, which mAP wants); the confusion matrix wants each predicted box
+    once, as predict draws it, else every runner-up class would land in the background row. Order is kept."""
+    if len(boxes) < 2:
+        return boxes, scores, labels
+    order = np.argsort(-scores, kind="mergesort")
+    _, first = np.unique(boxes[order], axis=0, return_index=True)  # first occurrence in score order: the best class
+    keep = np.sort(order[first])
+    return boxes[keep], scores[keep], labels[keep]
 
 
 def greedy_pairs(g_boxes, d_boxes, d_scores, iou_thres):

@@ -13,7 +13,7 @@ from ..metrics_curves import RECALL_POINTS, normalize_rows
 
 MAX_LEGEND_CLASSES = 20  # more classes than this: one line each still, but only the mean in the legend
 MEAN_STYLE = dict(color="tab:blue", lw=3)
-SHORT = {"f1": "F1", "precision": "P", "recall": "R"}
+AXIS_NAME = {"f1": "F1", "precision": "precision", "recall": "recall"}
 
 
 def _class_lines(ax, x, per_class, class_names, has_gt, labels=None):
@@ -51,11 +51,12 @@ def confidence_figure(curves, class_names, kind, title=""):
     if has_gt.any():
         mean = values[has_gt].mean(axis=0)
         ax.plot(curves.confidence, mean, **MEAN_STYLE,
-                label=f"all classes: {SHORT[kind]} {mean[curves.best_index]:.2f} at {best:.3f}")
+                label=f"all classes: {mean[curves.best_index]:.2f} at {best:.3f}")
     ax.axvline(best, color="black", ls="--", lw=1, label=f"best F1 confidence {best:.3f}")
-    ax.set(xlabel="confidence threshold", ylabel={"f1": "F1", "precision": "precision", "recall": "recall"}[kind],
-           xlim=(0, 1), ylim=(0, 1.02), title=title or f"{kind} against confidence at IoU 0.5")
-    _finish(ax, "lower left" if kind != "recall" else "upper right")
+    ax.set(xlabel="confidence threshold", ylabel=AXIS_NAME[kind],
+           xlim=(0, 1), ylim=(0, 1.02), title=title or f"{AXIS_NAME[kind]} against confidence at IoU 0.5")
+    # where the curves usually are not: F1 peaks in the middle, precision rises and recall falls with confidence
+    _finish(ax, {"f1": "upper right", "precision": "lower right", "recall": "upper right"}[kind])
     return fig
 
 
