@@ -1,5 +1,7 @@
 """yolo/metrics_curves.py: AP50 and the PR curve against pycocotools, P/R/F1 and the confusion matrix against
 counts worked out by hand from known boxes."""
+import math
+
 import numpy as np
 import pytest
 
@@ -88,10 +90,10 @@ def test_precision_recall_f1_counts_by_hand(conf, circle_tp, circle_fp, square_t
     assert curves.tp[:, i].tolist() == [circle_tp, square_tp] and curves.fp[:, i].tolist() == [circle_fp, square_fp]
     assert curves.num_gt.tolist() == [2, 1] and curves.num_images.tolist() == [1, 1]  # D is ignored
     for k, (tp, fp, n) in enumerate([(circle_tp, circle_fp, 2), (square_tp, square_fp, 1)]):
-        p = tp / (tp + fp) if tp + fp else 1.0
+        p = tp / (tp + fp) if tp + fp else math.nan  # no detection left: precision undefined
         r = tp / n
-        assert curves.precision[k, i] == pytest.approx(p) and curves.recall[k, i] == pytest.approx(r)
-        assert curves.f1[k, i] == pytest.approx(2 * p * r / (p + r) if p + r else 0.0)
+        assert curves.precision[k, i] == pytest.approx(p, nan_ok=True) and curves.recall[k, i] == pytest.approx(r)
+        assert curves.f1[k, i] == pytest.approx(2 * p * r / (p + r) if tp else 0.0)
 
 
 def test_ap_and_best_f1_confidence_by_hand():

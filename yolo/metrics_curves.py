@@ -34,9 +34,9 @@ class ClassCurves:
     fp: np.ndarray             # (K, N) false positives among them
     num_gt: np.ndarray         # (K,) GT boxes that count (not ignored)
     num_images: np.ndarray     # (K,) images holding at least one of them
-    precision: np.ndarray      # (K, N) tp / (tp + fp); 1 where no detection is kept (no false claim made)
+    precision: np.ndarray      # (K, N) tp / (tp + fp); nan where no detection is kept (undefined, not drawn)
     recall: np.ndarray         # (K, N) tp / num_gt; nan for a class without GT
-    f1: np.ndarray             # (K, N) 2PR / (P + R); nan for a class without GT
+    f1: np.ndarray             # (K, N) 2PR / (P + R), 0 where no detection is kept; nan for a class without GT
     pr_precision: np.ndarray   # (K, 101) interpolated precision at RECALL_POINTS; nan for a class without GT
     ap50: np.ndarray           # (K,) mean of pr_precision: COCO AP@0.5; nan for a class without GT
     best_index: int            # grid index of the highest mean F1 over the classes with GT
@@ -66,9 +66,9 @@ def class_curves(gt_boxes, gt_labels, gt_ignore, det_boxes, det_scores, det_labe
         if num_gt[k]:
             pr_precision[k] = interpolated_precision(tp_cum[1:], np.arange(1, len(scores) + 1), num_gt[k])
     with np.errstate(invalid="ignore", divide="ignore"):
-        precision = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 1.0)
+        precision = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), np.nan)
         recall = tp / num_gt[:, None].astype(float)  # nan for 0 / 0
-        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+        f1 = np.where(tp > 0, 2 * tp / (2 * tp + fp + num_gt[:, None] - tp), 0.0)  # = 2PR / (P + R)
     recall[num_gt == 0] = np.nan
     f1[num_gt == 0] = np.nan
     ap50 = pr_precision.mean(axis=1)

@@ -77,7 +77,8 @@ def format_per_class(rows, num_images, map50_95):
     counted = [r for r in rows if r["instances"] > 0]
 
     def mean(key):
-        return float(np.mean([r[key] for r in counted])) if counted else math.nan
+        values = [r[key] for r in counted if not math.isnan(r[key])]  # P is undefined for a class without detections
+        return float(np.mean(values)) if values else math.nan
 
     total = {"class": "all", "images": num_images, "instances": sum(r["instances"] for r in rows),
              "precision": mean("precision"), "recall": mean("recall"), "ap50": mean("ap50"), "ap50_95": map50_95}

@@ -4,6 +4,7 @@ Each function takes the numbers of yolo/metrics_curves.py and returns a matplotl
 hands it to TensorBoard); nothing is computed here beyond means over the classes.
 """
 import io
+import warnings
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -49,7 +50,9 @@ def confidence_figure(curves, class_names, kind, title=""):
     _class_lines(ax, curves.confidence, values, class_names, has_gt)
     best = curves.best_conf
     if has_gt.any():
-        mean = values[has_gt].mean(axis=0)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-nan columns: no detection of any class left
+            mean = np.nanmean(values[has_gt], axis=0)  # over the classes that still have detections
         ax.plot(curves.confidence, mean, **MEAN_STYLE,
                 label=f"all classes: {mean[curves.best_index]:.2f} at {best:.3f}")
     ax.axvline(best, color="black", ls="--", lw=1, label=f"best F1 confidence {best:.3f}")
