@@ -97,7 +97,7 @@ def test_training_and_val_write_the_artifacts_where_they_belong(tmp_path):
     assert {"eval/pr_curve", "eval/f1_curve", "eval/confusion_matrix"} <= set(events.Tags()["images"])
 
 
-def test_multitask_val_writes_one_set_per_task(tmp_path):
+def test_multitask_training_and_val_write_one_set_per_task(tmp_path):
     torch.set_num_threads(1)
     tasks = [dict(name="shapes", data_root=str(tmp_path / "d1")),
              dict(name="symbols", data_root=str(tmp_path / "d2"), class_names=["star", "cross"], shapes_seed=1)]
