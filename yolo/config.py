@@ -138,6 +138,11 @@ class BaseConfig:
         # ---- debug
         self.num_debug_batch = 1               # --task debug: batches of augmented training data to draw
         self.debug_demos = False               # --task debug: also redraw imgs/<strategy>_demo.png for the README
+        # ---- export (python main.py --task export writes an .onnx file; docs/export.md)
+        self.export_fuse = True                # fold every BatchNorm into its conv first (same outputs, faster)
+        self.export_check_images = 8           # validation images per task on which ONNX Runtime must match PyTorch
+        self.backend = "torch"                 # val / predict: torch | onnxruntime (runs the .onnx file; a ckpt_path
+                                               # ending in .onnx implies it, a .pt one means the .onnx beside it)
 
     # ---------------------------------------------------------------- derived fields
     def finalize(self):
@@ -168,6 +173,7 @@ ALLOWED = {
     "precision": ("auto", "fp32", "fp16", "bf16"),
     "best_metric": ("map50", "map"),
     "dist_backend": ("auto", "nccl", "gloo"),
+    "backend": ("torch", "onnxruntime"),
 }
 DERIVED = ("num_classes", "strides", "run_dir", "task_names", "task_name", "task_num_classes")
 # what a task dict of config `tasks` may set: the data fields (everything else is shared by all tasks)
@@ -198,6 +204,8 @@ def validate(cfg):
             raise ValueError(f"config field '{name}' = {getattr(cfg, name)} must be in [0, 1]")
     if cfg.num_workers < 0:
         raise ValueError(f"config field 'num_workers' = {cfg.num_workers} must be >= 0")
+    if not isinstance(cfg.export_check_images, int) or cfg.export_check_images < 1:
+        raise ValueError(f"config field 'export_check_images' = {cfg.export_check_images!r} must be an int >= 1")
     validate_data_fields(cfg)
     validate_engine_fields(cfg)
     validate_task_fields(cfg)

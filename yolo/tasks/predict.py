@@ -31,7 +31,8 @@ def source_records(cfg, tasks):
 def run(cfg):
     """Run every task's head on each image; draw all detections (labelled task/class with several tasks) and write
     predictions.json (COCO results format plus file_name and category_name) into the checkpoint's run folder
-    (predictions/), or runs_dir/predictions/<checkpoint name>/ for a checkpoint outside runs_dir."""
+    (predictions/), or runs_dir/predictions/<checkpoint name>/ for a checkpoint outside runs_dir; an .onnx model
+    writes to predictions_onnx/ instead."""
     setup_logging()
     model, device, ckpt_path = load_model(cfg)
     cfg.conf_thres = cfg.predict_conf
@@ -40,7 +41,9 @@ def run(cfg):
     loader = build_loader(tasks[0], records, train=False)
     per_task = [predict_loader(model, loader, cfg, device, task=k) for k in range(len(tasks))]
     detections, class_names = merge_task_detections(per_task, tasks)
-    out_dir = output_folder(ckpt_path, cfg.runs_dir, "predictions")
+    # an exported model's pictures go beside, not over, those of the checkpoint it came from
+    out_dir = output_folder(ckpt_path, cfg.runs_dir,
+                            "predictions_onnx" if cfg.backend == "onnxruntime" else "predictions")
     out_dir.mkdir(parents=True, exist_ok=True)
     names = set()
     for index, rec in enumerate(records):
