@@ -7,8 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from yolo.config import BaseConfig, apply_overrides
+from yolo.config import BaseConfig, apply_overrides, task_configs
+from yolo.data.dataset import build_loader, read_records
 from yolo.engine import trainer
+from yolo.engine.evaluator import predict_loader
 from yolo.engine.checkpoint import load_model, save_checkpoint
 from yolo.models.detector import build_model
 from yolo.models.fuse import fuse_batchnorm
@@ -101,6 +103,17 @@ def test_two_task_export_names_metadata_and_parity(tmp_path):
             assert [g.shape for g in got] == [e.shape for e in expected]
             diffs, ok = outputs_close(expected, got, export.PARITY_TOL)
             assert ok, diffs
+
+    # each task's detections on its own validation images (the evaluator's path) are the same from both files
+    for k, task in enumerate(task_configs(apply_overrides(BaseConfig(), args).finalize())):
+        loader = build_loader(task, read_records(task, "val"), train=False)
+        from_pt = predict_loader(model, loader, task, torch.device("cpu"), False, True, k)
+        from_onnx = predict_loader(onnx_model, loader, task, torch.device("cpu"), False, True, k)
+        assert sum(len(d[0]) for d in from_pt.values()) > 0
+        for index, (boxes, scores, labels) in from_pt.items():
+            onnx_boxes, onnx_scores, onnx_labels = from_onnx[index]
+            assert (labels == onnx_labels).all() and abs(boxes - onnx_boxes).max() < 1e-3
+            assert abs(scores - onnx_scores).max() < 1e-5
 
 
 def test_export_fails_when_onnx_does_not_match_and_leaves_no_file(tmp_path, monkeypatch):
