@@ -125,7 +125,7 @@ def test_export_fails_when_onnx_does_not_match_and_leaves_no_file(tmp_path, monk
         return fused
 
     monkeypatch.setattr(export, "fuse_batchnorm", broken_fuse)
-    with pytest.raises(export.ExportParityError, match="task1_stride8"):
+    with pytest.raises(export.ExportCheckError, match="task1_stride8"):
         export.run(apply_overrides(BaseConfig(), args).finalize())
     assert sorted(p.name for p in (tmp_path / "runs" / "mt").iterdir()) == ["best.pt"]
 

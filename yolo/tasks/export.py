@@ -23,13 +23,13 @@ from ..data.dataset import build_loader, read_records
 from ..engine.checkpoint import MODEL_FIELDS, default_checkpoint, exported_path, load_model
 from ..engine.logs import setup_logging
 from ..models.fuse import fuse_batchnorm
-from ..models.onnx_model import OnnxModel, export_onnx, output_names
+from ..models.onnx_model import OPSET, OnnxModel, export_onnx, output_names
 
 PARITY_TOL = 1e-4
 
 
-class ExportParityError(ValueError):
-    """The exported file does not reproduce the checkpoint's outputs within tolerance."""
+class ExportCheckError(ValueError):
+    """The exported graph is malformed, or does not reproduce the checkpoint's outputs within tolerance."""
 
 
 def run(cfg):
@@ -54,13 +54,13 @@ def run(cfg):
                     f"(fused: {cfg.export_fuse})\n{parity_table(rows)}")
         failed = [r for r in rows if r["max_diff"] > r["bound"]]
         if failed:
-            raise ExportParityError(f"{tmp.name} does not reproduce {ckpt_path}: output(s) "
+            raise ExportCheckError(f"{tmp.name} does not reproduce {ckpt_path}: output(s) "
                                     f"{', '.join(r['name'] for r in failed)} differ by more than {PARITY_TOL:g} x "
                                     f"max(1, max|output|):\n{parity_table(rows)}")
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
-    logger.info(f"wrote {out} (opset 17, input 'images' (B, 3, {cfg.img_size}, {cfg.img_size}) uint8, outputs "
+    logger.info(f"wrote {out} (opset {OPSET}, input 'images' (B, 3, {cfg.img_size}, {cfg.img_size}) uint8, outputs "
                 f"{', '.join(output_names(len(cfg.task_names), cfg.strides))}); "
                 f"evaluate it: python main.py --task val --ckpt_path {out}")
     return out, rows
@@ -83,7 +83,7 @@ def check_graph(path):
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except onnx.checker.ValidationError as e:
-        raise ExportParityError(f"onnx.checker rejects the exported graph: {e}") from None
+        raise ExportCheckError(f"onnx.checker rejects the exported graph: {e}") from None
 
 
 @torch.no_grad()
