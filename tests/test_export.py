@@ -20,6 +20,15 @@ from yolo.tasks import export, predict, val
 ANCHORS_128 = "[[(6,6),(9,9),(12,12)],[(16,16),(22,22),(30,30)],[(40,40),(56,56),(80,80)]]"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: on a shared CPU two OpenMP threads mostly wait for each other (and ORT follows torch)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def randomize_batchnorm(model, seed=0):
     """BN statistics and affine terms far from the identity a fresh BN starts as, so folding them changes weights."""
     g = torch.Generator().manual_seed(seed)
@@ -140,12 +149,7 @@ def trained(tmp_path_factory):
             "--batch_size", "8", "--num_workers", "0", "--epochs", "16", "--val_interval", "16", "--lr", "0.02",
             "--warmup_epochs", "1", "--cache_images", "true", "--anchors", ANCHORS_128, "--tensorboard", "false",
             "--device", "cpu"]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        trainer.train(apply_overrides(BaseConfig(), args).finalize())
-    finally:
-        torch.set_num_threads(threads)
+    trainer.train(apply_overrides(BaseConfig(), args).finalize())
     return args, tmp / "runs" / "tiny"
 
 
