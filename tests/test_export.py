@@ -173,10 +173,17 @@ def test_onnx_val_and_predict_match_the_checkpoint(trained):
     assert on_pt.map50 > 0.02, "the model must detect something, or equal mAPs would prove nothing"
     assert abs(on_pt.map50 - on_onnx.map50) < 5e-4 and abs(on_pt.map - on_onnx.map) < 5e-4, (on_pt, on_onnx)
 
-    out_dir = predict.run(apply_overrides(BaseConfig(), args + ["--ckpt_path", str(path), "--predict_conf", "0.05",
-                                                                "--predict_max_images", "3"]).finalize())
+    predict_args = args + ["--predict_conf", "0.05", "--predict_max_images", "3"]
+    out_dir = predict.run(apply_overrides(BaseConfig(), predict_args + ["--ckpt_path", str(path)]).finalize())
     assert out_dir == run / "predictions_onnx" and len(list(out_dir.glob("*.jpg"))) == 3
-    assert json.loads((out_dir / "predictions.json").read_text()), "a trained model finds something at 0.05"
+    from_onnx = json.loads((out_dir / "predictions.json").read_text())
+    assert from_onnx, "a trained model finds something at 0.05"
+    # predict with the checkpoint runs the fused PyTorch model: the same detections
+    torch_cfg = apply_overrides(BaseConfig(), predict_args + ["--ckpt_path", str(run / "best.pt")]).finalize()
+    from_torch = json.loads((predict.run(torch_cfg) / "predictions.json").read_text())
+    assert [(d["image_id"], d["category_id"]) for d in from_torch] == [(d["image_id"], d["category_id"])
+                                                                       for d in from_onnx]
+    assert max(abs(a["score"] - b["score"]) for a, b in zip(from_torch, from_onnx)) < 1e-4
 
 
 def test_export_of_a_users_checkpoint_leaves_its_folder_alone(trained, tmp_path):

@@ -141,6 +141,8 @@ class BaseConfig:
         # ---- export (python main.py --task export writes an .onnx file; docs/export.md)
         self.export_fuse = True                # fold every BatchNorm into its conv first (same outputs, faster)
         self.export_check_images = 8           # validation images per task on which ONNX Runtime must match PyTorch
+        self.predict_fuse = True               # --task predict (backend torch) folds BatchNorm into convs first:
+                                               # the same detections, a faster forward (bench/predict.py)
         self.backend = "torch"                 # val / predict: torch | onnxruntime (runs the .onnx file; a ckpt_path
                                                # ending in .onnx implies it, a .pt one means the .onnx beside it)
 
