@@ -148,6 +148,13 @@ class BaseConfig:
                                                # f1/p/r_curve.png, confusion_matrix.png, per_class.csv (docs/evaluation.md)
         self.confusion_conf = 0.25             # confusion matrix: detections with a score below this are left out
         self.confusion_iou = 0.45              # confusion matrix: a detection and a GT pair when their IoU >= this
+        # ---- export (python main.py --task export writes an .onnx file; docs/export.md)
+        self.export_fuse = True                # fold every BatchNorm into its conv first (same outputs, faster)
+        self.export_check_images = 8           # validation images per task on which ONNX Runtime must match PyTorch
+        self.predict_fuse = True               # --task predict (backend torch) folds BatchNorm into convs first:
+                                               # the same detections, a faster forward (bench/predict.py)
+        self.backend = "torch"                 # val / predict: torch | onnxruntime (runs the .onnx file; a ckpt_path
+                                               # ending in .onnx implies it, a .pt one means the .onnx beside it)
 
     # ---------------------------------------------------------------- derived fields
     def finalize(self):
@@ -178,6 +185,7 @@ ALLOWED = {
     "precision": ("auto", "fp32", "fp16", "bf16"),
     "best_metric": ("map50", "map"),
     "dist_backend": ("auto", "nccl", "gloo"),
+    "backend": ("torch", "onnxruntime"),
 }
 DERIVED = ("num_classes", "strides", "run_dir", "task_names", "task_name", "task_num_classes")
 # what a task dict of config `tasks` may set: the data fields (everything else is shared by all tasks)
@@ -208,6 +216,8 @@ def validate(cfg):
             raise ValueError(f"config field '{name}' = {getattr(cfg, name)} must be in [0, 1]")
     if cfg.num_workers < 0:
         raise ValueError(f"config field 'num_workers' = {cfg.num_workers} must be >= 0")
+    if not isinstance(cfg.export_check_images, int) or cfg.export_check_images < 1:
+        raise ValueError(f"config field 'export_check_images' = {cfg.export_check_images!r} must be an int >= 1")
     validate_data_fields(cfg)
     validate_engine_fields(cfg)
     validate_task_fields(cfg)
