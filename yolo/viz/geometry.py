@@ -48,8 +48,9 @@ def draw_iou_geometry(gt_box=(40, 40, 140, 110), other_box=(100, 70, 170, 180)):
                                   (axes[1], shape, centred(other_box, centre), "shape IoU: both centred on one point")):
         for b, colour, name in ((gt_box, "tab:blue", "A"), (box, "tab:orange", "B")):
             ax.add_patch(Rectangle(b[:2], *size(b), fill=False, edgecolor=colour, linewidth=2.5))
-            ax.text(b[0] + 3, b[1] + 3, f"{name} {size(b)[0]:.0f}x{size(b)[1]:.0f}", color=colour, va="top",
-                    fontsize=10, weight="bold")
+            corner = (b[0] + 3, b[1] + 3) if name == "A" else (b[0] + 3, b[3] - 3)  # A's label top, B's bottom
+            ax.text(*corner, f"{name} {size(b)[0]:.0f}x{size(b)[1]:.0f}", color=colour, fontsize=10, weight="bold",
+                    va="top" if name == "A" else "bottom")
         if parts["overlap"] is not None:
             o = parts["overlap"]
             ax.add_patch(Rectangle(o[:2], *size(o), facecolor="tab:green", alpha=0.45, hatch="//"))
@@ -59,14 +60,17 @@ def draw_iou_geometry(gt_box=(40, 40, 140, 110), other_box=(100, 70, 170, 180)):
         ax.grid(alpha=0.2)
     axes[1].plot(*centre, "k+", markersize=12)
     axes[1].text(5, 195, f"wh_iou(A, B) = {shape_iou:.3f}: sizes only", fontsize=9)
-    offsets = np.linspace(-200, 200, 401)
-    moved = np.stack([other_box + np.array([d, 0, d, 0]) for d in offsets])
+    # slide B along the line through its centre and A's: step 0 is where B is, step 1 centres it on A
+    steps = np.linspace(-1.0, 3.0, 401)
+    pull = np.tile(centre - (other_box[:2] + other_box[2:]) / 2, 2)
+    moved = other_box[None] + steps[:, None] * pull[None]
     ious = box_iou(torch.tensor(moved), torch.tensor(gt_box)[None])[:, 0].numpy()
-    axes[2].plot(offsets, ious, label="IoU of A and B moved by dx")
+    axes[2].plot(steps, ious, label="IoU of A and B moved towards A's centre")
     axes[2].axhline(shape_iou, color="tab:red", linestyle="--", label="shape IoU (the best any position gives)")
     axes[2].axvline(0, color="grey", linewidth=0.8)
-    axes[2].set(xlabel="horizontal shift dx of B (px)", ylabel="IoU", ylim=(0, 1.02),
-                title="IoU falls to 0 once the boxes stop overlapping")
+    axes[2].axvline(1, color="grey", linewidth=0.8, linestyle=":")
+    axes[2].set(xlabel="position of B (0: where it is, 1: centred on A)", ylabel="IoU", ylim=(0, 1.02),
+                title="IoU peaks at the shape IoU when the centres meet")
     axes[2].grid(alpha=0.3)
     axes[2].legend(fontsize=8)
     fig.tight_layout()
@@ -95,8 +99,8 @@ def draw_anchor_fit(wh, anchor_sets, labels=None, class_names=None, iou_thres=0.
         fit = anchor_fit(wh, anchors, iou_thres)
         axes[0].scatter(anchors[:, 0], anchors[:, 1], s=70, marker=marker, edgecolors="black",
                         label=f"{name}: mean best IoU {fit['mean_best_iou']:.3f}, BPR {fit['bpr']:.3f}")
-    top = wh.max() * 1.3
-    axes[0].plot([1, top], [1, top], color="black", linewidth=0.8, linestyle=":", label="w = h")
+    low, top = wh.min() * 0.8, wh.max() * 1.3
+    axes[0].plot([low, top], [low, top], color="black", linewidth=0.8, linestyle=":", label="w = h")
     axes[0].set(xscale="log", yscale="log", xlabel="box width (px, letterboxed)", ylabel="box height (px)",
                 title="box sizes and anchors")
     axes[0].legend(fontsize=7, loc="upper left")
@@ -110,11 +114,11 @@ def draw_anchor_fit(wh, anchor_sets, labels=None, class_names=None, iou_thres=0.
     axes[1].legend(fontsize=8)
     axes[1].grid(alpha=0.3)
     ratio = wh[:, 0] / wh[:, 1]
-    bins = np.geomspace(max(ratio.min(), 0.1) * 0.95, min(ratio.max(), 10) * 1.05, 40)
+    bins = np.linspace(max(ratio.min(), 0.1) * 0.97, min(ratio.max(), 10) * 1.03, 41)
     groups = [(class_names[k] if class_names else str(k), labels == k) for k in np.unique(labels)] \
         if labels is not None else [("all", np.ones(len(wh), bool))]
     axes[2].hist([ratio[mask] for _, mask in groups], bins=bins, stacked=True, label=[n for n, _ in groups])
-    axes[2].set(xscale="log", xlabel="w / h", ylabel="boxes", title="aspect ratio of the boxes")
+    axes[2].set(xlabel="w / h", ylabel="boxes", title="aspect ratio of the boxes (1: square)")
     axes[2].legend(fontsize=8)
     fig.tight_layout()
     return fig
