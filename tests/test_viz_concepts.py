@@ -90,7 +90,7 @@ def test_match_detections_by_hand():
     assert is_tp.tolist() == [True, False, False, False] and missed.tolist() == [False, True]
 
 
-TOY = {"scores": [0.95, 0.9, 0.8, 0.7, 0.6, 0.5], "is_tp": [True, True, False, True, False, True], "num_gt": 5}
+TOY = {"scores": [0.95, 0.9, 0.8, 0.7, 0.6, 0.5], "is_tp": [True, False, True, True, False, True], "num_gt": 5}
 
 
 def toy_image():
@@ -109,9 +109,10 @@ def test_toy_ap_equals_pycocotools_and_the_hand_computation():
                                  [det], [np.array(TOY["scores"])], [np.zeros(len(det), int)], ["thing"])
     ap, precision, recall, _ = ranked_ap(TOY["is_tp"], TOY["num_gt"])
     assert ap == pytest.approx(result.map50, abs=1e-9)
-    # by hand: recall 0..0.4 at precision 1 (41 of the 101 levels), 0.41..0.6 at 3/4, 0.61..0.8 at 4/6, then 0
-    assert ap == pytest.approx((41 * 1 + 20 * 0.75 + 20 * 4 / 6) / 101)
-    assert np.allclose(precision, [1, 1, 2 / 3, 3 / 4, 3 / 5, 4 / 6]) and np.allclose(recall, [.2, .4, .4, .6, .6, .8])
+    # by hand: recall 0..0.2 at precision 1 (21 of the 101 levels); 0.21..0.6 at 3/4, the envelope lifting rank 3's
+    # 2/3 to rank 4's 3/4; 0.61..0.8 at 4/6; then 0
+    assert ap == pytest.approx((21 * 1 + 40 * 0.75 + 20 * 4 / 6) / 101)
+    assert np.allclose(precision, [1, 1 / 2, 2 / 3, 3 / 4, 3 / 5, 4 / 6]) and np.allclose(recall, [.2, .2, .4, .6, .6, .8])
     fig, drawn_ap = draw_toy_ap(TOY["is_tp"], TOY["scores"], TOY["num_gt"])
     assert drawn_ap == ap
 

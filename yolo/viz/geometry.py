@@ -7,7 +7,7 @@ pictures show what the code does.
 import numpy as np
 import torch
 
-from ..anchors import anchor_fit, iou_matrix
+from ..anchors import anchor_fit
 from ..boxes import box_iou, wh_iou
 from ..models.head import decode, reach_in_cells
 
@@ -168,7 +168,3 @@ def draw_decoding(ax, logits, cell_xy, anchor_wh, stride, reach, grid_hw, title=
     ax.legend(loc="lower left", fontsize=7, framealpha=0.85)
     return found
 
-
-def shape_iou_table(gt_wh, anchors_wh):
-    """Shape IoU of GT sizes (G, 2) with anchors (K, 2): (G, K), as yolo.anchors / yolo.assign compute it."""
-    return iou_matrix(np.asarray(gt_wh, np.float64).reshape(-1, 2), np.asarray(anchors_wh, np.float64).reshape(-1, 2))

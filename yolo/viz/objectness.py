@@ -2,7 +2,6 @@
 leaves out of the objectness term for a GT, YOLOv3's ignore rule (notebook 03; the rule itself: yolo.loss.ignore_mask).
 """
 import numpy as np
-import torch
 
 from ..boxes import box_iou, cxcywh_to_xyxy
 from ..models.head import decode_boxes
