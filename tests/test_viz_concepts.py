@@ -200,3 +200,26 @@ def test_geometry_and_nms_figures_draw():
     boxes = np.array([[10, 10, 50, 50], [12, 11, 52, 49], [30, 30, 70, 70], [11, 9, 48, 51]], float)
     fig, steps = draw_nms_steps(np.zeros((80, 80, 3), np.uint8), boxes, np.array([0.9, 0.8, 0.7, 0.6]), 0.5)
     assert [s["keep"] for s in steps] == [0, 2]
+
+
+def test_prediction_figure_one_caption_per_detection_and_the_ground_truth_dashed(tmp_path):
+    from PIL import Image
+
+    from yolo.data.records import Record
+    from yolo.viz.detections import prediction_figure
+
+    path = tmp_path / "a.jpg"
+    Image.new("RGB", (120, 90), (90, 90, 90)).save(path)
+    gt = np.array([[10, 10, 50, 50], [60, 20, 100, 80]], np.float32)
+    record = Record(str(path), 120, 90, gt, np.array([0, 1]), np.zeros(2, bool))
+    boxes = np.array([[11, 10, 50, 52], [12, 11, 49, 50], [60, 22, 99, 80], [0, 0, 20, 20]], np.float32)
+    detections = {0: (boxes, np.array([0.9, 0.8, 0.7, 0.1]), np.array([0, 0, 1, 2]))}
+    fig = prediction_figure([record], detections, ["a", "b", "c"], conf=0.3)
+    ax = fig.axes[0]
+    captions = sorted(t.get_text() for t in ax.texts)
+    assert captions == ["a 0.80", "a 0.90", "b 0.70"]  # one per detection above conf, none for the one below
+    dashed = [p for p in ax.patches if p.get_linestyle() == "--"]
+    assert len(dashed) == len(gt)
+    # the second "a" caption would cover the first one above the nearly identical box: it moves inside its box
+    first, second = (t.get_position() for t in sorted(ax.texts, key=lambda t: -float(t.get_text().split()[1]))[:2])
+    assert first[1] < 11 < second[1]
