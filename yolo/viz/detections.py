@@ -94,8 +94,9 @@ def prediction_figure(records, detections, class_names, conf=0.3, num_images=4, 
             taken.append((*spot, width, height))
             ax.text(spot[0], spot[1] + height, caption, fontsize=7, va="bottom", color="black",
                     bbox=dict(facecolor=colour, edgecolor="none", pad=0.8, alpha=0.9))
-        ax.set_title(f"{Path(rec.image_path).stem}: {int(keep.sum())} detections, {len(rec.boxes)} objects",
-                     fontsize=9)
+        count = lambda n, word: f"{n} {word}{'' if n == 1 else 's'}"  # noqa: E731
+        ax.set_title(f"{Path(rec.image_path).stem}: {count(int(keep.sum()), 'detection')}, "
+                     f"{count(len(rec.boxes), 'object')}", fontsize=9)
         ax.axis("off")
     fig.suptitle(f"detections with score >= {conf} (solid, caption: class and score); ground truth dashed white",
                  fontsize=10)
