@@ -223,3 +223,17 @@ def test_prediction_figure_one_caption_per_detection_and_the_ground_truth_dashed
     # the second "a" caption would cover the first one above the nearly identical box: it moves inside its box
     first, second = (t.get_position() for t in sorted(ax.texts, key=lambda t: -float(t.get_text().split()[1]))[:2])
     assert first[1] < 11 < second[1]
+
+
+def test_outputs_predicting_a_gt_decode_onto_it_where_they_can():
+    from yolo.models.head import decode_boxes
+    from yolo.viz.objectness import outputs_predicting
+
+    decoding = BoxDecoding(torch.tensor([[[10.0, 10.0], [20.0, 14.0]]] * 3), (8, 16, 32), 1.5)
+    gt = torch.tensor([0.0, 1.0, 37.0, 29.0, 24.0, 18.0])  # centre in cell (4, 3) of the stride-8 grid
+    outputs = outputs_predicting(gt, decoding, [(8, 8), (4, 4), (2, 2)], num_classes=2)
+    boxes = decode_boxes(outputs[0], decoding.anchors[0], 8, 1.5)[0]  # (A, H, W, 4)
+    assert torch.allclose(boxes[:, 3, 4], gt[2:6].expand(2, 4), atol=1e-3)   # its own cell reaches it exactly
+    assert torch.allclose(boxes[:, 3, 5], gt[2:6].expand(2, 4), atol=1e-3)   # so does a neighbour (reach 1.5)
+    far = boxes[0, 7, 7]                                                       # a far cell gets as close as it can
+    assert torch.allclose(far[:2], torch.tensor([7.5 - 1.5, 7.5 - 1.5]) * 8, atol=1e-3)

@@ -2,9 +2,10 @@
 leaves out of the objectness term for a GT, YOLOv3's ignore rule (notebook 03; the rule itself: yolo.loss.ignore_mask).
 """
 import numpy as np
+import torch
 
 from ..boxes import box_iou, cxcywh_to_xyxy
-from ..models.head import decode_boxes
+from ..models.head import decode_boxes, encode, make_grid
 
 
 def objectness_maps(outputs, image_index=0):
@@ -47,6 +48,21 @@ def ignored_cells(raw, anchors_wh, stride, reach, gt_row, thres):
     boxes = decode_boxes(raw[image:image + 1].float(), anchors_wh, stride, reach)[0]  # (A, H, W, 4) cx, cy, w, h
     iou = box_iou(cxcywh_to_xyxy(boxes.reshape(-1, 4)), cxcywh_to_xyxy(gt_row[None, 2:6].float()))
     return (iou[:, 0] > thres).view(boxes.shape[:3])
+
+
+def outputs_predicting(gt_row, decoding, grid_sizes, num_classes):
+    """Raw outputs (one image, every scale) in which every anchor of every cell predicts the box of gt_row as closely
+    as its reach and its anchor allow (yolo.models.head.encode, logits clipped where the box is out of reach), with
+    objectness and classes at 0: the most any cell could overlap that GT, for drawing the ignore rule's extent."""
+    outputs = []
+    for (h, w), anchors_wh, stride in zip(grid_sizes, decoding.anchors, decoding.strides):
+        a = len(anchors_wh)
+        raw = torch.zeros(1, a, h, w, 5 + num_classes)
+        cell_xy, anchor_wh = make_grid(h, w, raw.device), anchors_wh.float().view(1, a, 1, 1, 2)
+        raw[..., :4] = encode(gt_row[2:6].float().expand(1, a, h, w, 4), cell_xy, anchor_wh, stride,
+                              decoding.reach_at((h, w)))
+        outputs.append(raw)
+    return outputs
 
 
 def draw_ignore_rule(image, outputs, decoding, gt_row, thres, positives=None):
