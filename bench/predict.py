@@ -81,7 +81,7 @@ def main():
 
     def post(outputs, multi_label):
         return postprocess(outputs, model.decoding, cfg.conf_thres, cfg.nms_iou,
-                           cfg.max_det, multi_label)
+                           cfg.max_det, multi_label, cfg.pre_nms_topk)
 
     modes = {"+ post (multi_label False)": lambda images: post(model(images), False),
              "+ post (multi_label True) ": lambda images: post(model(images), True)}

@@ -6,10 +6,9 @@ YOLO_NB_WORKDIR (a pytest temporary folder here), so nothing is written into the
 import os
 from pathlib import Path
 
+import nbclient  # required (jupyterlab brings both): a missing one must fail the tests, not skip them
+import nbformat
 import pytest
-
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"

@@ -90,6 +90,8 @@ class BaseConfig:
         self.ignore_iou_thres = 0.5            # YOLOv3: negatives whose box overlaps a GT by more than this are ignored
         # ---- training
         self.epochs = 12                       # passes over the training set
+        self.time_budget = None                # minutes of training + evaluation: the epoch count is planned after
+                                               # every epoch to end inside it (epochs is the first guess); None = off
         self.optimizer = "adamw"               # sgd (Nesterov) | adam | adamw
         self.lr = 2e-3                         # peak lr of one optimizer step (nominal_batch_size images); never rescaled
                                                # for you: x k images per step -> lr x k (SGD) or x sqrt(k) (Adam)
@@ -129,6 +131,8 @@ class BaseConfig:
         self.conf_thres = 0.005                # score threshold before NMS during evaluation
         self.nms_iou = 0.45                    # NMS IoU threshold (per class; 0.45 as in YOLOv3)
         self.max_det = 100                     # detections kept per image
+        self.pre_nms_topk = 1000               # candidates per image that NMS sees, best first (evaluation warns
+                                               # when an image has more)
         self.eval_backend = "pycocotools"      # pycocotools | faster_coco_eval
         self.ckpt_path = None                  # checkpoint for val/predict (None = best.pt of the newest run)
         # ---- prediction
@@ -137,7 +141,13 @@ class BaseConfig:
         self.predict_max_images = 8            # how many built-in val images predict uses by default
         # ---- debug
         self.num_debug_batch = 1               # --task debug: batches of augmented training data to draw
-        self.debug_demos = False               # --task debug: also redraw imgs/<strategy>_demo.png for the README
+        self.debug_demos = False               # --task debug: also redraw the pictures of docs/how_it_works.md,
+                                               # imgs/<strategy>_demo.png (writes into the project's imgs/)
+        # ---- evaluation artifacts
+        self.eval_artifacts = True             # after training (best.pt's evaluation) and --task val: pr_curve.png,
+                                               # f1/p/r_curve.png, confusion_matrix.png, per_class.csv (docs/evaluation.md)
+        self.confusion_conf = 0.25             # confusion matrix: detections with a score below this are left out
+        self.confusion_iou = 0.45              # confusion matrix: a detection and a GT pair when their IoU >= this
 
     # ---------------------------------------------------------------- derived fields
     def finalize(self):
@@ -190,10 +200,10 @@ def validate(cfg):
         raise ValueError("config field 'anchors' needs the same number of anchors on every scale")
     if not cfg.class_names:
         raise ValueError("config field 'class_names' must name at least one class")
-    for name in ("batch_size", "epochs", "val_interval", "max_det"):
+    for name in ("batch_size", "epochs", "val_interval", "max_det", "pre_nms_topk"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"config field '{name}' = {getattr(cfg, name)} must be >= 1")
-    for name in ("match_iou_thres", "conf_thres", "nms_iou", "predict_conf"):
+    for name in ("match_iou_thres", "conf_thres", "nms_iou", "predict_conf", "confusion_conf", "confusion_iou"):
         if not 0 <= getattr(cfg, name) <= 1:
             raise ValueError(f"config field '{name}' = {getattr(cfg, name)} must be in [0, 1]")
     if cfg.num_workers < 0:
@@ -235,6 +245,9 @@ def validate_engine_fields(cfg):
     for name in ("multiscale_interval", "restart_mult", "log_interval"):
         if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:
             raise ValueError(f"config field '{name}' = {getattr(cfg, name)!r} must be an int >= 1")
+    if cfg.time_budget is not None and (isinstance(cfg.time_budget, bool) or not isinstance(cfg.time_budget, (int, float))
+                                        or cfg.time_budget <= 0):
+        raise ValueError(f"config field 'time_budget' = {cfg.time_budget!r} must be None or minutes > 0")
     if not isinstance(cfg.patience, int) or cfg.patience < 0:
         raise ValueError(f"config field 'patience' = {cfg.patience!r} must be an int >= 0 (0 = no early stopping)")
     if not 0 <= cfg.ema_decay < 1 or cfg.ema_tau <= 0:

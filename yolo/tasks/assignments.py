@@ -2,7 +2,7 @@
 
 For each of `num_debug_batch` training batches: run `assign` with the config's strategy and thresholds, log its
 statistics, and save one PNG per image in <runs_dir>/debug/ showing the three scales side by side (grid, GT boxes,
-every positive anchor box at its cell). With `debug_demos=True` it also redraws the README figures
+every positive anchor box at its cell). With `debug_demos=True` it also redraws the documentation figures
 imgs/<strategy>_demo.png: one fixed validation image (no augmentation) assigned with each strategy.
 """
 from itertools import islice
@@ -75,7 +75,7 @@ def save_figure(image, targets, assignments, image_index, anchors, cfg, title, p
 
 
 def demo_sample(cfg, max_candidates=20):
-    """The fixed README image: among the first val images, the one with the most objects (no augmentation)."""
+    """The fixed documentation image: among the first val images, the one with the most objects (no augmentation)."""
     records = read_records(cfg, "val")
     if not records:
         raise FileNotFoundError(f"the val split of {cfg.data_root} is empty; debug_demos needs one val image")
