@@ -14,7 +14,8 @@ from ..engine.evaluator import predict_loader
 from ..engine.logs import setup_logging
 from ..metrics import coco_results_json
 from ..models.fuse import fuse_batchnorm
-from ..viz.detections import draw_detections
+from ..viz.assignment import save_assignment_figure
+from ..viz.detections import draw_detections, prediction_figure
 
 
 def source_records(cfg, tasks):
@@ -31,10 +32,11 @@ def source_records(cfg, tasks):
 
 
 def run(cfg):
-    """Run every task's head on each image; draw all detections (labelled task/class with several tasks) and write
-    predictions.json (COCO results format plus file_name and category_name) into the checkpoint's run folder
-    (predictions/), or runs_dir/predictions/<checkpoint name>/ for a checkpoint outside runs_dir; an .onnx model
-    writes to predictions_onnx/ instead. A PyTorch model has its BatchNorms folded first (config predict_fuse)."""
+    """Run every task's head on each image; draw all detections (labelled task/class with several tasks) and an
+    overview predictions.png of the first four images (ground truth dashed), and write predictions.json (COCO results
+    format plus file_name and category_name) into the checkpoint's run folder (predictions/), or
+    runs_dir/predictions/<checkpoint name>/ for a checkpoint outside runs_dir; an .onnx model writes to
+    predictions_onnx/ instead. A PyTorch model has its BatchNorms folded first (config predict_fuse)."""
     setup_logging()
     model, device, ckpt_path = load_model(cfg)
     if cfg.predict_fuse and cfg.backend == "torch":
@@ -58,6 +60,9 @@ def run(cfg):
         name = f"{name}_{index}" if name in names else name  # two tasks' datasets may share file names
         names.add(name)
         image.save(out_dir / f"{name}.jpg", quality=90)
+    # one overview of the first images: detections with a caption each, the ground truth dashed (val images)
+    save_assignment_figure(prediction_figure(records, detections, class_names, cfg.predict_conf),
+                           out_dir / "predictions.png", dpi=80, palette=True)
     results = coco_results_json(range(len(records)), *([detections[i][k] for i in range(len(records))]
                                                          for k in range(3)))
     for entry in results:
