@@ -176,3 +176,95 @@ def test_alphas_get_gradients_and_move_after_a_step():
     # Adam's first step moves each alpha with a non-zero gradient by about lr
     moved = (cell.alphas.detach() - before).abs()
     assert moved.max() > 1e-4 and moved.max() < 1e-3
+
+
+# ------------------------------------------------------------------------------------------------- heads in the model
+from yolo.config import BaseConfig  # noqa: E402
+from yolo.engine.checkpoint import load_model, save_checkpoint  # noqa: E402
+from yolo.loss import YOLOLoss  # noqa: E402
+from yolo.models.detector import build_model  # noqa: E402
+from yolo.models.head import YOLOHead  # noqa: E402
+from yolo.postprocess import postprocess  # noqa: E402
+
+GENOTYPE = ("box: 2 = std_x2(0) + sep_x1(1); 3 = sep_x2_dil(1) + std_x1_dil(2); 4 = sep_x3(0) + std_x2_dil(3)\n"
+            "cls: 2 = std_x1(0) + sep_x3(1); 3 = std_x3(0) + sep_x1(2); 4 = sep_x1_dil(1) + std_x2(2)\n")
+
+
+def small_cfg(tmp_path, head="conv1x1", **fields):
+    cfg = BaseConfig()
+    cfg.width, cfg.img_size, cfg.head_channels, cfg.cell_channels = 0.125, 64, 16, 8
+    cfg.runs_dir = str(tmp_path / "runs")
+    cfg.head = head
+    if head == "searched":
+        (tmp_path / "genotype.txt").write_text(GENOTYPE)
+        cfg.genotype_file = str(tmp_path / "genotype.txt")
+    for k, v in fields.items():
+        setattr(cfg, k, v)
+    return cfg.finalize()
+
+
+def test_every_head_gives_the_same_layout_through_the_same_prediction_conv(tmp_path):
+    images = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    shapes = {}
+    for head in ("conv1x1", "tower3x3", "searched"):
+        torch.manual_seed(0)
+        model = build_model(small_cfg(tmp_path, head)).eval()
+        final = model.heads[0] if head == "conv1x1" else model.heads[0].predict
+        assert type(final) is YOLOHead and type(final).forward is YOLOHead.forward
+        # the model's output is exactly YOLOHead's forward of what reaches the prediction convs
+        seen = []
+        handle = final.register_forward_hook(lambda m, inputs, out: seen.append((inputs[0], out)))
+        with torch.no_grad():
+            outputs = model(images)
+        handle.remove()
+        features, hooked = seen[0]
+        with torch.no_grad():
+            by_hand = [conv(x).view(2, 3, 8, *x.shape[2:]).permute(0, 1, 3, 4, 2) for conv, x in zip(final.convs, features)]
+        for out, hook_out, ref in zip(outputs, hooked, by_hand):
+            assert out is hook_out
+            torch.testing.assert_close(out, ref)
+        shapes[head] = [tuple(o.shape) for o in outputs]
+    assert shapes["conv1x1"] == shapes["tower3x3"] == shapes["searched"] == [(2, 3, 8, 8, 8), (2, 3, 4, 4, 8),
+                                                                              (2, 3, 2, 2, 8)]
+
+
+def test_the_searched_head_trains_through_the_plain_loss_and_postprocess(tmp_path):
+    cfg = small_cfg(tmp_path, "searched")
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    targets = torch.tensor([[0, 1, 30.0, 30.0, 20.0, 16.0], [1, 0, 20.0, 40.0, 12.0, 12.0]])
+    loss, items, _ = YOLOLoss(cfg)(model(torch.full((2, 3, 64, 64), 100.0)), targets, model.decoding)
+    loss.backward()
+    cells = [p for n, p in model.named_parameters() if ".box_tower." in n or ".cls_tower." in n]
+    assert cells and all(p.grad is not None for p in cells)
+    model.eval()
+    with torch.no_grad():
+        detections = postprocess(model(torch.zeros(1, 3, 64, 64)), model.decoding, conf_thres=0.0, max_det=5)
+    boxes, scores, labels = detections[0]
+    assert boxes.shape == (5, 4) and labels.max() < cfg.num_classes
+
+
+def test_load_model_rebuilds_the_searched_head_without_the_genotype_file(tmp_path):
+    cfg = small_cfg(tmp_path, "searched")
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    path = tmp_path / "runs" / "x" / "best.pt"
+    save_checkpoint({"model": model.state_dict(), "config": cfg.to_dict(), "epoch": 1}, path)
+    (tmp_path / "genotype.txt").unlink()  # the checkpoint carries the genotype text
+    plain = small_cfg(tmp_path, "conv1x1", ckpt_path=str(path), head_channels=32)
+    loaded, _, _ = load_model(plain)
+    assert plain.head == "searched" and plain.genotype == GENOTYPE and plain.head_channels == 16
+    images = torch.randint(0, 256, (1, 3, 64, 64), dtype=torch.uint8)
+    with torch.no_grad():
+        for a, b in zip(model(images), loaded(images)):
+            torch.testing.assert_close(a, b)
+
+
+def test_a_searched_head_without_a_genotype_is_a_clear_error(tmp_path):
+    cfg = BaseConfig()
+    cfg.head = "searched"
+    with pytest.raises(ValueError, match="needs 'genotype_file'"):
+        cfg.finalize()
+    cfg.genotype_file = str(tmp_path / "nope.txt")
+    with pytest.raises(FileNotFoundError, match="genotype_file"):
+        cfg.finalize()

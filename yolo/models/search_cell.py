@@ -24,13 +24,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..config import HEADS
 from .head import YOLOHead
 from .search_ops import OPS, MixedEdge, fixed_op, norm, parse_op, unit
 
 NUM_NODES = 2 + 3  # states: 2 inputs + 3 nodes
 EDGES = tuple((node, src) for node in range(2, NUM_NODES) for src in range(node))  # (node, source state), 9
 TOWERS = ("box", "cls")
-HEADS = ("conv1x1", "tower3x3", "searched")  # config `head`; "search" (mixed edges) is the search's own
 
 
 def conv_norm(c_in, c_out, relu=True):
@@ -105,6 +105,7 @@ class TowerHead(nn.Module):
         self.proj = nn.ModuleList(conv_norm(c, channels) for c in in_channels)
         self.box_tower, self.cls_tower = box_tower, cls_tower
         self.predict = YOLOHead([2 * channels] * len(in_channels), num_anchors, num_classes, img_size, strides)
+        self.num_anchors, self.num_classes = num_anchors, num_classes
 
     def forward(self, features):
         tower_features = []
@@ -119,9 +120,10 @@ class TowerHead(nn.Module):
         return [p for name, p in self.named_parameters() if name.endswith("alphas")]
 
 
-def build_head(kind, in_channels, num_anchors, num_classes, img_size=416, strides=(8, 16, 32), channels=64,
+def build_head(kind, in_channels, num_anchors, num_classes, img_size=416, strides=(8, 16, 32), channels=32,
                narrow=16, genotype=None):
-    """kind: conv1x1 (YOLOHead alone) | tower3x3 | searched (needs genotype text) | search (mixed edges)."""
+    """kind: one of config HEADS -- conv1x1 (YOLOHead alone) | tower3x3 | searched (needs the genotype text) -- or
+    search (mixed edges: the model --task search_head trains)."""
     if kind == "conv1x1":
         return YOLOHead(in_channels, num_anchors, num_classes, img_size, strides)
     if kind == "tower3x3":
@@ -135,7 +137,7 @@ def build_head(kind, in_channels, num_anchors, num_classes, img_size=416, stride
         nodes = parse_genotype(genotype)
         towers = FixedCell(channels, narrow, nodes["box"]), FixedCell(channels, narrow, nodes["cls"])
     else:
-        raise ValueError(f"unknown head {kind!r}; choose one of {HEADS}")
+        raise ValueError(f"unknown head {kind!r}; choose one of {HEADS + ('search',)}")
     return TowerHead(in_channels, num_anchors, num_classes, img_size, strides, channels, *towers)
 
 
