@@ -268,3 +268,79 @@ def test_a_searched_head_without_a_genotype_is_a_clear_error(tmp_path):
     cfg.genotype_file = str(tmp_path / "nope.txt")
     with pytest.raises(FileNotFoundError, match="genotype_file"):
         cfg.finalize()
+
+
+# ------------------------------------------------------------------------------------------------- the search task
+from yolo.engine.checkpoint import load_checkpoint  # noqa: E402
+from yolo.engine.trainer import train  # noqa: E402
+from yolo.models.search_cell import parse_genotype as parse  # noqa: E402
+from yolo.tasks import search_head  # noqa: E402
+
+
+def tiny_search_cfg(tmp_path, **fields):
+    fields = {"data_root": str(tmp_path / "data"), "shapes_num_train": 12, "shapes_num_val": 4, "batch_size": 6,
+              "num_workers": 0, "cache_images": True, "search_epochs": 2, "search_genotype_interval": 1,
+              "head_channels": 8, "cell_channels": 4, "val_interval": 1,
+              "run_name": "t", **fields}
+    return small_cfg(tmp_path, **fields)
+
+
+def test_each_step_of_the_alternation_moves_only_its_own_parameters(tmp_path):
+    cfg = small_cfg(tmp_path)
+    torch.manual_seed(0)
+    model = build_model(cfg, head="search").train()
+    alphas = model.heads[0].architecture_parameters()
+    assert len(alphas) == 2 and all(a.shape == (9, len(OPS)) for a in alphas)
+    weights = [p for p in model.parameters() if all(p is not a for a in alphas)]
+    images, targets = torch.full((2, 3, 64, 64), 90.0), torch.tensor([[0, 1, 30.0, 30.0, 20.0, 16.0]])
+
+    def snapshot():
+        return [p.detach().clone() for p in alphas], [p.detach().clone() for p in weights]
+
+    a0, w0 = snapshot()
+    adam = torch.optim.Adam(alphas, lr=3e-4, betas=(0.5, 0.999), weight_decay=1e-3)
+    search_head.train_step(model, YOLOLoss(cfg), images, targets, adam, train=alphas, frozen=weights)
+    a1, w1 = snapshot()
+    assert all(not torch.equal(x, y) for x, y in zip(a0, a1))
+    assert all(torch.equal(x, y) for x, y in zip(w0, w1))
+    sgd = torch.optim.SGD(weights, lr=0.1)
+    search_head.train_step(model, YOLOLoss(cfg), images, targets, sgd, train=weights, frozen=alphas)
+    a2, w2 = snapshot()
+    assert all(torch.equal(x, y) for x, y in zip(a1, a2))
+    assert sum(not torch.equal(x, y) for x, y in zip(w1, w2)) > len(weights) // 2
+    assert all(p.requires_grad for p in model.parameters())  # unfrozen again
+
+
+def test_the_heldout_split_is_disjoint_and_same_uses_one_loader(tmp_path):
+    cfg = tiny_search_cfg(tmp_path, search_heldout_fraction=0.25)
+    weight_loader, alpha_loader = search_head.search_loaders(cfg)
+    weight_files = {r.image_path for r in weight_loader.dataset.records}
+    alpha_files = {r.image_path for r in alpha_loader.dataset.records}
+    assert len(weight_files) == 9 and len(alpha_files) == 3 and not weight_files & alpha_files
+    cfg.search_alpha_split = "same"
+    weight_loader, alpha_loader = search_head.search_loaders(cfg)
+    assert alpha_loader is None and len(weight_loader.dataset) == 12
+
+
+def test_search_writes_a_genotype_that_trains_and_reloads(tmp_path):
+    cfg = tiny_search_cfg(tmp_path)
+    genotype, run_dir = search_head.run(cfg)
+    assert run_dir.name == "t_search"
+    for name in ("genotype.txt", "alphas.png", "cells.png", "alphas.pt", "config.json"):
+        assert (run_dir / name).is_file(), name
+    text = (run_dir / "genotype.txt").read_text()
+    assert parse(text) == genotype and "step 2/2 (final)" in text
+    history = load_checkpoint(run_dir / "alphas.pt")
+    assert history["box"].shape == (len(history["steps"]), 9, len(OPS))
+    torch.testing.assert_close(history["box"].sum(-1), torch.ones(len(history["steps"]), 9))
+    assert not torch.equal(history["box"][0], history["box"][-1])  # the alphas moved
+    # the genotype of the final alphas, by an independent route
+    assert derive_nodes(history["alphas"][1]) == genotype["cls"]
+
+    train_cfg = tiny_search_cfg(tmp_path, head="conv1x1", epochs=1, run_name="s")
+    train_cfg.head, train_cfg.genotype_file = "searched", str(run_dir / "genotype.txt")
+    _, train_dir = train(train_cfg.finalize())
+    plain = small_cfg(tmp_path, ckpt_path=str(train_dir / "best.pt"))
+    model, _, _ = load_model(plain)
+    assert plain.head == "searched" and parse(plain.genotype) == genotype
+    assert [edge.op.name for edge in model.heads[0].box_tower.edges] == [op for n in genotype["box"] for op, _ in n]

@@ -22,6 +22,7 @@ TASKS = {
     "debug": "draw the label assignment of augmented training batches",
     "anchors": "k-means anchors for the training boxes, and how well anchors fit them",
     "schedule": "plot the learning-rate schedule of the config",
+    "search_head": "search the head's cells (mixed ops, RepShare); writes a genotype for --head searched",
 }
 MODULE_OF = {"debug": "assignments"}  # commands whose module is named for what it draws
 
