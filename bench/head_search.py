@@ -72,6 +72,19 @@ def train_head(cfg, head, genotype_file=None):
             "ms": cpu_ms_per_image(model, cfg.img_size), "train_s": seconds, "run": run_dir}
 
 
+def existing_row(cfg, head):
+    """The row of an earlier run <runs_dir>/hs_<head> (its scores and wall time as that run logged them)."""
+    run_dir = Path(cfg.runs_dir) / f"hs_{head}"
+    row = last_row(run_dir)
+    run_cfg = copy.copy(cfg)
+    run_cfg.head = head
+    model = build_model(run_cfg.finalize())
+    info = model_info(model, (cfg.img_size, cfg.img_size))
+    return {"head": f"{head} (earlier run)", "map50": row["map50"], "map": row["map"], "params": info["total"][0],
+            "head_params": info["heads"][0], "gflops": info["total"][1], "head_gflops": info["heads"][1],
+            "ms": cpu_ms_per_image(model, cfg.img_size), "train_s": row["time_s"], "run": run_dir}
+
+
 def table(rows, search_s, cfg):
     base = rows[0]
     lines = [f"{cfg.backbone} x{cfg.width}, {cfg.img_size} px, {cfg.shapes_num_train} train / {cfg.shapes_num_val} val "
@@ -98,6 +111,9 @@ def main():
     parser.add_argument("--config", default="configs/my_config.py")
     parser.add_argument("--out", default=None, help="also write the table to this file")
     parser.add_argument("--fast", action="store_true", help="a tiny run that only checks the script works")
+    parser.add_argument("--searched_only", action="store_true",
+                        help="only search + train the searched head (e.g. another search_alpha_lr); the 1x1 row "
+                             "then comes from <runs_dir>/hs_conv1x1 of an earlier run")
     args, overrides = parser.parse_known_args()
     cfg = load_config(args.config)
     for key, value in {**BENCH_FIELDS, **(FAST_FIELDS if args.fast else {})}.items():
@@ -108,10 +124,11 @@ def main():
         cfg.data_root = f"data/shapes_hs_{cfg.shapes_num_train}_{cfg.shapes_num_val}"
     cfg.finalize()
 
-    rows = [train_head(cfg, "conv1x1"), train_head(cfg, "tower3x3")]
+    rows = [existing_row(cfg, "conv1x1")] if args.searched_only else [train_head(cfg, "conv1x1"),
+                                                                       train_head(cfg, "tower3x3")]
     start = time.time()
     search_cfg = copy.copy(cfg)
-    search_cfg.run_name = "hs"
+    search_cfg.run_name = f"hs_lr{cfg.search_alpha_lr:g}" if args.searched_only else "hs"
     _, search_dir = search_head.run(search_cfg)
     search_s = time.time() - start
     rows.append(train_head(cfg, "searched", str(search_dir / "genotype.txt")))

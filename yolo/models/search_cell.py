@@ -6,11 +6,15 @@ through 1x1 convs from and back to the cell width `channels`), which keeps 9 mix
 output is the concat of the three nodes reduced by a 1x1 conv.
 
     TowerHead, for each scale s (the towers are shared by the scales):
-        p   = proj_s(neck P_s)            1x1 conv to `channels` (the scales' neck widths differ)
-        box = box_tower(p, p)             objectness + box feature
-        cls = cls_tower(p, box)           class feature, also seeing the box feature
-        out = YOLOHead conv_s([box, cls]) the same 1x1 prediction conv and output layout (B, A, H, W, 5 + C) as
-                                          the plain head, so decoding, loss and post-processing are unchanged
+        p   = proj_s(P_s)                    1x1 conv of the neck output to `channels` (the scales' widths differ)
+        box = box_tower(p, p)                objectness + box feature
+        cls = cls_tower(p, box)              class feature, also seeing the box feature
+        out = YOLOHead conv_s([P_s, box, cls])  the same 1x1 prediction conv and output layout (B, A, H, W, 5 + C)
+                                             as the plain head, so decoding, loss and post-processing are unchanged
+The prediction conv also reads P_s itself, and a trained (non-search) tower's last norm starts at zero scale
+(zero-init residual, Goyal et al. 2017): a tower head starts as the 1x1 head and its towers add what they learn.
+Without the shortcut the towers were a 2 x `channels` bottleneck that short CPU budgets could not train through
+(bench/head_search.py: mAP@0.5 0.13 against the 1x1 head's 0.24).
 
 Genotype (what a search keeps): per edge the strongest op other than `none`, then per node the two incoming edges
 whose kept op has the largest softmax weight. As text, one line per tower:
@@ -100,11 +104,16 @@ class Tower3x3(nn.Module):
 class TowerHead(nn.Module):
     """Per-scale projection -> box and class towers shared by the scales -> YOLOHead (module docstring)."""
 
-    def __init__(self, in_channels, num_anchors, num_classes, img_size, strides, channels, box_tower, cls_tower):
+    def __init__(self, in_channels, num_anchors, num_classes, img_size, strides, channels, box_tower, cls_tower,
+                 zero_init=True):
         super().__init__()
         self.proj = nn.ModuleList(conv_norm(c, channels) for c in in_channels)
         self.box_tower, self.cls_tower = box_tower, cls_tower
-        self.predict = YOLOHead([2 * channels] * len(in_channels), num_anchors, num_classes, img_size, strides)
+        self.predict = YOLOHead([c + 2 * channels for c in in_channels], num_anchors, num_classes, img_size, strides)
+        if zero_init:  # the towers start silent: the head starts as the 1x1 head on P_s
+            for tower in (box_tower, cls_tower):
+                last_norm = [m for m in tower.modules() if isinstance(m, nn.GroupNorm)][-1]
+                nn.init.zeros_(last_norm.weight)
         self.num_anchors, self.num_classes = num_anchors, num_classes
 
     def forward(self, features):
@@ -112,7 +121,7 @@ class TowerHead(nn.Module):
         for proj, x in zip(self.proj, features):
             p = proj(x)
             box = self.box_tower(p, p)
-            tower_features.append(torch.cat([box, self.cls_tower(p, box)], 1))
+            tower_features.append(torch.cat([x, box, self.cls_tower(p, box)], 1))
         return self.predict(tower_features)
 
     def architecture_parameters(self):
@@ -138,7 +147,9 @@ def build_head(kind, in_channels, num_anchors, num_classes, img_size=416, stride
         towers = FixedCell(channels, narrow, nodes["box"]), FixedCell(channels, narrow, nodes["cls"])
     else:
         raise ValueError(f"unknown head {kind!r}; choose one of {HEADS + ('search',)}")
-    return TowerHead(in_channels, num_anchors, num_classes, img_size, strides, channels, *towers)
+    # the search's towers are not silenced: the alphas learn from what the mixed edges contribute, from step one
+    return TowerHead(in_channels, num_anchors, num_classes, img_size, strides, channels, *towers,
+                     zero_init=kind != "search")
 
 
 # ------------------------------------------------------------------------------------------------- genotypes
