@@ -344,3 +344,20 @@ def test_search_writes_a_genotype_that_trains_and_reloads(tmp_path):
     model, _, _ = load_model(plain)
     assert plain.head == "searched" and parse(plain.genotype) == genotype
     assert [edge.op.name for edge in model.heads[0].box_tower.edges] == [op for n in genotype["box"] for op, _ in n]
+
+
+def test_trained_tower_heads_start_as_the_1x1_head_and_the_search_does_not(tmp_path):
+    images = torch.randint(0, 256, (1, 3, 64, 64), dtype=torch.uint8)
+    for head in ("tower3x3", "searched", "search"):
+        torch.manual_seed(0)
+        cfg = small_cfg(tmp_path, "searched" if head == "search" else head)
+        model = build_model(cfg, head=head).eval()
+        towers = []
+        hooks = [getattr(model.heads[0], f"{t}_tower").register_forward_hook(lambda m, i, o: towers.append(o))
+                 for t in ("box", "cls")]
+        with torch.no_grad():
+            model(images)
+        for h in hooks:
+            h.remove()
+        silent = all(torch.equal(o, torch.zeros_like(o)) for o in towers)
+        assert silent == (head != "search"), head
