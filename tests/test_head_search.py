@@ -280,7 +280,7 @@ from yolo.tasks import search_head  # noqa: E402
 def tiny_search_cfg(tmp_path, **fields):
     fields = {"data_root": str(tmp_path / "data"), "shapes_num_train": 12, "shapes_num_val": 4, "batch_size": 6,
               "num_workers": 0, "cache_images": True, "search_epochs": 2, "search_genotype_interval": 1,
-              "head_channels": 8, "cell_channels": 4, "val_interval": 1,
+              "head_channels": 8, "cell_channels": 4, "val_interval": 1, "tensorboard": False,
               "run_name": "t", **fields}
     return small_cfg(tmp_path, **fields)
 
