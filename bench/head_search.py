@@ -43,16 +43,20 @@ def last_row(run_dir):
 
 
 @torch.inference_mode()
-def cpu_ms_per_image(model, img_size, batch=8, repeats=7):
-    model = model.cpu().eval()
+def cpu_ms_per_image(models, img_size, batch=8, rounds=7):
+    """Median ms per image of each model, timed in interleaved rounds (model 1, 2, 3, 1, 2, 3 ...) so a change in
+    the machine's load hits all of them alike."""
     images = torch.randint(0, 256, (batch, 3, img_size, img_size), dtype=torch.uint8)
-    model(images)  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model(images)
-        times.append(1000 * (time.perf_counter() - start) / batch)
-    return statistics.median(times)
+    models = [m.cpu().eval() for m in models]
+    times = [[] for _ in models]
+    for m in models:
+        m(images)  # warm-up
+    for _ in range(rounds):
+        for m, t in zip(models, times):
+            start = time.perf_counter()
+            m(images)
+            t.append(1000 * (time.perf_counter() - start) / batch)
+    return [statistics.median(t) for t in times]
 
 
 def train_head(cfg, head, genotype_file=None):
@@ -69,7 +73,7 @@ def train_head(cfg, head, genotype_file=None):
     info = model_info(model, (cfg.img_size, cfg.img_size))
     return {"head": head, "map50": row["map50"], "map": row["map"], "params": info["total"][0],
             "head_params": info["heads"][0], "gflops": info["total"][1], "head_gflops": info["heads"][1],
-            "ms": cpu_ms_per_image(model, cfg.img_size), "train_s": seconds, "run": run_dir}
+            "model": model, "train_s": seconds, "run": run_dir}
 
 
 def existing_row(cfg, head):
@@ -82,7 +86,7 @@ def existing_row(cfg, head):
     info = model_info(model, (cfg.img_size, cfg.img_size))
     return {"head": f"{head} (earlier run)", "map50": row["map50"], "map": row["map"], "params": info["total"][0],
             "head_params": info["heads"][0], "gflops": info["total"][1], "head_gflops": info["heads"][1],
-            "ms": cpu_ms_per_image(model, cfg.img_size), "train_s": row["time_s"], "run": run_dir}
+            "model": model, "train_s": row["time_s"], "run": run_dir}
 
 
 def table(rows, search_s, cfg):
@@ -132,6 +136,8 @@ def main():
     _, search_dir = search_head.run(search_cfg)
     search_s = time.time() - start
     rows.append(train_head(cfg, "searched", str(search_dir / "genotype.txt")))
+    for row, ms in zip(rows, cpu_ms_per_image([r["model"] for r in rows], cfg.img_size)):
+        row["ms"] = ms
     text = table(rows, search_s, cfg)
     text += "\ngenotype:\n" + "\n".join(line for line in (search_dir / "genotype.txt").read_text().splitlines()
                                         if not line.startswith("#"))
