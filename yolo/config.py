@@ -16,6 +16,7 @@ from .branching import neck_groups
 BACKBONES = ("resnet18", "resnet34", "resnet50", "darknet53", "mobilenet_v3_small", "mobilenet_v3_large")
 STRATEGIES = ("single_grid", "nearby_grid", "all_grid")  # label assignment, yolo/assign.py
 EVAL_BACKENDS = ("pycocotools", "faster_coco_eval")     # COCO evaluation, yolo/metrics.py
+HEADS = ("conv1x1", "tower3x3", "searched")             # detection head, yolo/models/search_cell.py
 
 
 class BaseConfig:
@@ -155,6 +156,20 @@ class BaseConfig:
                                                # the same detections, a faster forward (bench/predict.py)
         self.backend = "torch"                 # val / predict: torch | onnxruntime (runs the .onnx file; a ckpt_path
                                                # ending in .onnx implies it, a .pt one means the .onnx beside it)
+        # ---- head search (python main.py --task search_head; docs/head_search.md)
+        self.head = "conv1x1"                  # conv1x1 (one 1x1 conv per scale) | tower3x3 (hand-made 3x3 conv
+                                               # towers) | searched (the cells of genotype_file)
+        self.genotype_file = None              # head searched: a genotype.txt written by --task search_head
+        self.genotype = None                   # the genotype text itself; read from genotype_file when None, so
+                                               # config.json and checkpoints carry it without the file
+        self.head_channels = 32                # tower heads: the width every scale is projected to (towers shared)
+        self.cell_channels = 16                # searched / search cells: the narrow width their edges run at
+        self.search_epochs = 4                 # --task search_head: passes over the weights' part of the train split
+        self.search_alpha_split = "heldout"    # images the architecture weights learn on: heldout (a part of the
+                                               # train split the weights never see) | same (the weights' batch)
+        self.search_heldout_fraction = 0.5     # heldout: fraction of the train split kept for the alphas
+        self.search_alpha_lr = 3e-4            # Adam lr of the alphas (betas (0.5, 0.999), weight decay 1e-3)
+        self.search_genotype_interval = 200    # search steps between two rewrites of genotype.txt (and at the end)
 
     # ---------------------------------------------------------------- derived fields
     def finalize(self):
@@ -186,6 +201,8 @@ ALLOWED = {
     "best_metric": ("map50", "map"),
     "dist_backend": ("auto", "nccl", "gloo"),
     "backend": ("torch", "onnxruntime"),
+    "head": HEADS,
+    "search_alpha_split": ("heldout", "same"),
 }
 DERIVED = ("num_classes", "strides", "run_dir", "task_names", "task_name", "task_num_classes")
 # what a task dict of config `tasks` may set: the data fields (everything else is shared by all tasks)
@@ -221,6 +238,7 @@ def validate(cfg):
     validate_data_fields(cfg)
     validate_engine_fields(cfg)
     validate_task_fields(cfg)
+    validate_head_fields(cfg)
 
 
 def validate_data_fields(cfg):
@@ -296,6 +314,26 @@ def validate_task_fields(cfg):
         raise ValueError(f"config field 'task_weights' = {weights!r} must hold one number >= 0 per task "
                          f"({len(cfg.tasks)} tasks)")
     neck_groups(cfg.branching, len(cfg.tasks))  # raises ValueError naming the bad entry
+
+
+def validate_head_fields(cfg):
+    """The head-search fields; a searched head's genotype text is read from genotype_file here (parsed when the
+    model is built, yolo/models/search_cell.py)."""
+    for name in ("head_channels", "cell_channels", "search_epochs", "search_genotype_interval"):
+        if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:
+            raise ValueError(f"config field '{name}' = {getattr(cfg, name)!r} must be an int >= 1")
+    if not 0 < cfg.search_heldout_fraction < 1:
+        raise ValueError(f"config field 'search_heldout_fraction' = {cfg.search_heldout_fraction} must be in (0, 1)")
+    if cfg.search_alpha_lr <= 0:
+        raise ValueError(f"config field 'search_alpha_lr' = {cfg.search_alpha_lr} must be > 0")
+    if cfg.head == "searched" and cfg.genotype is None:
+        if not cfg.genotype_file:
+            raise ValueError("config field 'head' = 'searched' needs 'genotype_file' (the genotype.txt of "
+                             "python main.py --task search_head)")
+        path = Path(cfg.genotype_file)
+        if not path.is_file():
+            raise FileNotFoundError(f"config field 'genotype_file': {path} does not exist")
+        cfg.genotype = path.read_text()
 
 
 def task_configs(cfg):

@@ -25,7 +25,8 @@ from ..models.detector import build_model
 from .distributed import broadcast_object, select_device, unwrap
 
 # what a checkpoint decides about its model; everything else (thresholds, data paths, ...) comes from the config
-MODEL_FIELDS = ("backbone", "width", "class_names", "anchors", "label_assignment", "img_size", "tasks", "branching")
+MODEL_FIELDS = ("backbone", "width", "class_names", "anchors", "label_assignment", "img_size", "tasks", "branching",
+                "head", "genotype", "head_channels", "cell_channels")
 
 # a resumed run takes these from the current config; every other field (num_workers too: it changes the
 # augmentation streams) comes from the checkpoint, so the run continues exactly as it started

@@ -23,6 +23,7 @@ TASKS = {
     "anchors": "k-means anchors for the training boxes, and how well anchors fit them",
     "schedule": "plot the learning-rate schedule of the config",
     "export": "write the checkpoint as ONNX (<run>/best.onnx), checked against PyTorch with ONNX Runtime",
+    "search_head": "search the head's cells (mixed ops, RepShare); writes a genotype for --head searched",
 }
 MODULE_OF = {"debug": "assignments"}  # commands whose module is named for what it draws
 
