@@ -22,6 +22,8 @@ TASKS = {
     "debug": "draw the label assignment of augmented training batches",
     "anchors": "k-means anchors for the training boxes, and how well anchors fit them",
     "schedule": "plot the learning-rate schedule of the config",
+    "export": "write the checkpoint as ONNX (<run>/best.onnx), checked against PyTorch with ONNX Runtime",
+    "search_head": "search the head's cells (mixed ops, RepShare); writes a genotype for --head searched",
     "evolve": "search training hyperparameters by evolution (or Ray Tune); best config in runs/<run_name>_evolve/",
 }
 MODULE_OF = {"debug": "assignments"}  # commands whose module is named for what it draws
