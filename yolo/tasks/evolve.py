@@ -115,9 +115,10 @@ def ray_search(cfg, base, space, start, out_dir):
 # ------------------------------------------------------------------------------------------------- one trial
 def trial_base(cfg, asha=False):
     """The config every trial starts from: a training run, evaluated once at its end (every epoch under ASHA,
-    which compares trials epoch by epoch), without TensorBoard."""
+    which compares trials epoch by epoch), without TensorBoard or evaluation pictures."""
     base = copy.deepcopy(cfg)
     base.task, base.resume, base.resume_path, base.tensorboard = "train", False, None, False
+    base.eval_artifacts = False
     base.val_interval = 1 if asha else cfg.epochs
     return base
 
