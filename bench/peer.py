@@ -14,7 +14,8 @@ after warm-up, the two models timed in alternating rounds), with the ratios ours
 
 Ultralytics is an optional dependency of this bench only (`pip install ultralytics`); without it the bench says so
 and exits 0. Offline: YOLO_OFFLINE=1, its settings kept in the run folder with sync and every logging integration
-off, no plots (they want a downloaded font), amp off (its AMP check downloads weights), pretrained=False.
+off, the Arial fonts its dataset check wants supplied from matplotlib's DejaVu Sans, no plots, amp off (its AMP
+check downloads weights on a GPU), pretrained=False.
 `--fast` is a smoke run of seconds (tests): a budget of 0.1 min per side and 64 px images unless given.
 """
 import argparse
@@ -140,6 +141,14 @@ def ultralytics_offline(settings_dir):
     os.environ["YOLO_OFFLINE"] = "1"
     os.environ["YOLO_CONFIG_DIR"] = str(settings_dir)
     from ultralytics import YOLO, settings
+    from ultralytics.utils import USER_CONFIG_DIR
+    # its dataset check and plots look for Arial fonts and download them when missing: matplotlib's DejaVu Sans
+    # under those names instead (any TrueType font does; it only draws labels)
+    import matplotlib
+    dejavu = Path(matplotlib.get_data_path(), "fonts", "ttf", "DejaVuSans.ttf")
+    for name in ("Arial.ttf", "Arial.Unicode.ttf"):
+        if not (USER_CONFIG_DIR / name).exists():
+            shutil.copyfile(dejavu, USER_CONFIG_DIR / name)
     settings.update({key: False for key in ("sync", "hub", "clearml", "comet", "dvc", "mlflow", "neptune",
                                             "raytune", "tensorboard", "wandb", "vscode_msg", "openvino_msg")
                      if key in settings})
