@@ -108,6 +108,7 @@ def test_fast_run_scores_both_sides_offline(tmp_path):
             assert math.isfinite(report[side][key]) and report[side][key] >= 0, (side, key)
         assert report[side]["epochs"] >= 1 and report[side]["ms_per_image"] > 0
     assert report["peer"]["threads_seen"] == [1]
+    assert all(math.isfinite(v) for v in report["peer"]["own_validator"].values())
     assert 2.9 < report["peer"]["params_m"] < 3.2 and report["val_images"] == 6
     assert "ours / peer" in run.stdout
     written = [p for p in (tmp_path / "shapes").rglob("*") if p.suffix == ".cache" or "labels" in p.parts]
