@@ -1,4 +1,4 @@
-"""The teaching notebooks: committed without outputs, and each runs top to bottom in fast mode (as CI does).
+"""The teaching notebooks: committed with the outputs of a full run, and each runs top to bottom in fast mode.
 
 Fast mode (YOLO_NB_FAST=1) makes the notebooks generate a tiny dataset and train for 2 epochs under
 YOLO_NB_WORKDIR (a pytest temporary folder here), so nothing is written into the repository.
@@ -49,13 +49,20 @@ def test_all_notebooks_present():
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_committed_without_outputs(path):
+def test_committed_with_outputs_of_one_run_top_to_bottom(path):
+    """A reader sees every figure on the repository page: each notebook is committed executed (notebooks/execute.py),
+    in one kernel from the first cell to the last, without an error, and small enough to open."""
     nb = nbformat.read(path, as_version=4)
     nbformat.validate(nb)
-    dirty = [i for i, cell in enumerate(nb.cells)
-             if cell.cell_type == "code" and (cell.outputs or cell.execution_count is not None)]
-    assert not dirty, (f"{path}: code cells {dirty} hold outputs or execution counts; notebooks are committed "
-                       f"without them (jupyter nbconvert --clear-output --inplace {path.relative_to(ROOT)})")
+    counts = [cell.execution_count for cell in nb.cells if cell.cell_type == "code"]
+    assert counts == list(range(1, len(counts) + 1)), (
+        f"{path}: execution counts {counts} are not 1..{len(counts)} in order; re-run python notebooks/execute.py "
+        f"{path.relative_to(ROOT)}")
+    errors = [o for cell in nb.cells for o in cell.get("outputs", []) if o.output_type == "error"]
+    assert not errors, f"{path}: committed with an error output: {errors[0].ename}: {errors[0].evalue}"
+    figures = sum("image/png" in o.get("data", {}) for cell in nb.cells for o in cell.get("outputs", []))
+    assert figures >= 3, f"{path}: only {figures} figures in the committed outputs"
+    assert path.stat().st_size < 2_000_000, f"{path} is {path.stat().st_size / 1e6:.1f} MB (keep it under 2 MB)"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
