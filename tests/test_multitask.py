@@ -14,7 +14,8 @@ from yolo.engine import trainer
 from yolo.engine.distributed import DistInfo
 from yolo.tasks.info import describe_model
 from yolo.engine.multitask import task_batches
-from yolo.engine.trainer import Training, train_one_epoch
+from yolo.engine.setup import Training
+from yolo.engine.trainer import train_one_epoch
 from yolo.loss import YOLOLoss
 from yolo.models.detector import build_model
 from yolo.branching import neck_groups

@@ -15,12 +15,13 @@ from torch import nn
 
 from conftest import ROOT
 from yolo.config import BaseConfig, apply_overrides
-from yolo.engine import trainer
+from yolo.engine import setup, trainer
 from yolo.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from yolo.engine.distributed import DistInfo
 from yolo.engine.ema import ModelEMA
 from yolo.engine.logs import MetricsCSV, TensorBoard
-from yolo.engine.trainer import Training, multiscale_size, resize_batch, train_one_epoch
+from yolo.engine.setup import Training
+from yolo.engine.trainer import multiscale_size, resize_batch, train_one_epoch
 from yolo.loss import YOLOLoss
 from yolo.models.detector import build_model
 
@@ -141,7 +142,7 @@ def engine_cfg(**fields):
 def run_one_epoch(model, batches, accumulate, scaler=None, amp_dtype=None, loss_fn=mse_loss, cfg=None):
     """train_one_epoch over `batches`; returns the gradients each optimizer update saw."""
     cfg = cfg or engine_cfg(optimizer="sgd", lr=0.1, grad_clip=0.0, warmup_epochs=0.0, lr_schedule="constant")
-    optimizer = trainer.build_optimizer(model, cfg)
+    optimizer = setup.build_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: 1.0)
     scaler = scaler or torch.amp.GradScaler("cpu", enabled=False)
     seen = []
@@ -215,10 +216,10 @@ def test_accumulation_group_sizes():
 
 
 def test_accumulation_steps_from_nominal_batch_size():
-    assert trainer.accumulation_steps(engine_cfg(batch_size=16), world_size=1) == 1  # default: no accumulation
-    assert trainer.accumulation_steps(engine_cfg(batch_size=8, nominal_batch_size=64), world_size=2) == 4
+    assert setup.accumulation_steps(engine_cfg(batch_size=16), world_size=1) == 1  # default: no accumulation
+    assert setup.accumulation_steps(engine_cfg(batch_size=8, nominal_batch_size=64), world_size=2) == 4
     with pytest.raises(ValueError, match="nominal_batch_size.*multiple"):
-        trainer.accumulation_steps(engine_cfg(batch_size=8, nominal_batch_size=20), world_size=1)
+        setup.accumulation_steps(engine_cfg(batch_size=8, nominal_batch_size=20), world_size=1)
 
 
 # ------------------------------------------------------------------------------------------------- precision
@@ -246,9 +247,9 @@ def test_bf16_autocast_step_on_cpu():
 
 def test_fp16_needs_cuda():
     with pytest.raises(ValueError, match="fp16.*CUDA"):
-        trainer.autocast_dtype("fp16", torch.device("cpu"))
-    assert trainer.autocast_dtype("auto", torch.device("cpu")) is None
-    assert trainer.autocast_dtype("bf16", torch.device("cpu")) == torch.bfloat16
+        setup.autocast_dtype("fp16", torch.device("cpu"))
+    assert setup.autocast_dtype("auto", torch.device("cpu")) is None
+    assert setup.autocast_dtype("bf16", torch.device("cpu")) == torch.bfloat16
 
 
 # ------------------------------------------------------------------------------------------------- EMA
@@ -327,7 +328,7 @@ def test_tensorboard_is_optional(tmp_path, monkeypatch):
 
 def test_loader_workers_get_their_own_augmentation_streams(tmp_path):
     # forked workers start with copies of one albumentations generator: unseeded, worker 1 repeats worker 0
-    from yolo.engine.trainer import build_loaders
+    from yolo.engine.setup import build_loaders
     cfg = apply_overrides(BaseConfig(), [
         "--data_root", str(tmp_path / "data"), "--shapes_num_train", "8", "--shapes_num_val", "2", "--img_size", "64",
         "--batch_size", "1", "--num_workers", "2", "--hflip_prob", "0"]).finalize()

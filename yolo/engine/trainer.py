@@ -11,72 +11,32 @@ the one-task case of the same loop.
 """
 import copy
 import math
-import os
 import random
 import time
 import warnings
-from dataclasses import dataclass
-from functools import partial
-from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from loguru import logger
-from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
 from ..config import save_config, task_configs
-from ..data.dataset import build_loader, read_records
-from ..loss import YOLOLoss
-from ..models.detector import build_model
-from ..models.weights import load_backbone_weights, load_matching_state
 from ..viz.detections import prediction_grid
 from ..viz.plots import plot_results
 from .artifacts import write_tasks_artifacts
-from .checkpoint import (checkpoint_state, load_checkpoint, load_resume_checkpoint, model_differences,
-                         remove_partial_writes, restore_training, resumed_config, save_checkpoint)
-from .distributed import (DistInfo, all_ranks_true, average_over_ranks, barrier, broadcast_object, cleanup_distributed, eval_sampler,
-                          init_distributed, main_process_first, no_sync_unless, sum_over_ranks,
-                          sync_buffers_from_main, train_sampler, unwrap, wrap_model)
 from .budget import TimeBudget
-from .ema import ModelEMA
+from .checkpoint import (checkpoint_state, load_resume_checkpoint, model_differences, remove_partial_writes,
+                         restore_training, resumed_config, save_checkpoint)
+from .distributed import (all_ranks_true, barrier, broadcast_object, cleanup_distributed, init_distributed,
+                          no_sync_unless, sum_over_ranks, sync_buffers_from_main, unwrap)
 from .evaluator import evaluate_tasks
 from .logs import MetricsCSV, TensorBoard, log_dropped_boxes, log_resumed_config, setup_logging
 from .multitask import score_names, task_batches, tasks_loss
-from .schedules import build_lr_lambda
+from .setup import (build_loaders, build_training, log_setup, new_run_dir, seed_everything, set_backbone_frozen,
+                    start_epoch)
 
 # with gradient accumulation the scheduler steps (every batch) before the optimizer's first update: intended
 warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
-
-
-@dataclass
-class Training:
-    """What the loop updates and a checkpoint saves, and how this process runs."""
-    model: torch.nn.Module          # possibly wrapped in DDP / DataParallel
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LambdaLR
-    scaler: torch.amp.GradScaler    # fp16 loss scaling; a pass-through when disabled
-    ema: ModelEMA | None
-    loss_fns: list                  # one YOLOLoss (or any loss callable) per task
-    dist: DistInfo
-    amp_dtype: torch.dtype | None   # autocast dtype; None = fp32
-    accumulate: int = 1             # batches per optimizer update
-    task_weights: tuple = (1.0,)    # weight of each task's loss in the sum
-    task_names: tuple = ("task",)
-    shared_params: list = ()        # (parameter, tasks using it), for average_shared_grads
-    epoch: int = 0                  # epochs completed
-    best_fitness: float = -1.0      # best value of cfg.best_metric so far
-    evals_without_improvement: int = 0
-    evaluation: tuple | None = None  # rank 0: (EvalResults, detections) of the latest evaluation, for the artifacts
-
-    @property
-    def device(self):
-        return self.dist.device
-
-    def eval_model(self):
-        """The weights evaluation, best.pt and predictions use: the EMA when there is one."""
-        return self.ema.module if self.ema is not None else unwrap(self.model)
 
 
 def train(cfg, on_epoch=None):
@@ -286,148 +246,6 @@ def evaluate_epoch(t, loaders, task_cfgs, cfg, tb, step):
                 grid = prediction_grid(loader.dataset.records, dets, task_cfg.class_names, cfg.predict_conf)
                 tb.image(f"val/predictions_{task_cfg.task_name}" if len(loaders) > 1 else "val/predictions", grid, step)
     return broadcast_object(scores, t.dist)
-
-
-# ------------------------------------------------------------------------------------------------- set-up
-def build_loaders(tasks, cfg, info):
-    """(train loaders, val loaders), one of each per task config of `tasks`."""
-    train_loaders, val_loaders = [], []
-    for task_cfg in tasks:
-        with main_process_first(info):  # rank 0 generates the built-in dataset, the others then read it
-            train_records, val_records = read_records(task_cfg, "train"), read_records(task_cfg, "val")
-        # the samplers only need len(): records stand in for the datasets build_loader wraps them in
-        train_loader = build_loader(task_cfg, train_records, train=True,
-                                    sampler=train_sampler(train_records, info, cfg.seed))
-        if cfg.num_workers > 0:
-            train_loader.worker_init_fn = partial(seed_worker_augmentation, rank=info.rank)
-        val_loader = build_loader(task_cfg, val_records, train=False, sampler=eval_sampler(val_records, info))
-        train_loaders.append(train_loader)
-        val_loaders.append(val_loader)
-    return train_loaders, val_loaders
-
-
-def start_epoch(loader, epoch, cfg, info):
-    """Reshuffle the DDP shards and reseed the augmentation from (seed, epoch, rank) alone, so a resumed run draws
-    what the uninterrupted run would have drawn. (albumentations has its own generators: global seeds miss it.)"""
-    if isinstance(loader.sampler, DistributedSampler):
-        loader.sampler.set_epoch(epoch)
-    if cfg.num_workers == 0:
-        seed = np.random.SeedSequence([cfg.seed, epoch, info.rank]).generate_state(1)[0]
-        loader.dataset.transform.set_random_seed(int(seed))
-
-
-def seed_worker_augmentation(worker_id, rank=0):
-    """Data-loader workers: each its own augmentation stream (forked copies would otherwise repeat each other)."""
-    worker = torch.utils.data.get_worker_info()
-    seed = np.random.SeedSequence([worker.seed % 2**32, rank]).generate_state(1)[0]
-    worker.dataset.transform.set_random_seed(int(seed))
-
-
-def build_training(cfg, tasks, info, iters_per_epoch):
-    model = build_model(cfg).to(info.device)
-    load_initial_weights(model, cfg)
-    ema = ModelEMA(model, cfg.ema_decay, cfg.ema_tau) if cfg.ema else None
-    model = wrap_model(model, cfg, info)
-    optimizer = build_optimizer(unwrap(model), cfg)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, build_lr_lambda(cfg, iters_per_epoch))
-    amp_dtype = autocast_dtype(cfg.precision, info.device)
-    scaler = torch.amp.GradScaler(info.device.type, enabled=amp_dtype == torch.float16)
-    shared = unwrap(model).tasks_sharing() if cfg.average_shared_grads else []
-    # under DDP the loss divides by the positives and cells of the global batch (see YOLOLoss)
-    average_counts = partial(average_over_ranks, info=info) if info.is_distributed else None
-    losses = [YOLOLoss(task, average_counts) for task in tasks]
-    return Training(model, optimizer, scheduler, scaler, ema, losses, info, amp_dtype,
-                    accumulation_steps(cfg, info.world_size), tuple(cfg.task_weights or [1.0] * len(tasks)),
-                    cfg.task_names, shared)
-
-
-def accumulation_steps(cfg, world_size):
-    """Batches whose gradients are summed before each update, so an update sees nominal_batch_size images."""
-    step_batch = cfg.batch_size * world_size
-    nominal = cfg.nominal_batch_size or step_batch
-    if nominal % step_batch:
-        raise ValueError(f"config field 'nominal_batch_size' = {nominal} must be a multiple of batch_size x "
-                         f"processes = {cfg.batch_size} x {world_size} = {step_batch}")
-    return nominal // step_batch
-
-
-def autocast_dtype(precision, device):
-    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
-        return None
-    if precision in ("auto", "fp16"):
-        if device.type != "cuda":
-            raise ValueError("config field 'precision' = 'fp16' needs a CUDA device; on CPU use 'bf16' or 'fp32'")
-        return torch.float16
-    return torch.bfloat16
-
-
-def build_optimizer(model, cfg):
-    """Weight decay on conv/linear weights only: decaying BN scales and biases only fights normalisation."""
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (decay if p.ndim > 1 else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
-    adam = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-    return adam(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999))
-
-
-def load_initial_weights(model, cfg):
-    """Backbone weights from pretrained_path, then (fine-tuning) every matching tensor of init_ckpt."""
-    if cfg.pretrained_path:
-        load_backbone_weights(model.backbone, cfg.backbone, cfg.pretrained_path)
-        logger.info(f"backbone weights loaded from {cfg.pretrained_path}")
-    elif not cfg.init_ckpt:
-        logger.info(f"no pretrained_path set: the {cfg.backbone} backbone starts from random weights")
-    if cfg.init_ckpt:
-        loaded, skipped = load_matching_state(model, load_checkpoint(cfg.init_ckpt)["model"])
-        logger.info(f"init_ckpt {cfg.init_ckpt}: {len(loaded)} tensors loaded, {len(skipped)} skipped")
-        for line in skipped:
-            logger.info(f"  skipped {line}")
-
-
-def set_backbone_frozen(model, frozen):
-    """Frozen = no gradients and BN in eval mode, so the statistics of pretrained weights are kept too."""
-    for p in model.backbone.parameters():
-        p.requires_grad_(not frozen)
-    if frozen:
-        model.backbone.eval()
-
-
-def seed_everything(seed, deterministic=False):
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for deterministic matmuls
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-
-
-def new_run_dir(cfg):
-    """runs/<run_name>, or runs/<run_name>2, 3 ... when it exists: a new run never overwrites an old one."""
-    base = Path(cfg.runs_dir) / cfg.run_name
-    run_dir, n = base, 1
-    while run_dir.exists():
-        n += 1
-        run_dir = base.with_name(f"{base.name}{n}")
-    run_dir.mkdir(parents=True)
-    return run_dir
-
-
-def log_setup(cfg, info, t, run_dir, train_loaders, val_loaders):
-    step_images = cfg.batch_size * info.world_size * t.accumulate
-    logger.info(f"run folder {run_dir} | device {info.device} | {info.world_size} process(es) | "
-                f"torch threads {torch.get_num_threads()} | precision {t.amp_dtype or torch.float32}")
-    for name, train_loader, val_loader in zip(t.task_names, train_loaders, val_loaders):
-        task = f"task {name}: " if len(train_loaders) > 1 else ""
-        logger.info(f"{task}{len(train_loader.dataset)} train / {len(val_loader.dataset)} val images, "
-                    f"{len(train_loader)} iterations per pass of {cfg.batch_size} per process")
-    per_task = f" per task ({len(train_loaders)} tasks, weights {t.task_weights})" if len(train_loaders) > 1 else ""
-    logger.info(f"{max(len(loader) for loader in train_loaders)} iterations per epoch; {t.accumulate} batch(es) per "
-                f"update = {step_images} images{per_task} per optimizer step at lr {cfg.lr}")
 
 
 # ------------------------------------------------------------------------------------------------- multiscale
