@@ -138,6 +138,14 @@ class BaseConfig:
         # ---- debug
         self.num_debug_batch = 1               # --task debug: batches of augmented training data to draw
         self.debug_demos = False               # --task debug: also redraw imgs/<strategy>_demo.png for the README
+        # ---- representation similarity (which layers tasks should share; see docs/multitask_rsa.md)
+        self.rsa_ckpts = None                  # --task rsa: one single-task checkpoint per task, in the order of
+                                               # `tasks`: "a.pt,b.pt" or a list of paths
+        self.rsa_images = 100                  # --task rsa: val images of each task every model runs over (>= 4)
+        self.merge_ckpts = None                # --task merge: single-task checkpoints, one per task, in task order
+        self.merge_average = False             # --task merge: shared layers = the mean of the tasks sharing them
+                                               # (False: taken from the first of those tasks)
+        self.peel_task = None                  # --task peel: name of the task to take out of a multi-task checkpoint
 
     # ---------------------------------------------------------------- derived fields
     def finalize(self):
@@ -201,6 +209,7 @@ def validate(cfg):
     validate_data_fields(cfg)
     validate_engine_fields(cfg)
     validate_task_fields(cfg)
+    validate_rsa_fields(cfg)
 
 
 def validate_data_fields(cfg):
@@ -273,6 +282,28 @@ def validate_task_fields(cfg):
         raise ValueError(f"config field 'task_weights' = {weights!r} must hold one number >= 0 per task "
                          f"({len(cfg.tasks)} tasks)")
     neck_groups(cfg.branching, len(cfg.tasks))  # raises ValueError naming the bad entry
+
+
+def validate_rsa_fields(cfg):
+    """rsa_ckpts, merge_ckpts, rsa_images, peel_task (whether the files exist is checked by the commands)."""
+    for name in ("rsa_ckpts", "merge_ckpts"):
+        path_list(getattr(cfg, name), name)
+    if not isinstance(cfg.rsa_images, int) or cfg.rsa_images < 4:
+        raise ValueError(f"config field 'rsa_images' = {cfg.rsa_images!r} must be an int >= 4 (the unbiased HSIC "
+                         f"needs 4 images)")
+    if cfg.peel_task is not None and not isinstance(cfg.peel_task, str):
+        raise ValueError(f"config field 'peel_task' = {cfg.peel_task!r} must be None or a task name")
+
+
+def path_list(value, name):
+    """A list of paths from None, "a.pt,b.pt" or a list of strings; ValueError naming config field `name`."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [p.strip() for p in value.split(",") if p.strip()]
+    if isinstance(value, (list, tuple)) and all(isinstance(p, str) for p in value):
+        return list(value)
+    raise ValueError(f"config field '{name}' = {value!r} must be None, \"a.pt,b.pt\" or a list of paths")
 
 
 def task_configs(cfg):
