@@ -8,7 +8,7 @@ def draw_similarity_heatmaps(similarities, task_names):
 
     layers = list(similarities)
     num = len(task_names)
-    fig, axes = plt.subplots(1, len(layers), figsize=(1.35 * len(layers) + 1.2, 1.35 + 0.25 * num), squeeze=False)
+    fig, axes = plt.subplots(1, len(layers), figsize=(1.35 * len(layers) + 1.2, 2.0 + 0.25 * num), squeeze=False)
     for ax, layer in zip(axes[0], layers):
         s = np.asarray(similarities[layer])
         image = ax.imshow(s, vmin=0, vmax=1, cmap="viridis")
@@ -23,6 +23,7 @@ def draw_similarity_heatmaps(similarities, task_names):
             ax.set_yticklabels([])
     fig.colorbar(image, ax=list(axes[0]), fraction=0.02, pad=0.01, label="CKA of the RDMs")
     fig.suptitle("similarity of the single-task models' representations, per layer (1 = the same)", fontsize=10)
+    fig.subplots_adjust(bottom=0.3, top=0.8, left=0.06, right=0.9)
     return fig
 
 
