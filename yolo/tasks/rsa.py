@@ -51,8 +51,7 @@ def run(cfg, measure_ms=True):
     save_assignment_figure(draw_branching(neck_groups(best["branching"], len(names)), names, NECK_BLOCK_NAMES),
                            out_dir / "tree.png")
     logger.info(f"similarity per layer (pairs of tasks): {similarity_table(similarities, names)}")
-    logger.info(f"{len(rows)} candidate trees -> {out_dir / 'trees.csv'}\n{text}")
-    print(f"self.branching = {best['branching']!r}")
+    logger.info(f"{len(rows)} candidate trees -> {out_dir / 'trees.csv'}; paste into the config:\n{text}")
     return {"out_dir": out_dir, "similarities": {k: v.tolist() for k, v in similarities.items()}, "trees": rows,
             "recommended": best["branching"], "budgets": budgets}
 
