@@ -18,9 +18,9 @@ def task_cfg(tmp_path, task, seed):
     cfg = BaseConfig()
     cfg.width, cfg.img_size, cfg.anchors, cfg.batch_size, cfg.num_workers = 0.25, 128, SMALL_ANCHORS, 16, 0
     # trained until the models detect something (mAP@0.5 above 0.1): models that learned nothing yet, or were thrown
-    # about by a too high lr, are unrelated at every layer and compare as noise; 64 val images per task, since the
+    # about by a too high lr, are unrelated at every layer and compare as noise; 100 val images per task, since the
     # 4 x 4 maps of the stride-32 blocks give noisy RDMs on fewer
-    cfg.shapes_num_train, cfg.shapes_num_val, cfg.cache_images = 160, 64, True
+    cfg.shapes_num_train, cfg.shapes_num_val, cfg.cache_images = 160, 100, True
     cfg.epochs, cfg.val_interval, cfg.lr, cfg.warmup_epochs, cfg.tensorboard = 10, 10, 0.004, 1.0, False
     cfg.device, cfg.seed, cfg.runs_dir, cfg.run_name = "cpu", seed, str(tmp_path / "runs"), f"{task}{seed}"
     cfg.data_root = str(tmp_path / task)
