@@ -10,6 +10,7 @@ from yolo.config import BaseConfig, config_from_dict
 from yolo.engine.checkpoint import load_checkpoint, save_checkpoint
 from yolo.models.detector import build_model
 from yolo.models.merge import merge_states, peel_state, routes_of
+from yolo.models.weights import load_matching_state
 from yolo.postprocess import postprocess
 from yolo.tasks import merge, peel, rsa
 
@@ -123,6 +124,10 @@ def test_merge_command_writes_an_init_ckpt_and_checks_its_inputs(tmp_path):
     assert torch.equal(merged["model"]["heads.1.convs.0.weight"], state_b["heads.0.convs.0.weight"])
     assert torch.equal(merged["model"]["neck.blocks.5.1.0.0.weight"], state_b["neck.blocks.5.0.0.0.weight"])
     assert config_from_dict(merged["config"]).branching == [[3, [[0], [1]]]]
+    # as init_ckpt of the multi-task training: every tensor of the model comes from it
+    model = build_model(multi_cfg(tmp_path, [[3, [[0], [1]]]]))
+    loaded, skipped = load_matching_state(model, merged["model"])
+    assert not skipped and len(loaded) == len(model.state_dict())
     with pytest.raises(ValueError, match="give the checkpoints in the order of `tasks`"):
         merge.run(multi_cfg(tmp_path, None, merge_ckpts=f"{b},{a}"))
     with pytest.raises(ValueError, match="names 1 checkpoint"):
