@@ -47,10 +47,10 @@ def loader_images_per_s(cfg, records, batches):
     start, seen = time.perf_counter(), 0
     for _ in range(batches):
         try:
-            images, _, _ = next(it)
+            images, *_ = next(it)
         except StopIteration:
             it = iter(loader)
-            images, _, _ = next(it)
+            images, *_ = next(it)
         seen += len(images)
     return seen / (time.perf_counter() - start)
 
@@ -101,7 +101,7 @@ def main():
         loader_same = loader_images_per_s(same, records, args.batches)
         print(f"loader (albumentations, same)   {loader_same:8.1f} images/s: LetterboxAugment is "
               f"{loader / loader_same:.1f}x faster")
-    print(f"loader (seed set + mosaic 0.5)  {loader_heavy:8.1f} images/s")
+    print(f"loader (PHOTO_AUGMENTATIONS + mosaic 0.5) {loader_heavy:8.1f} images/s")
     print(f"train step (fwd+loss+bwd+opt)   {step:8.1f} images/s")
     print(f"loader / train step = {loader / step:.2f}: the loader is "
           f"{'not ' if loader > step else ''}the bottleneck (heavy pipeline: {loader_heavy / step:.2f})")

@@ -55,7 +55,7 @@ def main():
 
     def real_step(batches):
         clock.lap("other")
-        images, targets, _ = next(batches)
+        images, targets, *_ = next(batches)
         clock.lap("waiting for the loader")
         outputs = model(images)
         clock.lap("forward")

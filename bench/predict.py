@@ -15,12 +15,20 @@ Post-processing costs what the candidates cost: with random weights almost no bo
 looks for a trained checkpoint (--ckpt, else the newest runs/*/best.pt that fits the configured model) and prints
 how many candidates per image pass the threshold before NMS. Both modes are measured: multi_label False (one class
 per box, for drawing) and True (every class above the threshold, what evaluation uses). Target: ratio >= 0.9.
+
+Export rows: the forward of the model with every BatchNorm folded into its conv (yolo/models/fuse.py) and of the
+exported .onnx file run by ONNX Runtime (all graph optimisations, as many intra-op threads as torch), as images/s
+and as ratios to the unfused PyTorch forward, at batch 1 (16 calls of one image) and batch 16 (one call) on the
+same 16 validation images; also ONNX Runtime with only its basic graph optimisations, to show what the default
+(all) is worth. The four run in turn within each round (the order rotates), the ratios are taken per
+round. Target: the faster of the two >= 1.5 x the unfused forward at both batch sizes.
 """
 import argparse
 import glob
 import os
 import statistics
 import sys
+import tempfile
 import time
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -30,11 +38,14 @@ import torch  # noqa: E402
 
 from yolo.config import apply_overrides, load_config  # noqa: E402
 from yolo.data.dataset import build_loader, read_records  # noqa: E402
-from yolo.engine.checkpoint import load_checkpoint  # noqa: E402
+from yolo.engine.checkpoint import MODEL_FIELDS, load_checkpoint  # noqa: E402
 from yolo.models.detector import build_model  # noqa: E402
+from yolo.models.fuse import fuse_batchnorm  # noqa: E402
+from yolo.models.onnx_model import OnnxModel, export_onnx  # noqa: E402
 from yolo.postprocess import postprocess  # noqa: E402
 
 TARGET = 0.9
+EXPORT_TARGET = 1.5
 
 
 def fitting_checkpoint(model, path):
@@ -71,17 +82,19 @@ def main():
     parser.add_argument("--ckpt", default=None, help="trained weights (default: newest fitting runs/*/best.pt)")
     parser.add_argument("--batches", type=int, default=4, help="validation batches timed per round and side")
     parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--export_rounds", type=int, default=5, help="rounds of the fused / ONNX Runtime rows "
+                        "(0 = skip them)")
     args, overrides = parser.parse_known_args()
     cfg = apply_overrides(load_config(args.config), overrides).finalize()
     model = build_model(cfg).eval()
     ckpt = fitting_checkpoint(model, args.ckpt)
     loader = build_loader(cfg, read_records(cfg, "val"), train=False)
-    batches = [images for (images, _, _), _ in zip(loader, range(args.batches))]
+    batches = [batch[0] for batch, _ in zip(loader, range(args.batches))]
     num_images = sum(len(b) for b in batches)
 
     def post(outputs, multi_label):
         return postprocess(outputs, model.decoding, cfg.conf_thres, cfg.nms_iou,
-                           cfg.max_det, multi_label)
+                           cfg.max_det, multi_label, cfg.pre_nms_topk)
 
     modes = {"+ post (multi_label False)": lambda images: post(model(images), False),
              "+ post (multi_label True) ": lambda images: post(model(images), True)}
@@ -124,6 +137,40 @@ def main():
     print(f"post-processing alone: {post_ms[False]:.2f} ms/batch (multi_label False), "
           f"{post_ms[True]:.2f} ms/batch (True); bare forward {bare_ms:.1f} ms/batch; the ratios these parts imply: "
           f"{bare_ms / (bare_ms + post_ms[False]):.3f}, {bare_ms / (bare_ms + post_ms[True]):.3f}")
+    if args.export_rounds:
+        export_rows(cfg, model, torch.cat(batches)[:16], args.export_rounds)
+
+
+def export_rows(cfg, model, images, rounds):
+    """images/s of the unfused, fused and ONNX Runtime forwards at batch 1 and batch len(images), and the ratios of
+    the last two to the first, per round (the order of the three rotates from round to round)."""
+    fused = fuse_batchnorm(model, images[:1], task=None)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.onnx")
+        export_onnx(fused, path, images[:1], {f: getattr(cfg, f) for f in MODEL_FIELDS}, cfg.task_names)
+        onnx_model, onnx_basic = OnnxModel(path), OnnxModel(path, level="basic")
+    # the basic-optimisation session shows what ORT_ENABLE_ALL's graph rewrites are worth
+    forwards = {"unfused PyTorch": model, "fused PyTorch": fused, "ONNX Runtime": onnx_model,
+                "ORT basic opt.": onnx_basic}
+    print(f"\nexport rows: {len(images)} validation images, batch 1 = {len(images)} calls of one image, "
+          f"batch {len(images)} = one call; {rounds} rounds; ONNX Runtime intra-op threads {torch.get_num_threads()}")
+    for batch in (1, len(images)):
+        chunks = list(images.split(batch))
+        seconds = {name: [] for name in forwards}
+        for r in range(rounds):
+            names = list(forwards)[r % len(forwards):] + list(forwards)[:r % len(forwards)]
+            for name in names:
+                seconds[name].append(timed(forwards[name], chunks)[0])
+        base = seconds["unfused PyTorch"]
+        best = 0.0
+        for name, times in seconds.items():
+            ratio = [b / t for b, t in zip(base, times)]
+            best = max(best, statistics.median(ratio)) if name in ("fused PyTorch", "ONNX Runtime") else best
+            print(f"batch {batch:2d} | {name:16s} {len(images) / statistics.median(times):7.1f} img/s | "
+                  f"ratio to unfused {spread(ratio)}")
+        ok = "met" if best >= EXPORT_TARGET else "NOT met"
+        print(f"batch {batch:2d} | faster of fused / ONNX Runtime: {best:.2f} x unfused "
+              f"[target >= {EXPORT_TARGET}: {ok}]")
 
 
 def count_candidates(outputs, conf_thres):

@@ -37,13 +37,13 @@ def main():
     model, loss_fn, batches, update = training_step_parts(cfg)
 
     def real(batches):
-        images, targets, _ = next(batches)
+        images, targets, *_ = next(batches)
         loss, items, _ = loss_fn(model(images), targets, model.decoding)
         loss.item(), [v.item() for v in items.values()]
         update(loss)
 
     random_images = torch.randint(0, 256, (cfg.batch_size, 3, cfg.img_size, cfg.img_size), dtype=torch.uint8)
-    images, targets, _ = next(batches)
+    images, targets, *_ = next(batches)
     stored = [o.detach() for o in model(images)]
 
     def loss_alone():

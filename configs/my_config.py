@@ -10,7 +10,7 @@ class MyConfig(BaseConfig):
         self.run_name = "shapes"
         # the built-in synthetic dataset (generated on first use under data/shapes); see configs/raccoon.py for real data
         self.dataset = "shapes"
-        # sized to train on a 2-core CPU in about 10 minutes (see README, Results); on a GPU try width 0.5-1.0, 416 px
+        # sized to train on a 2-core CPU in minutes (timed in docs/performance.md); on a GPU try width 0.5-1.0, 416 px
         self.backbone = "resnet18"
         self.width = 0.25
         self.img_size = 256

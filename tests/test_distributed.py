@@ -146,3 +146,57 @@ def test_torch_distributed_launch_passes_local_rank(tmp_path):
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "neck blocks" in out.stdout + out.stderr
+
+
+# One optimizer update, two ways, on the same 8 training images: 2 gloo processes x batch 4, and one process x batch 8
+# (a third run, one process x batch 4 accumulated twice, shows that the comparison can fail). Batch norm runs on its (initial) running statistics, so an image's loss
+# does not depend on which images share its batch, and augmentation is off: both must make the same update.
+# SGD without clipping or warm-up, because Adam's first step and gradient clipping hide a wrongly scaled gradient.
+ONE_UPDATE = ["--shapes_num_train", "8", "--shapes_num_val", "2", "--img_size", "64", "--width", "0.25",
+              "--nominal_batch_size", "8", "--num_workers", "0", "--epochs", "1", "--val_interval", "1",
+              "--device", "cpu", "--tensorboard", "false", "--optimizer", "sgd", "--lr", "0.05", "--warmup_epochs", "0",
+              "--grad_clip", "0", "--weight_decay", "0", "--hflip_prob", "0", "--affine_scale", "(1.0, 1.0)",
+              "--affine_translate", "0", "--color_jitter", "0", "--mosaic_prob", "0"]
+FROZEN_BN_SCRIPT = r'''
+import sys
+sys.path.insert(0, sys.argv[1])
+import torch
+from yolo.config import BaseConfig, apply_overrides
+from yolo.engine import trainer
+
+torch.nn.modules.batchnorm._BatchNorm.train = lambda self, mode=True: torch.nn.Module.train(self, False)
+trainer.train(apply_overrides(BaseConfig(), sys.argv[2:]).finalize())
+'''
+
+
+def test_two_processes_make_the_update_of_one_process_on_the_same_global_batch(tmp_path):
+    script = tmp_path / "frozen_bn_train.py"
+    script.write_text(FROZEN_BN_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
+    common = ["--data_root", str(tmp_path / "data"), "--runs_dir", str(tmp_path / "runs"), *ONE_UPDATE]
+    launches = {
+        "ddp": [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
+                str(ROOT), *common, "--run_name", "ddp", "--batch_size", "4"],
+        "single": [sys.executable, str(script), str(ROOT), *common, "--run_name", "single", "--batch_size", "8"],
+        "accumulated": [sys.executable, str(script), str(ROOT), *common, "--run_name", "accumulated",
+                        "--batch_size", "4"],
+    }
+    weights = {}
+    for name, cmd in launches.items():
+        out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+        assert out.returncode == 0, name + out.stdout[-2000:] + out.stderr[-4000:]
+        weights[name] = torch.load(tmp_path / "runs" / name / "last.pt", weights_only=True)["model"]
+
+    torch.manual_seed(0)  # the initial weights, as the trainer builds them from seed 0
+    from yolo.config import BaseConfig, apply_overrides
+    from yolo.models.detector import build_model
+    initial = build_model(apply_overrides(BaseConfig(), common).finalize()).state_dict()
+    single = weights["single"]
+    moved = max((single[k] - initial[k]).abs().max().item() for k in single if single[k].is_floating_point())
+    assert moved > 1e-3, "the update did not move the weights: nothing is compared"
+    def worst_difference(name):
+        return max((weights[name][k] - single[k]).abs().max().item() for k in single if single[k].is_floating_point())
+
+    assert worst_difference("ddp") < 1e-5 * max(1.0, moved), "2 processes: not the update of one on the same batch"
+    # accumulation averages the means of its two batches (each over its own positives): measurably another update
+    assert worst_difference("accumulated") > 1e-4

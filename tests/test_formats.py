@@ -1,6 +1,7 @@
 """Pascal VOC reader on hand-made annotations (expected values computed by hand) and on the shared raccoon set."""
 import csv
 import json
+import os
 import re
 
 import numpy as np
@@ -302,3 +303,55 @@ def test_yolo_txt_bad_line_is_named(tmp_path, warnings_log):
     (tmp_path / "data.yaml").write_text("nc: 1\n")
     with pytest.raises(ValueError, match="names"):
         read_yolo_txt(str(tmp_path), "val")
+
+
+def write_flat_voc(folder, image_id, objects, size=(80, 60)):
+    """labelImg / Roboflow layout: <id>.jpg and <id>.xml side by side, no ImageSets."""
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, (90, 120, 150)).save(folder / f"{image_id}.jpg")
+    xml = "".join(f"<object><name>{n}</name><bndbox><xmin>{a}</xmin><ymin>{b}</ymin><xmax>{c}</xmax><ymax>{d}</ymax>"
+                  f"</bndbox></object>" for n, a, b, c, d in objects)
+    (folder / f"{image_id}.xml").write_text(f"<annotation><filename>{image_id}.jpg</filename>{xml}</annotation>")
+
+
+def roboflow_config(root, **fields):
+    from yolo.config import BaseConfig
+    cfg = BaseConfig()
+    cfg.dataset, cfg.data_root, cfg.class_names = "voc", str(root), ["cat", "dog"]
+    cfg.ann_dir = cfg.img_dir = ""
+    cfg.train_dirs, cfg.val_dirs = ["train"], ["valid"]
+    for name, value in fields.items():
+        setattr(cfg, name, value)
+    return cfg.finalize()
+
+
+def test_voc_folders_without_split_lists_read_every_annotation_sorted(tmp_path, log_lines):
+    from yolo.data.dataset import read_records
+    for image_id in ("b_2", "a_1", "c_3"):  # written out of order: records come sorted by name
+        write_flat_voc(tmp_path / "train", image_id, [("cat", 1, 1, 20, 20)])
+    write_flat_voc(tmp_path / "valid", "v", [("dog", 5, 5, 30, 40), ("cat", 1, 1, 9, 9)])
+    (tmp_path / "train" / "notes.txt").write_text("not an annotation")
+    cfg = roboflow_config(tmp_path)
+    train, val = read_records(cfg, "train"), read_records(cfg, "val")
+    assert [os.path.basename(r.image_path) for r in train] == ["a_1.jpg", "b_2.jpg", "c_3.jpg"]
+    assert [len(r.boxes) for r in val] == [2] and val[0].labels.tolist() == [1, 0]
+    assert any("no ImageSets/Main/" in line and "3 .xml files" in line for line in log_lines)
+
+
+def test_one_folder_without_split_lists_for_train_and_val_is_an_error(tmp_path):
+    from yolo.data.checks import DataError
+    from yolo.data.dataset import read_records
+    write_flat_voc(tmp_path / "train", "a", [("cat", 1, 1, 20, 20)])
+    cfg = roboflow_config(tmp_path, val_dirs=["train"])
+    with pytest.raises(DataError, match="train and val would both be every image of the same folder"):
+        read_records(cfg, "val")
+    (tmp_path / "val.txt").write_text("a\n")
+    cfg = roboflow_config(tmp_path, val_dirs=["train"], val_split_file=str(tmp_path / "val.txt"))  # a split file
+    assert len(read_records(cfg, "val")) == 1                                                    # is a split
+
+
+def test_an_empty_folder_without_split_lists_names_the_folder(tmp_path):
+    from yolo.data.checks import DataError
+    (tmp_path / "train").mkdir()
+    with pytest.raises(DataError, match="holds no .xml annotations"):
+        read_voc(str(tmp_path / "train"), "train", CLASSES, ann_dir="", img_dir="")

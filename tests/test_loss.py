@@ -1,3 +1,4 @@
+import math
 import numpy as np
 import pytest
 import torch
@@ -122,3 +123,98 @@ def test_ignore_mask_finds_a_wide_prediction_centred_outside_its_gt():
         mask = ignore_mask(raw, anchors, 8, 0.5, targets, thres)
         assert torch.equal(mask, dense_ignore_mask(raw, anchors, 8, 0.5, targets, thres))
         assert bool(mask[0, 2, 7, 12]) is not ignored
+
+
+# ------------------------------------------------------------------------------------------------- plain-loop reference
+def sigmoid(x):
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def bce(logit, target):
+    p = sigmoid(logit)
+    return -(target * math.log(p) + (1 - target) * math.log(1 - p))
+
+
+def iou_xywh(a, b):
+    """IoU of two (cx, cy, w, h) boxes, by hand."""
+    ax1, ay1, ax2, ay2 = a[0] - a[2] / 2, a[1] - a[3] / 2, a[0] + a[2] / 2, a[1] + a[3] / 2
+    bx1, by1, bx2, by2 = b[0] - b[2] / 2, b[1] - b[3] / 2, b[0] + b[2] / 2, b[1] + b[3] / 2
+    inter = max(0.0, min(ax2, bx2) - max(ax1, bx1)) * max(0.0, min(ay2, by2) - max(ay1, by1))
+    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
+
+
+def decoded_box(t, gx, gy, anchor, stride, reach):
+    """The head's decoding written out for one cell: centre = (cell + 0.5 + (2 sigmoid(t) - 1) reach) stride,
+    size = anchor (2 sigmoid(t))^2."""
+    return ((gx + 0.5 + (2 * sigmoid(t[0]) - 1) * reach) * stride, (gy + 0.5 + (2 * sigmoid(t[1]) - 1) * reach) * stride,
+            anchor[0] * (2 * sigmoid(t[2])) ** 2, anchor[1] * (2 * sigmoid(t[3])) ** 2)
+
+
+def loop_loss(outputs, targets, assignments, cfg, anchors, strides, reach_name):
+    """The loss one positive and one cell at a time: box 1 - IoU and class BCE averaged over all positives;
+    objectness BCE averaged over each scale's counted cells (positives with target IoU, negatives with 0, a negative
+    left out when its decoded box overlaps a GT of its image by more than ignore_iou_thres), weighted per scale."""
+    box_terms, cls_terms, obj = [], [], 0.0
+    for s, (raw, asg) in enumerate(zip(outputs, assignments)):
+        raw = raw.double().tolist()
+        b_n, a_n, h, w = len(raw), len(raw[0]), len(raw[0][0]), len(raw[0][0][0])
+        reach = reach_in_cells(REACH[reach_name], (h, w))
+        positives = {}
+        for b, a, gy, gx, g in zip(asg.batch.tolist(), asg.anchor.tolist(), asg.gy.tolist(), asg.gx.tolist(),
+                                   asg.gt.tolist()):
+            t = raw[b][a][gy][gx]
+            iou = iou_xywh(decoded_box(t, gx, gy, anchors[s][a], strides[s], reach), targets[g][2:])
+            box_terms.append(1 - iou)
+            cls = int(targets[g][1])
+            cls_terms.append(sum(bce(t[5 + c], float(c == cls)) for c in range(cfg.num_classes)) / cfg.num_classes)
+            positives[(b, a, gy, gx)] = max(iou, 0.0)
+        total, counted = 0.0, 0
+        for b in range(b_n):
+            gts = [row[2:] for row in targets if int(row[0]) == b]
+            for a in range(a_n):
+                for gy in range(h):
+                    for gx in range(w):
+                        t = raw[b][a][gy][gx]
+                        if (b, a, gy, gx) in positives:
+                            total, counted = total + bce(t[4], positives[(b, a, gy, gx)]), counted + 1
+                            continue
+                        box = decoded_box(t, gx, gy, anchors[s][a], strides[s], reach)
+                        if any(iou_xywh(box, g) > cfg.ignore_iou_thres for g in gts):
+                            continue  # ignored: a good box of an object another anchor is responsible for
+                        total, counted = total + bce(t[4], 0.0), counted + 1
+        obj += cfg.obj_scale_weights[s] * total / max(counted, 1)
+    box = sum(box_terms) / len(box_terms)
+    cls = sum(cls_terms) / len(cls_terms)
+    return cfg.box_weight * box + cfg.obj_weight * obj + cfg.cls_weight * cls, box, obj, cls
+
+
+@pytest.mark.parametrize("strategy", ["single_grid", "nearby_grid", "all_grid"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_loss_equals_a_plain_loop_reference(strategy, seed):
+    """Small random cases (2 images, 64 px: grids 8, 4, 2) with random raw outputs, so that some negatives are
+    ignored and some are not; the ignore threshold low enough (0.3) that the rule matters."""
+    from yolo.assign import assign
+    from yolo.models.head import BoxDecoding
+
+    cfg = tiny_config(img_size=64, label_assignment=strategy, box_loss="iou", ignore_iou_thres=0.3,
+                      anchors=[[(6, 6), (10, 8), (8, 12)], [(16, 16), (24, 18), (18, 26)], [(32, 32), (48, 40), (40, 56)]])
+    gen = torch.Generator().manual_seed(seed)
+    outputs = [torch.randn(2, 3, 64 // s, 64 // s, 5 + cfg.num_classes, generator=gen, dtype=torch.float64).float()
+               for s in (8, 16, 32)]
+    n = 5
+    centres = torch.rand(n, 2, generator=gen) * 56 + 4
+    sizes = torch.rand(n, 2, generator=gen) * 40 + 4
+    targets = torch.cat((torch.tensor([[0.0], [0], [1], [1], [1]]), torch.randint(0, 3, (n, 1), generator=gen).float(),
+                         centres, sizes), 1)
+    decoding = BoxDecoding(torch.tensor(cfg.anchors, dtype=torch.float32), (8, 16, 32), REACH[strategy])
+    loss_fn = YOLOLoss(cfg)
+    loss, items, _ = loss_fn(outputs, targets, decoding)
+    # the same assignment (assign.py has its own loop reference tests), drawn with the same generator state
+    assignments, _ = assign(targets, decoding.anchors, [o.shape[2:4] for o in outputs], decoding.strides, strategy,
+                            cfg.match_iou_thres, cfg.filter_by_max_iou, cfg.assign_unmatched_to_best,
+                            torch.Generator().manual_seed(cfg.seed))
+    ref, box, obj, cls = loop_loss(outputs, targets.tolist(), assignments, cfg, cfg.anchors, (8, 16, 32), strategy)
+    assert items["box"].item() == pytest.approx(box, abs=1e-5)
+    assert items["obj"].item() == pytest.approx(obj, abs=1e-5)
+    assert items["cls"].item() == pytest.approx(cls, abs=1e-5)
+    assert loss.item() == pytest.approx(ref, abs=1e-5)

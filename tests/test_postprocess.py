@@ -61,7 +61,7 @@ def test_multi_label_keeps_each_class_above_threshold():
 
 
 # ---- the objectness prefilter: postprocess decodes only cells whose objectness passes conf_thres; it must give
-# exactly what thresholding every decoded box gives (the plain dense path below, as postprocess used to be)
+# exactly what thresholding every decoded box gives (the plain dense path below is that reference)
 
 
 def dense_postprocess(outputs, box_decoding, conf_thres, nms_iou, max_det, multi_label, topk=pp.PRE_NMS_TOPK):
@@ -114,12 +114,14 @@ def test_prefilter_matches_dense_path(multi_label, conf_thres, assignment):
 
 
 @pytest.mark.parametrize("multi_label", [False, True])
-def test_prefilter_keeps_the_best_per_image_when_candidates_overflow(monkeypatch, multi_label):
-    # more candidates than PRE_NMS_TOPK in every image: both paths must keep the same top ones per image
-    monkeypatch.setattr(pp, "PRE_NMS_TOPK", 40)
+def test_prefilter_keeps_the_best_per_image_when_candidates_overflow(multi_label):
+    # more candidates than pre_nms_topk in every image: both paths must keep the same top ones per image
     outputs, anchors = random_outputs(7, obj_mean=0.0)
-    got = postprocess(outputs, decoding(anchors, "nearby_grid"), 0.005, 0.6, 300, multi_label)
+    capped = []
+    got = postprocess(outputs, decoding(anchors, "nearby_grid"), 0.005, 0.6, 300, multi_label, pre_nms_topk=40,
+                      capped=capped)
     want = dense_postprocess(outputs, decoding(anchors, "nearby_grid"), 0.005, 0.6, 300, multi_label, topk=40)
+    assert len(capped) == len(got) and min(capped) > 40  # every image overflowed, and said so
     for (gb, gs, gl), (wb, ws, wl) in zip(got, want):
         assert 0 < len(gs) <= 40
         assert torch.equal(gl, wl) and torch.allclose(gs, ws, rtol=1e-6, atol=0)
@@ -132,3 +134,28 @@ def test_no_candidates_gives_empty_results_per_image():
     assert len(results) == 3
     for boxes, scores, labels in results:
         assert boxes.shape == (0, 4) and scores.shape == (0,) and labels.shape == (0,)
+
+
+def test_evaluation_says_once_when_images_overflow_pre_nms_topk(tmp_path, log_lines):
+    from yolo.config import BaseConfig
+    from yolo.data.dataset import build_loader, read_records
+    from yolo.engine.evaluator import predict_loader
+    from yolo.models.detector import build_model
+
+    cfg = BaseConfig()
+    cfg.data_root, cfg.shapes_num_train, cfg.shapes_num_val = str(tmp_path / "shapes"), 2, 4
+    cfg.img_size, cfg.width, cfg.batch_size, cfg.num_workers, cfg.pre_nms_topk = 64, 0.25, 2, 0, 5
+    cfg.finalize()
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    with torch.no_grad():  # every cell a candidate: objectness and class logits far above conf_thres
+        for head_conv in (m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.out_channels == 24):
+            head_conv.bias.fill_(5.0)
+    loader = build_loader(cfg, read_records(cfg, "val"), train=False)
+    detections = predict_loader(model, loader, cfg, torch.device("cpu"), show_progress=False)
+    assert all(len(scores) <= 5 for _, scores, _ in detections.values())
+    warnings = [line for line in log_lines if "pre_nms_topk" in line]
+    assert len(warnings) == 1 and "4 of 4 images had more than pre_nms_topk = 5" in warnings[0]
+    cfg.pre_nms_topk = 1000  # 3 anchors x (64 + 16 + 4) cells = 252 candidates per image: under the cap, no warning
+    predict_loader(model, loader, cfg, torch.device("cpu"), show_progress=False)
+    assert len([line for line in log_lines if "pre_nms_topk" in line]) == 1

@@ -16,6 +16,7 @@ from .branching import neck_groups
 BACKBONES = ("resnet18", "resnet34", "resnet50", "darknet53", "mobilenet_v3_small", "mobilenet_v3_large")
 STRATEGIES = ("single_grid", "nearby_grid", "all_grid")  # label assignment, yolo/assign.py
 EVAL_BACKENDS = ("pycocotools", "faster_coco_eval")     # COCO evaluation, yolo/metrics.py
+HEADS = ("conv1x1", "tower3x3", "searched")             # detection head, yolo/models/search_cell.py
 
 
 class BaseConfig:
@@ -90,6 +91,8 @@ class BaseConfig:
         self.ignore_iou_thres = 0.5            # YOLOv3: negatives whose box overlaps a GT by more than this are ignored
         # ---- training
         self.epochs = 12                       # passes over the training set
+        self.time_budget = None                # minutes of training + evaluation: the epoch count is planned after
+                                               # every epoch to end inside it (epochs is the first guess); None = off
         self.optimizer = "adamw"               # sgd (Nesterov) | adam | adamw
         self.lr = 2e-3                         # peak lr of one optimizer step (nominal_batch_size images); never rescaled
                                                # for you: x k images per step -> lr x k (SGD) or x sqrt(k) (Adam)
@@ -129,6 +132,8 @@ class BaseConfig:
         self.conf_thres = 0.005                # score threshold before NMS during evaluation
         self.nms_iou = 0.45                    # NMS IoU threshold (per class; 0.45 as in YOLOv3)
         self.max_det = 100                     # detections kept per image
+        self.pre_nms_topk = 1000               # candidates per image that NMS sees, best first (evaluation warns
+                                               # when an image has more)
         self.eval_backend = "pycocotools"      # pycocotools | faster_coco_eval
         self.ckpt_path = None                  # checkpoint for val/predict (None = best.pt of the newest run)
         # ---- prediction
@@ -137,7 +142,34 @@ class BaseConfig:
         self.predict_max_images = 8            # how many built-in val images predict uses by default
         # ---- debug
         self.num_debug_batch = 1               # --task debug: batches of augmented training data to draw
-        self.debug_demos = False               # --task debug: also redraw imgs/<strategy>_demo.png for the README
+        self.debug_demos = False               # --task debug: also redraw the pictures of docs/how_it_works.md,
+                                               # imgs/<strategy>_demo.png (writes into the project's imgs/)
+        # ---- evaluation artifacts
+        self.eval_artifacts = True             # after training (best.pt's evaluation) and --task val: pr_curve.png,
+                                               # f1/p/r_curve.png, confusion_matrix.png, per_class.csv (docs/evaluation.md)
+        self.confusion_conf = 0.25             # confusion matrix: detections with a score below this are left out
+        self.confusion_iou = 0.45              # confusion matrix: a detection and a GT pair when their IoU >= this
+        # ---- export (python main.py --task export writes an .onnx file; docs/export.md)
+        self.export_fuse = True                # fold every BatchNorm into its conv first (same outputs, faster)
+        self.export_check_images = 8           # validation images per task on which ONNX Runtime must match PyTorch
+        self.predict_fuse = True               # --task predict (backend torch) folds BatchNorm into convs first:
+                                               # the same detections, a faster forward (bench/predict.py)
+        self.backend = "torch"                 # val / predict: torch | onnxruntime (runs the .onnx file; a ckpt_path
+                                               # ending in .onnx implies it, a .pt one means the .onnx beside it)
+        # ---- head search (python main.py --task search_head; docs/head_search.md)
+        self.head = "conv1x1"                  # conv1x1 (one 1x1 conv per scale) | tower3x3 (hand-made 3x3 conv
+                                               # towers) | searched (the cells of genotype_file)
+        self.genotype_file = None              # head searched: a genotype.txt written by --task search_head
+        self.genotype = None                   # the genotype text itself; read from genotype_file when None, so
+                                               # config.json and checkpoints carry it without the file
+        self.head_channels = 32                # tower heads: the width every scale is projected to (towers shared)
+        self.cell_channels = 16                # searched / search cells: the narrow width their edges run at
+        self.search_epochs = 4                 # --task search_head: passes over the weights' part of the train split
+        self.search_alpha_split = "heldout"    # images the architecture weights learn on: heldout (a part of the
+                                               # train split the weights never see) | same (the weights' batch)
+        self.search_heldout_fraction = 0.5     # heldout: fraction of the train split kept for the alphas
+        self.search_alpha_lr = 3e-4            # Adam lr of the alphas (betas (0.5, 0.999), weight decay 1e-3)
+        self.search_genotype_interval = 200    # search steps between two rewrites of genotype.txt (and at the end)
         # ---- representation similarity (which layers tasks should share; see docs/multitask_rsa.md)
         self.rsa_ckpts = None                  # --task rsa: one single-task checkpoint per task, in the order of
                                                # `tasks`: "a.pt,b.pt" or a list of paths
@@ -176,6 +208,9 @@ ALLOWED = {
     "precision": ("auto", "fp32", "fp16", "bf16"),
     "best_metric": ("map50", "map"),
     "dist_backend": ("auto", "nccl", "gloo"),
+    "backend": ("torch", "onnxruntime"),
+    "head": HEADS,
+    "search_alpha_split": ("heldout", "same"),
 }
 DERIVED = ("num_classes", "strides", "run_dir", "task_names", "task_name", "task_num_classes")
 # what a task dict of config `tasks` may set: the data fields (everything else is shared by all tasks)
@@ -198,17 +233,20 @@ def validate(cfg):
         raise ValueError("config field 'anchors' needs the same number of anchors on every scale")
     if not cfg.class_names:
         raise ValueError("config field 'class_names' must name at least one class")
-    for name in ("batch_size", "epochs", "val_interval", "max_det"):
+    for name in ("batch_size", "epochs", "val_interval", "max_det", "pre_nms_topk"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"config field '{name}' = {getattr(cfg, name)} must be >= 1")
-    for name in ("match_iou_thres", "conf_thres", "nms_iou", "predict_conf"):
+    for name in ("match_iou_thres", "conf_thres", "nms_iou", "predict_conf", "confusion_conf", "confusion_iou"):
         if not 0 <= getattr(cfg, name) <= 1:
             raise ValueError(f"config field '{name}' = {getattr(cfg, name)} must be in [0, 1]")
     if cfg.num_workers < 0:
         raise ValueError(f"config field 'num_workers' = {cfg.num_workers} must be >= 0")
+    if not isinstance(cfg.export_check_images, int) or cfg.export_check_images < 1:
+        raise ValueError(f"config field 'export_check_images' = {cfg.export_check_images!r} must be an int >= 1")
     validate_data_fields(cfg)
     validate_engine_fields(cfg)
     validate_task_fields(cfg)
+    validate_head_fields(cfg)
     validate_rsa_fields(cfg)
 
 
@@ -244,6 +282,9 @@ def validate_engine_fields(cfg):
     for name in ("multiscale_interval", "restart_mult", "log_interval"):
         if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:
             raise ValueError(f"config field '{name}' = {getattr(cfg, name)!r} must be an int >= 1")
+    if cfg.time_budget is not None and (isinstance(cfg.time_budget, bool) or not isinstance(cfg.time_budget, (int, float))
+                                        or cfg.time_budget <= 0):
+        raise ValueError(f"config field 'time_budget' = {cfg.time_budget!r} must be None or minutes > 0")
     if not isinstance(cfg.patience, int) or cfg.patience < 0:
         raise ValueError(f"config field 'patience' = {cfg.patience!r} must be an int >= 0 (0 = no early stopping)")
     if not 0 <= cfg.ema_decay < 1 or cfg.ema_tau <= 0:
@@ -282,6 +323,26 @@ def validate_task_fields(cfg):
         raise ValueError(f"config field 'task_weights' = {weights!r} must hold one number >= 0 per task "
                          f"({len(cfg.tasks)} tasks)")
     neck_groups(cfg.branching, len(cfg.tasks))  # raises ValueError naming the bad entry
+
+
+def validate_head_fields(cfg):
+    """The head-search fields; a searched head's genotype text is read from genotype_file here (parsed when the
+    model is built, yolo/models/search_cell.py)."""
+    for name in ("head_channels", "cell_channels", "search_epochs", "search_genotype_interval"):
+        if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:
+            raise ValueError(f"config field '{name}' = {getattr(cfg, name)!r} must be an int >= 1")
+    if not 0 < cfg.search_heldout_fraction < 1:
+        raise ValueError(f"config field 'search_heldout_fraction' = {cfg.search_heldout_fraction} must be in (0, 1)")
+    if cfg.search_alpha_lr <= 0:
+        raise ValueError(f"config field 'search_alpha_lr' = {cfg.search_alpha_lr} must be > 0")
+    if cfg.head == "searched" and cfg.genotype is None:
+        if not cfg.genotype_file:
+            raise ValueError("config field 'head' = 'searched' needs 'genotype_file' (the genotype.txt of "
+                             "python main.py --task search_head)")
+        path = Path(cfg.genotype_file)
+        if not path.is_file():
+            raise FileNotFoundError(f"config field 'genotype_file': {path} does not exist")
+        cfg.genotype = path.read_text()
 
 
 def validate_rsa_fields(cfg):

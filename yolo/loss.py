@@ -15,8 +15,15 @@ from .models.head import decode
 
 
 class YOLOLoss:
-    def __init__(self, cfg):
+    """average_counts: under DDP, a function that averages a tensor over the processes (all_reduce). The means over
+    positives and over cells then divide by the counts of the whole global batch, as DETR divides by the number of
+    boxes of all processes: DDP averages the gradients, so each process's sum over that average count makes exactly
+    the update of one process on the global batch (tests/test_distributed.py). Gradient accumulation still averages
+    the means of its batches: the counts of later batches are not known when an earlier one's backward runs."""
+
+    def __init__(self, cfg, average_counts=None):
         self.cfg = cfg
+        self.average_counts = average_counts
         self.generator = torch.Generator().manual_seed(cfg.seed)  # for random conflict resolution
 
     def __call__(self, outputs, targets, decoding):
@@ -32,7 +39,7 @@ class YOLOLoss:
                                     cfg.match_iou_thres, cfg.filter_by_max_iou, cfg.assign_unmatched_to_best,
                                     self.generator)
         device = outputs[0].device
-        box_loss, cls_loss, obj_loss = [], [], torch.zeros((), device=device)
+        box_loss, cls_loss, obj_sums, obj_cells = [], [], [], []
         for s, (raw, asg) in enumerate(zip(outputs, assignments)):
             reach = decoding.reach_at(grid_sizes[s])
             stride, anchors_wh = decoding.strides[s], anchors[s]
@@ -50,10 +57,18 @@ class YOLOLoss:
                 # objectness learns how well the box fits (YOLOv5's IoU target) so scores rank detections by quality
                 obj_target[asg.batch, asg.anchor, asg.gy, asg.gx] = iou.detach().clamp(min=0).to(obj_target.dtype)
                 obj_mask[asg.batch, asg.anchor, asg.gy, asg.gx] = True
-            bce = F.binary_cross_entropy_with_logits(raw[..., 4], obj_target, weight=obj_mask, reduction="sum")
-            obj_loss = obj_loss + cfg.obj_scale_weights[s] * bce / obj_mask.sum().clamp(min=1)
-        box = torch.cat(box_loss).mean() if box_loss else torch.zeros((), device=device)
-        cls = torch.cat(cls_loss).mean() if cls_loss else torch.zeros((), device=device)
+            obj_sums.append(F.binary_cross_entropy_with_logits(raw[..., 4], obj_target, weight=obj_mask,
+                                                               reduction="sum"))
+            obj_cells.append(obj_mask.sum())
+        box_sum = torch.cat(box_loss).sum() if box_loss else torch.zeros((), device=device)
+        cls_sum = torch.cat(cls_loss).sum() if cls_loss else torch.zeros((), device=device)
+        counts = torch.stack([torch.tensor(float(sum(len(b) for b in box_loss)), device=device),
+                              *[c.float() for c in obj_cells]])   # (1 + scales,) positives, counted cells per scale
+        if self.average_counts is not None:
+            counts = self.average_counts(counts)
+        counts = counts.clamp(min=1e-6)  # no positives: the sums are zero too
+        box, cls = box_sum / counts[0], cls_sum / counts[0]
+        obj_loss = sum(w * o / c for w, o, c in zip(cfg.obj_scale_weights, obj_sums, counts[1:]))
         loss = cfg.box_weight * box + cfg.obj_weight * obj_loss + cfg.cls_weight * cls
         items = {"box": box.detach(), "obj": obj_loss.detach(), "cls": cls.detach()}
         return loss, items, stats

@@ -107,6 +107,49 @@ def coco_results_json(image_ids, det_boxes, det_scores, det_labels) -> list[dict
     return results
 
 
+def match_detections(det_boxes, det_labels, gt_boxes, gt_labels, iou_thres=0.5):
+    """Greedy matching of one image's detections, as VOC and COCO count them: detections in the order given (best
+    score first), each is a true positive when it overlaps a not yet matched GT of its class by IoU >= iou_thres
+    (the free GT it overlaps most), otherwise a false positive. COCOeval does the same inside pycocotools but does
+    not expose it. boxes xyxy (D, 4), (G, 4). Returns (is_true_positive (D,) bool, is_missed (G,) bool)."""
+    det_boxes, gt_boxes = _as_boxes(det_boxes, "det_boxes"), _as_boxes(gt_boxes, "gt_boxes")
+    iou = box_iou_numpy(det_boxes, gt_boxes)
+    iou[np.asarray(det_labels).reshape(-1, 1) != np.asarray(gt_labels).reshape(1, -1)] = 0.0  # same class only
+    is_tp, matched = np.zeros(len(det_boxes), bool), np.zeros(len(gt_boxes), bool)
+    for d in range(len(det_boxes)):
+        free = np.where(matched, -1.0, iou[d])
+        if free.size and free.max() >= iou_thres:
+            is_tp[d] = matched[free.argmax()] = True
+    return is_tp, ~matched
+
+
+def ranked_ap(is_tp, num_gt, recall_points=101):
+    """AP of one class from its detections ranked best first (is_tp (D,) bool) and its number of GTs, as COCO
+    computes it: precision and recall after each detection, precision made non-increasing from the right (the
+    best precision at this recall or any higher one), read at `recall_points` recall levels 0, 0.01, ..., 1 (0
+    where recall is never reached), averaged. Returns (AP, precision (D,), recall (D,), interpolated
+    (recall_points,))."""
+    is_tp = np.asarray(is_tp, bool)
+    tp, fp = np.cumsum(is_tp), np.cumsum(~is_tp)
+    recall = tp / max(num_gt, 1)
+    precision = tp / np.maximum(tp + fp, 1)
+    envelope = np.maximum.accumulate(precision[::-1])[::-1] if len(precision) else precision
+    levels = np.linspace(0, 1, recall_points)
+    first = np.searchsorted(recall, levels, side="left")  # the first detection reaching each recall level
+    interpolated = np.where(first < len(envelope), envelope[np.minimum(first, len(envelope) - 1)], 0.0)
+    return float(interpolated.mean()), precision, recall, interpolated
+
+
+def box_iou_numpy(boxes1, boxes2):
+    """Pairwise IoU of xyxy boxes (N, 4) x (M, 4) -> (N, M), numpy (the metrics stay torch-free)."""
+    boxes1, boxes2 = np.asarray(boxes1, np.float64).reshape(-1, 4), np.asarray(boxes2, np.float64).reshape(-1, 4)
+    low = np.maximum(boxes1[:, None, :2], boxes2[None, :, :2])
+    high = np.minimum(boxes1[:, None, 2:], boxes2[None, :, 2:])
+    inter = np.clip(high - low, 0, None).prod(-1)
+    area1, area2 = (boxes1[:, 2:] - boxes1[:, :2]).prod(-1), (boxes2[:, 2:] - boxes2[:, :2]).prod(-1)
+    return inter / np.maximum(area1[:, None] + area2[None] - inter, 1e-12)
+
+
 def format_summary(stats) -> str:
     """The 12-line text COCOeval.summarize() prints, rebuilt from its stats."""
     lines = []

@@ -4,7 +4,7 @@ most max_det per image.
 At a low threshold (0.005 for mAP) post-processing must not cost much next to the forward pass, so it touches as
 little as possible: a score is objectness times a class probability below 1, so only cells whose objectness alone
 passes the threshold are decoded (a trained model is sure most cells are empty), and NMS runs once per image, on
-its best PRE_NMS_TOPK boxes. `decode_outputs` keeps the plain every-cell decoding, for analysis.
+its best pre_nms_topk boxes (config field, default PRE_NMS_TOPK). `decode_outputs` keeps the plain every-cell decoding, for analysis.
 """
 import functools
 import math
@@ -15,7 +15,7 @@ from torchvision.ops import nms
 from .boxes import cxcywh_to_xyxy
 from .models.head import decode, decode_boxes, make_grid, reach_in_cells
 
-PRE_NMS_TOPK = 1000  # per image: NMS cost grows with the square of its input, low-score boxes never survive anyway
+PRE_NMS_TOPK = 1000  # per image: NMS cost grows with the square of its input; low-score boxes rarely survive it
 
 
 def decode_outputs(outputs, decoding):
@@ -71,13 +71,16 @@ def decode_candidates(outputs, decoding, conf_thres):
 
 
 @torch.no_grad()
-def postprocess(outputs, decoding, conf_thres=0.005, nms_iou=0.5, max_det=100, multi_label=False):
+def postprocess(outputs, decoding, conf_thres=0.005, nms_iou=0.5, max_det=100, multi_label=False,
+                pre_nms_topk=PRE_NMS_TOPK, capped=None):
     """outputs: one model's raw outputs, a list of (B, A, H, W, 5 + C); decoding: that model's BoxDecoding.
     Returns one (boxes (K, 4) xyxy input pixels, scores (K,), labels (K,)) tuple per image, best first.
 
     multi_label=False keeps each box's best class (what you want to draw); True keeps every (box, class) pair above
     the threshold, so a box whose class is uncertain still counts for the right class -- the usual choice when
     computing mAP (YOLOv5's validation does the same). Boxes of different classes never suppress each other.
+    NMS sees at most pre_nms_topk candidates per image; `capped`, a list when given, receives the candidate count
+    of every image that had more (so evaluation can say that the cap cut something).
     """
     boxes, class_scores, image = decode_candidates(outputs, decoding, conf_thres)
     num_classes = class_scores.shape[1]
@@ -98,8 +101,10 @@ def postprocess(outputs, decoding, conf_thres=0.005, nms_iou=0.5, max_det=100, m
     kept, start = [], 0
     for count in torch.bincount(image, minlength=outputs[0].shape[0]).tolist():
         mine = slice(start, start + count)
-        if count > PRE_NMS_TOPK:
-            top_scores, top = scores64[mine].topk(PRE_NMS_TOPK)
+        if count > pre_nms_topk:
+            if capped is not None:
+                capped.append(count)
+            top_scores, top = scores64[mine].topk(pre_nms_topk)
             keep = top[nms(shifted[mine].index_select(0, top), top_scores, nms_iou)]
         else:
             keep = nms(shifted[mine], scores64[mine], nms_iou)

@@ -14,7 +14,7 @@ from .mosaic import mosaic4
 from .records import load_image_rgb
 from .shapes import ensure_shapes_dataset
 from .transforms import build_transform, resize_longest
-from .voc import read_voc
+from .voc import has_split_lists, read_voc
 from .yolo_txt import read_yolo_txt
 
 MAX_REPLACEMENTS = 10  # an image that fails to decode is replaced by the next one, at most this many in a row
@@ -107,6 +107,8 @@ def read_records(cfg, split, problems=None):
     own = problems is None
     problems = problems or Problems(f"{cfg.dataset} {', '.join(roots)} [{name}]")
     names = list(cfg.class_names)
+    if cfg.dataset == "voc":
+        check_voc_has_a_val_split(cfg)
     if cfg.dataset in ("shapes", "voc"):
         records = read_voc(roots, name, names, cfg.ann_dir, cfg.img_dir.format(split=name), split_file, problems)
     elif cfg.dataset == "coco":
@@ -118,6 +120,18 @@ def read_records(cfg, split, problems=None):
     if own:
         problems.finish(len(records))
     return records
+
+
+def check_voc_has_a_val_split(cfg):
+    """Folders without split lists are read whole: when train and val would read the same such folders, every
+    validation image is a training image and the mAP means nothing, so that is an error, not a warning."""
+    train = [os.path.join(cfg.data_root, d) for d in cfg.train_dirs] if cfg.train_dirs else [cfg.data_root]
+    val = [os.path.join(cfg.data_root, d) for d in cfg.val_dirs] if cfg.val_dirs else [cfg.data_root]
+    if (set(map(os.path.normpath, train)) == set(map(os.path.normpath, val)) and not cfg.train_split_file
+            and not cfg.val_split_file and not any(has_split_lists(root) for root in train)):
+        raise DataError(f"{', '.join(train)}: no ImageSets/Main/ split lists, so train and val would both be every "
+                        f"image of the same folder; give val_dirs (Roboflow: train_dirs [\"train\"], val_dirs "
+                        f"[\"valid\"]) or train_split_file / val_split_file")
 
 
 def coco_json_path(cfg, root, split_name, split_file):

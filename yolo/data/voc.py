@@ -1,10 +1,17 @@
 """Pascal VOC: one xml file per image under Annotations/, split lists under ImageSets/Main/ (see records.py for
-the box convention and the bad-input rules)."""
+the box convention and the bad-input rules).
+
+A folder without ImageSets/Main (labelImg's output, Roboflow's "Pascal VOC" export with train/, valid/, test/ each
+holding *.jpg and *.xml side by side) has no split lists: every annotation in it is read, sorted by name. For the
+Roboflow layout set ann_dir = img_dir = "", train_dirs = ["train"], val_dirs = ["valid"].
+"""
 from __future__ import annotations
 
 import csv
 import os
 import xml.etree.ElementTree as ET
+
+from loguru import logger
 
 from .checks import DataError, DataFileNotFound, Problems, clean_boxes
 from .records import IMAGE_EXTENSIONS, Record, checked_image_size, class_index, finish_reading, resolve_path
@@ -40,7 +47,7 @@ def read_voc(
     for one in roots:
         if not os.path.isdir(one):
             raise DataFileNotFound(f"VOC root directory not found: {one}")
-        for image_id, image_file in _voc_split_entries(one, split, split_file):
+        for image_id, image_file in _voc_split_entries(one, split, split_file, ann_dir):
             xml_path = os.path.join(one, ann_dir, image_id + ".xml")
             record = _read_voc_xml(xml_path, os.path.join(one, img_dir), image_id, image_file, index, problems)
             if record is not None:
@@ -48,8 +55,15 @@ def read_voc(
     return finish_reading(problems, own, records, f"VOC {', '.join(map(str, roots))} [{split}]")
 
 
-def _voc_split_entries(root: str, split: str, split_file: str | None) -> list[tuple[str, str | None]]:
+def has_split_lists(root: str) -> bool:
+    """Whether a VOC root has ImageSets/Main; without it every annotation of the folder is read."""
+    return os.path.isdir(os.path.join(root, "ImageSets", "Main"))
+
+
+def _voc_split_entries(root: str, split: str, split_file: str | None, ann_dir: str) -> list[tuple[str, str | None]]:
     """(image id, image file name or None) pairs in file order, duplicates removed."""
+    if not split_file and not has_split_lists(root):
+        return _all_annotations(root, ann_dir)
     path = resolve_path(root, split_file) if split_file else os.path.join(root, "ImageSets", "Main", f"{split}.txt")
     if not os.path.isfile(path):
         raise DataFileNotFound(f"split file not found: {path} (expected ImageSets/Main/<split>.txt or split_file=)")
@@ -73,6 +87,19 @@ def _voc_split_entries(root: str, split: str, split_file: str | None) -> list[tu
     if not entries:
         raise DataError(f"split file {path} lists no images")
     return list(entries.items())
+
+
+def _all_annotations(root: str, ann_dir: str) -> list[tuple[str, None]]:
+    """Every <id>.xml of root/ann_dir, sorted: the split of a folder without ImageSets/Main."""
+    folder = os.path.join(root, ann_dir)
+    if not os.path.isdir(folder):
+        raise DataFileNotFound(f"{root} has neither ImageSets/Main/ nor the annotation folder {folder}")
+    ids = sorted(os.path.splitext(n)[0] for n in os.listdir(folder) if n.lower().endswith(".xml"))
+    if not ids:
+        raise DataError(f"{root} has no ImageSets/Main/ split lists and {folder} holds no .xml annotations")
+    logger.info(f"{root}: no ImageSets/Main/, so every annotation is read: {len(ids)} .xml files of {folder}, "
+                f"sorted by name")
+    return [(image_id, None) for image_id in ids]
 
 
 def _read_voc_xml(xml_path, image_dir, image_id, image_file, class_index, problems) -> Record | None:

@@ -25,7 +25,8 @@ from ..models.detector import build_model
 from .distributed import broadcast_object, select_device, unwrap
 
 # what a checkpoint decides about its model; everything else (thresholds, data paths, ...) comes from the config
-MODEL_FIELDS = ("backbone", "width", "class_names", "anchors", "label_assignment", "img_size", "tasks", "branching")
+MODEL_FIELDS = ("backbone", "width", "class_names", "anchors", "label_assignment", "img_size", "tasks", "branching",
+                "head", "genotype", "head_channels", "cell_channels")
 
 # a resumed run takes these from the current config; every other field (num_workers too: it changes the
 # augmentation streams) comes from the checkpoint, so the run continues exactly as it started
@@ -101,8 +102,11 @@ def output_folder(ckpt_path, runs_dir, name):
 def load_model(cfg):
     """The model of cfg.ckpt_path (else default_checkpoint), in eval mode on cfg.device.
     The checkpoint's MODEL_FIELDS override cfg's (in place), so data and thresholds come from cfg and the model
-    from the file. Returns (model, device, checkpoint path)."""
+    from the file. Returns (model, device, checkpoint path). An .onnx file (or config backend onnxruntime) gives
+    an OnnxModel instead, on the CPU: see load_onnx_model."""
     path = default_checkpoint(cfg)
+    if cfg.backend == "onnxruntime" or path.suffix == ".onnx":
+        return load_onnx_model(cfg, path)
     ckpt = load_checkpoint(path)
     saved = config_from_dict(ckpt["config"])
     for field in MODEL_FIELDS:
@@ -113,6 +117,36 @@ def load_model(cfg):
     load_weights(model, ckpt["model"], path)
     logger.info(f"loaded {path} (epoch {ckpt.get('epoch')}, saved mAP@0.5 {ckpt.get('map50', float('nan')):.4f})")
     return model.to(device).eval(), device, Path(path)
+
+
+def load_onnx_model(cfg, path):
+    """(OnnxModel, cpu, path) for an exported file: `path` itself when it ends in .onnx, else the .onnx beside the
+    checkpoint (what --task export wrote: <run>/best.onnx for <run>/best.pt). Its metadata's MODEL_FIELDS override
+    cfg's, as a checkpoint's do."""
+    from ..models.onnx_model import OnnxModel
+
+    onnx_path = path if path.suffix == ".onnx" else exported_path(path, cfg.runs_dir)
+    if not onnx_path.is_file():
+        raise FileNotFoundError(f"backend onnxruntime needs an exported model: {onnx_path} does not exist; "
+                                f"export it first: python main.py --task export --ckpt_path {path}")
+    if cfg.backend != "onnxruntime":
+        logger.info(f"{onnx_path} is an ONNX file: running it with ONNX Runtime (backend onnxruntime)")
+    cfg.backend = "onnxruntime"
+    model = OnnxModel(onnx_path)
+    for field in MODEL_FIELDS:
+        setattr(cfg, field, model.config[field])
+    cfg.finalize()
+    logger.info(f"loaded {onnx_path} (ONNX Runtime, CPU; exported from {model.meta['source'] or 'unknown'})")
+    return model.eval(), torch.device("cpu"), onnx_path
+
+
+def exported_path(ckpt_path, runs_dir):
+    """Where --task export writes the .onnx of a checkpoint: beside it (<run>/best.onnx) inside runs_dir, else
+    runs_dir/export/<stem>/<stem>.onnx (never beside a file of the user's)."""
+    ckpt_path = Path(ckpt_path).resolve()
+    if Path(runs_dir).resolve() in ckpt_path.parents:
+        return ckpt_path.with_suffix(".onnx")
+    return output_folder(ckpt_path, runs_dir, "export") / f"{ckpt_path.stem}.onnx"
 
 
 def resume_checkpoint_path(cfg):

@@ -177,6 +177,13 @@ def sum_over_ranks(values, info):
     return t.tolist()
 
 
+def average_over_ranks(tensor, info):
+    """The element-wise mean of a tensor over all processes (the loss's counts under DDP)."""
+    tensor = tensor.clone()
+    dist.all_reduce(tensor)
+    return tensor / info.world_size
+
+
 def sync_buffers_from_main(module, info):
     """Copy rank 0's buffers (BN running statistics) to every process. DDP does this at the start of each forward,
     but after the last batch each rank holds its own statistics; syncing keeps checkpoints and evaluation equal."""

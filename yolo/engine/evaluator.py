@@ -6,6 +6,7 @@ process evaluating the same weights.
 """
 import numpy as np
 import torch
+from loguru import logger
 from tqdm import tqdm
 
 from ..data.transforms import boxes_to_original
@@ -24,14 +25,20 @@ def predict_loader(model, loader, cfg, device, show_progress=True, multi_label=F
     records = loader.dataset.records
     detections = {}
     decoding = unwrap(model).decoding
+    capped = []  # candidate counts of the images that had more than pre_nms_topk
     bar = tqdm(loader, desc="eval", leave=False, disable=not (show_progress and is_main_process()))
     for images, _, indices, _ in bar:
         outputs = model(images.to(device, non_blocking=True), task=task)
-        results = postprocess(outputs, decoding, cfg.conf_thres, cfg.nms_iou, cfg.max_det, multi_label)
+        results = postprocess(outputs, decoding, cfg.conf_thres, cfg.nms_iou, cfg.max_det, multi_label,
+                              cfg.pre_nms_topk, capped)
         for index, (boxes, scores, labels) in zip(indices, results):
             rec = records[index]
             boxes = boxes_to_original(boxes.cpu().numpy(), rec.width, rec.height, images.shape[-1])
             detections[index] = (boxes, scores.cpu().numpy(), labels.cpu().numpy())
+    if capped:
+        logger.warning(f"{len(capped)} of {len(records)} images had more than pre_nms_topk = {cfg.pre_nms_topk} "
+                       f"candidates above conf_thres (up to {max(capped)}); NMS saw only the best "
+                       f"{cfg.pre_nms_topk}: raise --pre_nms_topk if images hold that many objects")
     return detections
 
 

@@ -52,10 +52,12 @@ def lr_factor(it, total_iters, warmup_iters, cfg, iters_per_epoch):
 
 
 def build_lr_lambda(cfg, iters_per_epoch):
-    """The function of the iteration that torch's LambdaLR multiplies the peak lr with."""
-    total = cfg.epochs * iters_per_epoch
-    warmup = min(int(cfg.warmup_epochs * iters_per_epoch), total // 2)
-    return lambda it: lr_factor(it, total, warmup, cfg, iters_per_epoch)
+    """The function of the iteration that torch's LambdaLR multiplies the peak lr with. It reads cfg.epochs at every
+    call, so a run whose epoch count is planned as it goes (time_budget) stretches or shrinks its schedule."""
+    def factor(it):
+        total = cfg.epochs * iters_per_epoch
+        return lr_factor(it, total, min(int(cfg.warmup_epochs * iters_per_epoch), total // 2), cfg, iters_per_epoch)
+    return factor
 
 
 def lr_curve(cfg, iters_per_epoch):

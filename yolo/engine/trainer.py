@@ -9,6 +9,7 @@ the task losses with `task_weights`, and (average_shared_grads) divides the grad
 number of tasks using it, so the backbone learns from the tasks' mean rather than their sum. A single-task run is
 the one-task case of the same loop.
 """
+import copy
 import math
 import os
 import random
@@ -32,11 +33,13 @@ from ..models.detector import build_model
 from ..models.weights import load_backbone_weights, load_matching_state
 from ..viz.detections import prediction_grid
 from ..viz.plots import plot_results
+from .artifacts import write_tasks_artifacts
 from .checkpoint import (checkpoint_state, load_checkpoint, load_resume_checkpoint, model_differences,
                          remove_partial_writes, restore_training, resumed_config, save_checkpoint)
-from .distributed import (DistInfo, all_ranks_true, barrier, broadcast_object, cleanup_distributed, eval_sampler,
+from .distributed import (DistInfo, all_ranks_true, average_over_ranks, barrier, broadcast_object, cleanup_distributed, eval_sampler,
                           init_distributed, main_process_first, no_sync_unless, sum_over_ranks,
                           sync_buffers_from_main, train_sampler, unwrap, wrap_model)
+from .budget import TimeBudget
 from .ema import ModelEMA
 from .evaluator import evaluate_tasks
 from .logs import MetricsCSV, TensorBoard, log_dropped_boxes, log_resumed_config, setup_logging
@@ -65,6 +68,7 @@ class Training:
     epoch: int = 0                  # epochs completed
     best_fitness: float = -1.0      # best value of cfg.best_metric so far
     evals_without_improvement: int = 0
+    evaluation: tuple | None = None  # rank 0: (EvalResults, detections) of the latest evaluation, for the artifacts
 
     @property
     def device(self):
@@ -87,7 +91,7 @@ def train(cfg):
 def run_training(cfg, info):
     resume_path, ckpt = load_resume_checkpoint(cfg, info) if cfg.resume else (None, None)
     given = cfg
-    cfg, ignored = resumed_config(cfg, ckpt) if ckpt else (cfg, [])
+    cfg, ignored = resumed_config(cfg, ckpt) if ckpt else (copy.copy(cfg), [])  # a time budget changes epochs
     run_dir = resume_path.parent if ckpt else broadcast_object(new_run_dir(cfg) if info.is_main else None, info)
     setup_logging(run_dir if info.is_main else None, level="INFO" if info.is_main else "WARNING")
     if ckpt and info.is_main:
@@ -111,24 +115,38 @@ def run_training(cfg, info):
     tb = TensorBoard(run_dir / "tensorboard", cfg.tensorboard and info.is_main,
                      purge_step=t.epoch * iters_per_epoch if ckpt else None)
     start = time.time() - (ckpt["elapsed_s"] if ckpt else 0.0)
+    budget = TimeBudget(cfg.time_budget, ckpt["elapsed_s"] if ckpt else 0.0) if cfg.time_budget else None
+    if budget:
+        logger.info(f"time budget {cfg.time_budget:g} min: the number of epochs is planned after every epoch")
+    best_evaluation = None  # (epoch, evaluation) of best.pt, when this process made it
 
-    for epoch in range(t.epoch, cfg.epochs):
+    while t.epoch < cfg.epochs:
+        epoch = t.epoch
         for loader in train_loaders:
             start_epoch(loader, epoch, cfg, info)
+        if budget:
+            budget.epoch_started()
         epoch_stats = train_one_epoch(t, train_loaders, cfg, epoch, tb)
         log_dropped_boxes(epoch + 1, epoch_stats["boxes_dropped_pct"])
         t.epoch = epoch + 1
         for module in [unwrap(t.model)] + ([t.ema.module] if t.ema else []):
             sync_buffers_from_main(module, info)  # BN statistics of the last batches differ between ranks
+        if budget:
+            budget.epoch_trained()
+            fit_to_budget(cfg, budget, t.epoch, info)
         row = {"epoch": t.epoch, "time_s": round(time.time() - start, 1), **epoch_stats,
                **{k: float("nan") for k in score_names(t.task_names)}}
         scores, improved = None, False
         if t.epoch % cfg.val_interval == 0 or t.epoch == cfg.epochs:
             scores = evaluate_epoch(t, val_loaders, tasks, cfg, tb, step=t.epoch * iters_per_epoch)
+            if budget:
+                budget.evaluated()
             row.update(scores)
             improved = scores[cfg.best_metric] > t.best_fitness
             t.best_fitness = max(t.best_fitness, scores[cfg.best_metric])
             t.evals_without_improvement = 0 if improved else t.evals_without_improvement + 1
+            if improved and t.evaluation is not None:
+                best_evaluation = (t.epoch, t.evaluation)
         if info.is_main:
             metrics.append(row)  # before the checkpoints: see MetricsCSV.keep_until
             state = checkpoint_state(t, cfg, elapsed_s=time.time() - start)
@@ -140,6 +158,12 @@ def run_training(cfg, info):
             logger.info(f"early stop: {cfg.best_metric} did not improve for {cfg.patience} evaluations")
             break
 
+    if info.is_main and cfg.eval_artifacts and (best_evaluation or t.evaluation):
+        # best.pt's evaluation: the numbers --task val prints for it (a resumed run whose best came before the
+        # resume only has its last evaluation)
+        epoch, evaluation = best_evaluation or (t.epoch, t.evaluation)
+        logger.info(f"evaluation artifacts of epoch {epoch}{' (best.pt)' if best_evaluation else ''}")
+        write_tasks_artifacts(run_dir, *evaluation, val_loaders, tasks, tb, step=t.epoch * iters_per_epoch)
     tb.close()
     if info.is_main:
         plot_results(metrics.read(), run_dir / "results.png")
@@ -147,6 +171,16 @@ def run_training(cfg, info):
     logger.info(f"done in {time.time() - start:.0f} s; best {cfg.best_metric} {t.best_fitness:.4f}; "
                 f"results in {run_dir}")
     return t.best_fitness, run_dir
+
+
+def fit_to_budget(cfg, budget, done, info):
+    """Set cfg.epochs to what fits in the time budget (rank 0's plan on every process); the lr schedule follows."""
+    total, train_s, eval_s = budget.plan(done, cfg.val_interval)
+    total = broadcast_object(total, info)
+    if total != cfg.epochs:
+        logger.info(f"time budget {cfg.time_budget:g} min: {train_s:.1f} s per epoch + {eval_s:.1f} s per evaluation, "
+                    f"{budget.elapsed_s() / 60:.1f} min spent -> {total} epochs (planned {cfg.epochs})")
+        cfg.epochs = total
 
 
 def train_one_epoch(t, loaders, cfg, epoch, tb=None):
@@ -238,6 +272,7 @@ def evaluate_epoch(t, loaders, task_cfgs, cfg, tb, step):
     over tasks with several tasks, which best.pt and early stopping rank by) and, per task, map50_<name> ..."""
     results, detections, scores, table = evaluate_tasks(t.eval_model(), loaders, task_cfgs, t.device)
     if results is not None:  # rank 0
+        t.evaluation = (results, detections)
         for task_cfg, result in zip(task_cfgs, results):
             logger.info(f"epoch {t.epoch} evaluation of task {task_cfg.task_name}\n{result.table}")
         if len(results) > 1:
@@ -295,7 +330,10 @@ def build_training(cfg, tasks, info, iters_per_epoch):
     amp_dtype = autocast_dtype(cfg.precision, info.device)
     scaler = torch.amp.GradScaler(info.device.type, enabled=amp_dtype == torch.float16)
     shared = unwrap(model).tasks_sharing() if cfg.average_shared_grads else []
-    return Training(model, optimizer, scheduler, scaler, ema, [YOLOLoss(task) for task in tasks], info, amp_dtype,
+    # under DDP the loss divides by the positives and cells of the global batch (see YOLOLoss)
+    average_counts = partial(average_over_ranks, info=info) if info.is_distributed else None
+    losses = [YOLOLoss(task, average_counts) for task in tasks]
+    return Training(model, optimizer, scheduler, scaler, ema, losses, info, amp_dtype,
                     accumulation_steps(cfg, info.world_size), tuple(cfg.task_weights or [1.0] * len(tasks)),
                     cfg.task_names, shared)
 

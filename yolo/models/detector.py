@@ -10,18 +10,22 @@ from torch import nn
 from ..branching import neck_groups
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from .backbones import build_backbone
-from .head import REACH, BoxDecoding, YOLOHead
+from .head import REACH, BoxDecoding
 from .neck import YOLONeck
+from .search_cell import build_head
 
 
 class Detector(nn.Module):
-    def __init__(self, cfg):
+    def __init__(self, cfg, head=None):
+        """head: the kind of head (yolo/models/search_cell.py build_head); None = config `head`."""
         super().__init__()
         num_tasks = len(cfg.task_num_classes)
         self.backbone = build_backbone(cfg.backbone, cfg.width)
         self.neck = YOLONeck(self.backbone.out_channels, cfg.width, neck_groups(cfg.branching, num_tasks))
-        self.heads = nn.ModuleList(YOLOHead(self.neck.out_channels, len(cfg.anchors[0]), num_classes, cfg.img_size,
-                                            cfg.strides) for num_classes in cfg.task_num_classes)
+        self.heads = nn.ModuleList(
+            build_head(head or cfg.head, self.neck.out_channels, len(cfg.anchors[0]), num_classes, cfg.img_size,
+                       cfg.strides, cfg.head_channels, cfg.cell_channels, cfg.genotype)
+            for num_classes in cfg.task_num_classes)
         # anchors live in the state dict so a checkpoint carries the anchors it was trained with
         self.register_buffer("anchors", torch.tensor(cfg.anchors, dtype=torch.float32))  # (3, A, 2) pixels
         self.strides = tuple(cfg.strides)
@@ -64,6 +68,6 @@ class Detector(nn.Module):
         return [(p, n) for p, n in shared if n > 1]
 
 
-def build_model(cfg):
+def build_model(cfg, head=None):
     # channels-last (NHWC) lets oneDNN / cuDNN pick their fastest convolutions: 1.4x faster training on CPU here
-    return Detector(cfg).to(memory_format=torch.channels_last)
+    return Detector(cfg, head).to(memory_format=torch.channels_last)

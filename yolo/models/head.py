@@ -83,3 +83,14 @@ def decode(txywh, cell_xy, anchor_wh, stride, reach):
     xy = (cell_xy + 0.5 + (2 * txywh[..., :2].sigmoid() - 1) * reach) * stride
     wh = anchor_wh * (2 * txywh[..., 2:4].sigmoid()) ** 2
     return torch.cat((xy, wh), -1)
+
+
+def encode(box, cell_xy, anchor_wh, stride, reach, eps=1e-6):
+    """The inverse of `decode`: the logits (..., 4) that decode to box (..., 4) = cx, cy, w, h in pixels, the
+    formula solved for t. Only boxes decode can reach have exact logits: a centre within `reach` cells of the cell
+    centre and a size below 4x the anchor; the logits of others are clipped at logit(eps) and logit(1 - eps).
+    Training never needs it; analysis does (a "perfect" prediction to perturb, the logits a GT would need)."""
+    offset = (box[..., :2] / stride - cell_xy - 0.5) / reach  # = 2 sigmoid(txy) - 1, in (-1, 1)
+    txy = torch.logit((offset + 1) / 2, eps=eps)
+    twh = torch.logit((box[..., 2:4] / anchor_wh).sqrt() / 2, eps=eps)  # size = anchor * (2 sigmoid(twh))^2
+    return torch.cat((txy, twh), -1)

@@ -22,6 +22,8 @@ TASKS = {
     "debug": "draw the label assignment of augmented training batches",
     "anchors": "k-means anchors for the training boxes, and how well anchors fit them",
     "schedule": "plot the learning-rate schedule of the config",
+    "export": "write the checkpoint as ONNX (<run>/best.onnx), checked against PyTorch with ONNX Runtime",
+    "search_head": "search the head's cells (mixed ops, RepShare); writes a genotype for --head searched",
     "rsa": "which layers tasks should share: similarity of single-task models (--rsa_ckpts), ranked branchings",
     "merge": "one multi-task checkpoint from single-task ones (--merge_ckpts) for the config's branching",
     "peel": "one task's single-task checkpoint out of a multi-task one (--peel_task NAME)",

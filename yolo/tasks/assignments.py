@@ -2,7 +2,7 @@
 
 For each of `num_debug_batch` training batches: run `assign` with the config's strategy and thresholds, log its
 statistics, and save one PNG per image in <runs_dir>/debug/ showing the three scales side by side (grid, GT boxes,
-every positive anchor box at its cell). With `debug_demos=True` it also redraws the README figures
+every positive anchor box at its cell). With `debug_demos=True` it also redraws the documentation figures
 imgs/<strategy>_demo.png: one fixed validation image (no augmentation) assigned with each strategy.
 """
 from itertools import islice
@@ -20,7 +20,7 @@ from ..engine.trainer import seed_everything
 from ..viz.assignment import assignment_figure, save_assignment_figure
 from . import for_each_task
 
-DEMO_DPI = 90  # 3 panels of 4 inches -> 1080 x 400 px
+DEMO_DPI = 90  # 2 x 2 panels of 5.2 inches -> about 940 x 980 px, readable at the README's width
 
 
 def run(cfg):
@@ -66,20 +66,21 @@ def format_stats(stats):
             f"{int(stats['pos_s0'])} / {int(stats['pos_s1'])} / {int(stats['pos_s2'])} (strides 8 / 16 / 32)")
 
 
-def save_figure(image, targets, assignments, image_index, anchors, cfg, title, path, dpi=100, palette=False):
-    """image: (3, S, S) uint8 tensor as the loader yields it."""
+def save_figure(image, targets, assignments, image_index, anchors, cfg, title, path, dpi=100, palette=False,
+                strategy=None):
+    """image: (3, S, S) uint8 tensor as the loader yields it; strategy: the one to explain in the key panel."""
     fig = assignment_figure(image.permute(1, 2, 0).numpy(), targets, assignments, image_index, anchors.numpy(),
-                            cfg.strides, cfg.class_names, title)
+                            cfg.strides, cfg.class_names, title, strategy=strategy or cfg.label_assignment)
     save_assignment_figure(fig, path, dpi, palette)
 
 
 def demo_sample(cfg, max_candidates=20):
-    """The fixed README image: among the first val images, the one with the most objects (no augmentation)."""
+    """The fixed documentation image: among the first val images, the one with the most objects (no augmentation)."""
     records = read_records(cfg, "val")
     if not records:
         raise FileNotFoundError(f"the val split of {cfg.data_root} is empty; debug_demos needs one val image")
     index = max(range(min(len(records), max_candidates)), key=lambda k: (len(records[k].boxes), -k))
-    image, targets, _ = DetectionDataset(records, build_transform(cfg, train=False))[index]
+    image, targets, *_ = DetectionDataset(records, build_transform(cfg, train=False))[index]
     batch_targets = torch.cat((torch.zeros(len(targets), 1), targets), 1)  # (n, 6) with batch index 0
     return Path(records[index].image_path).stem, image, batch_targets
 
@@ -89,8 +90,9 @@ def write_demos(cfg, demo_dir, anchors):
     name, image, targets = demo_sample(cfg)
     for strategy in STRATEGIES:
         assignments, stats = assign_batch(cfg, targets, anchors, torch.Generator().manual_seed(cfg.seed), strategy)
-        title = (f"{strategy} @ IoU {cfg.match_iou_thres}: {stats['pos_per_gt']:.1f} positives per GT "
-                 f"(val image {name})")
+        title = (f"{strategy}, match_iou_thres {cfg.match_iou_thres}: {stats['pos_per_gt']:.1f} positive anchors "
+                 f"per GT over the 3 scales\n(val image {name} letterboxed to {cfg.img_size} px, no augmentation)")
         path = demo_dir / f"{strategy}_demo.png"
-        save_figure(image, targets, assignments, 0, anchors, cfg, title, path, dpi=DEMO_DPI, palette=True)
+        save_figure(image, targets, assignments, 0, anchors, cfg, title, path, dpi=DEMO_DPI, palette=True,
+                    strategy=strategy)
         logger.info(f"{path} ({path.stat().st_size / 1024:.0f} KB): {format_stats(stats)}")

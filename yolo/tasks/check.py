@@ -83,6 +83,7 @@ def split_report(records, problems, cfg, split):
             q = np.percentile(sides, [5, 25, 50, 75, 95])
             lines.append(f"box side sqrt(w*h) at img_size {cfg.img_size}: 5/25/50/75/95 % = "
                          + " / ".join(f"{v:.0f}" for v in q) + f" px; {int((sides < 8).sum())} boxes under 8 px")
+            lines.append(too_small_line(records, cfg))
     lines.append(f"problems: {len(problems.items)}" + ("" if not problems.items else ", " + ", ".join(
         f"{n} {kind} ({PROBLEM_KINDS[kind]})" for kind, n in problems.count.most_common())))
     for kind in problems.count:
@@ -91,3 +92,16 @@ def split_report(records, problems, cfg, split):
         if len(of_kind) > SHOWN_PER_KIND:
             lines.append(f"  [{kind}] ... {len(of_kind) - SHOWN_PER_KIND} more in problems.txt")
     return "\n".join(lines)
+
+
+def too_small_line(records, cfg):
+    """How many boxes training would drop before any augmentation: a side under min_box_size pixels once the image
+    is letterboxed to img_size (the augmentation's own filter; zooming out and mosaics drop more, counted per epoch
+    as boxes_dropped_pct in metrics.csv). A dataset of tiny objects must not lose them unseen."""
+    sizes = letterboxed_box_sizes(records, cfg.img_size)  # (N, 2) width, height in pixels at img_size
+    small = int((sizes.min(axis=1) < cfg.min_box_size).sum()) if len(sizes) else 0
+    line = (f"{small} of {len(sizes)} boxes ({100 * small / max(len(sizes), 1):.1f} %) have a side under "
+            f"min_box_size = {cfg.min_box_size:g} px at img_size {cfg.img_size}: training drops them")
+    if small:
+        line += "; raise img_size or lower min_box_size to keep them"
+    return line

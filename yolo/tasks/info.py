@@ -27,12 +27,23 @@ def describe_model(model, cfg):
     size = (cfg.img_size, cfg.img_size)
     tasks = task_configs(cfg)
     classes = ", ".join(f"{t.task_name}: {t.num_classes}" for t in tasks) if len(tasks) > 1 else cfg.num_classes
-    header = (f"{cfg.backbone} x{cfg.width}, {classes} classes, {cfg.img_size}x{cfg.img_size} input: "
-              f"{count_params(model):,} params")
+    header = (f"{cfg.backbone} x{cfg.width}, {classes} classes, {cfg.img_size}x{cfg.img_size} input, "
+              f"{head_description(cfg)}: {count_params(model):,} params")
     sections = [header, model_summary(model, size), neck_table(model.neck, cfg.task_names)]
     if len(tasks) > 1:
         sections.append(task_params_table(model, cfg.task_names))
     return "\n\n".join(sections + [anchor_table(cfg)])
+
+
+def head_description(cfg):
+    """Which head (config `head`); tower heads add their widths, a searched head its genotype lines."""
+    if cfg.head == "conv1x1":
+        return "head conv1x1"
+    text = f"head {cfg.head} ({cfg.head_channels} channels"
+    if cfg.head == "searched":
+        lines = [line for line in cfg.genotype.splitlines() if line.strip() and not line.startswith("#")]
+        return text + f", edges at {cfg.cell_channels}; genotype of {cfg.genotype_file}:\n  " + "\n  ".join(lines) + ")"
+    return text + ")"
 
 
 def neck_table(neck, task_names):

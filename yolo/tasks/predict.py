@@ -3,6 +3,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 from loguru import logger
 
 from ..config import task_configs
@@ -12,7 +13,9 @@ from ..engine.checkpoint import load_model, output_folder
 from ..engine.evaluator import predict_loader
 from ..engine.logs import setup_logging
 from ..metrics import coco_results_json
-from ..viz.detections import draw_detections
+from ..models.fuse import fuse_batchnorm
+from ..viz.assignment import save_assignment_figure
+from ..viz.detections import draw_detections, prediction_figure
 
 
 def source_records(cfg, tasks):
@@ -29,18 +32,25 @@ def source_records(cfg, tasks):
 
 
 def run(cfg):
-    """Run every task's head on each image; draw all detections (labelled task/class with several tasks) and write
-    predictions.json (COCO results format plus file_name and category_name) into the checkpoint's run folder
-    (predictions/), or runs_dir/predictions/<checkpoint name>/ for a checkpoint outside runs_dir."""
+    """Run every task's head on each image; draw all detections (labelled task/class with several tasks) and an
+    overview predictions.png of the first four images (ground truth dashed), and write predictions.json (COCO results
+    format plus file_name and category_name) into the checkpoint's run folder (predictions/), or
+    runs_dir/predictions/<checkpoint name>/ for a checkpoint outside runs_dir; an .onnx model writes to
+    predictions_onnx/ instead. A PyTorch model has its BatchNorms folded first (config predict_fuse)."""
     setup_logging()
     model, device, ckpt_path = load_model(cfg)
+    if cfg.predict_fuse and cfg.backend == "torch":
+        example = torch.zeros(1, 3, cfg.img_size, cfg.img_size, dtype=torch.uint8, device=device)
+        model = fuse_batchnorm(model, example, task=None)
     cfg.conf_thres = cfg.predict_conf
     tasks = task_configs(cfg)
     records = source_records(cfg, tasks)
     loader = build_loader(tasks[0], records, train=False)
     per_task = [predict_loader(model, loader, cfg, device, task=k) for k in range(len(tasks))]
     detections, class_names = merge_task_detections(per_task, tasks)
-    out_dir = output_folder(ckpt_path, cfg.runs_dir, "predictions")
+    # an exported model's pictures go beside, not over, those of the checkpoint it came from
+    out_dir = output_folder(ckpt_path, cfg.runs_dir,
+                            "predictions_onnx" if cfg.backend == "onnxruntime" else "predictions")
     out_dir.mkdir(parents=True, exist_ok=True)
     names = set()
     for index, rec in enumerate(records):
@@ -50,6 +60,9 @@ def run(cfg):
         name = f"{name}_{index}" if name in names else name  # two tasks' datasets may share file names
         names.add(name)
         image.save(out_dir / f"{name}.jpg", quality=90)
+    # one overview of the first images: detections with a caption each, the ground truth dashed (val images)
+    save_assignment_figure(prediction_figure(records, detections, class_names, cfg.predict_conf),
+                           out_dir / "predictions.png", dpi=80, palette=True)
     results = coco_results_json(range(len(records)), *([detections[i][k] for i in range(len(records))]
                                                          for k in range(3)))
     for entry in results:

@@ -28,7 +28,7 @@ def show_batches(cfg, out_dir=None):
     loader = build_loader(cfg, read_records(cfg, "train"), train=True)
     loader.dataset.transform.set_random_seed(cfg.seed)
     paths = []
-    for k, (images, targets, _) in enumerate(islice(loader, cfg.num_debug_batch)):
+    for k, (images, targets, *_) in enumerate(islice(loader, cfg.num_debug_batch)):
         paths.append(out_dir / f"train_batch{k}.jpg")
         batch_grid(images, targets, cfg.class_names).save(paths[-1], quality=90)
         logger.info(f"{paths[-1]}: {len(images)} images, {len(targets)} boxes")

@@ -7,7 +7,15 @@ import numpy as np
 from PIL import Image
 
 
-ANCHOR_MARKERS = "os^Dvp*h"  # marker of anchor index k at the cell centre
+# marker of anchor index k at the cell centre: its digit, so it cannot be mistaken for a class shape (circle, square ...)
+ANCHOR_MARKERS = tuple(f"${k}$" for k in range(10))
+STRATEGY_NOTES = {
+    "single_grid": "single_grid (YOLOv3): only the cell holding the GT centre; each of its anchors whose shape IoU with "
+                   "the GT is >= the threshold learns it",
+    "nearby_grid": "nearby_grid: the same shape test in the 3x3 cells around the centre cell, so every object gets up "
+                   "to 9x the positives",
+    "all_grid": "all_grid: every anchor of every cell, by the IoU of the anchor box placed at its cell with the GT box",
+}
 
 
 def gt_colour(index):
@@ -28,17 +36,17 @@ def assignment_of_image(targets, scale_assignment, image_index):
     return targets[rows].cpu().numpy(), positives
 
 
-def draw_assignment(ax, image, targets_of_image, positives, anchors_wh, stride, class_names=None, title=None):
+def draw_assignment(ax, image, targets_of_image, positives, anchors_wh, stride, class_names=None, title=None,
+                    legend=True, font=6):
     """One scale on a matplotlib Axes: the image, the cell grid of `stride`, the GT boxes (one colour each) and
-    every positive anchor drawn as its anchor box centred on its cell, in its GT's colour, with a marker per
-    anchor index at the cell centre.
+    every positive anchor drawn as its anchor box centred on its cell, in its GT's colour, with its anchor index as
+    the marker at the cell centre. legend: the anchor sizes in a corner; font: size of the GT captions.
 
     image: (H, W, 3) uint8; targets_of_image: (n, 6) rows (batch, class, cx, cy, w, h) in pixels;
     positives: dict of equal-length arrays anchor, gy, gx, gt (gt indexes targets_of_image);
     anchors_wh: (A, 2) pixels of this scale.
     """
     from matplotlib.collections import PatchCollection
-    from matplotlib.lines import Line2D
     from matplotlib.patches import Rectangle
 
     height, width = image.shape[:2]
@@ -59,45 +67,79 @@ def draw_assignment(ax, image, targets_of_image, positives, anchors_wh, stride, 
         mine = anchor == k
         if mine.any():  # markers side by side in the cell, so the anchors of one cell do not hide each other
             shift = (k - (num_anchors - 1) / 2) * stride / (num_anchors + 1)
-            ax.scatter(cx[mine] + shift, cy[mine], s=10, marker=ANCHOR_MARKERS[k % len(ANCHOR_MARKERS)],
-                       c=[colours[i] for i in np.flatnonzero(mine)], edgecolors="black", linewidths=0.4, zorder=3)
+            ax.scatter(cx[mine] + shift, cy[mine], s=font ** 2, marker=ANCHOR_MARKERS[k % len(ANCHOR_MARKERS)],
+                       c="white", edgecolors="black", linewidths=0.6, zorder=3)
     for g, (_, label, cx, cy, w, h) in enumerate(targets_of_image):
         colour = gt_colour(g)
         ax.add_patch(Rectangle((cx - w / 2, cy - h / 2), w, h, fill=False, edgecolor=colour, linewidth=2.0))
         name = class_names[int(label)] if class_names else str(int(label))
-        ax.text(cx - w / 2, cy - h / 2 - 2, f"{g}:{name}", color="black", fontsize=6,
+        ax.text(cx - w / 2, cy - h / 2 - 2, f"{g}:{name}", color="black", fontsize=font,
                 bbox=dict(facecolor=colour, edgecolor="none", pad=0.5))
     ax.set_xlim(0, width)
     ax.set_ylim(height, 0)
     ax.set_xticks([])
     ax.set_yticks([])
     if title:
-        ax.set_title(title, fontsize=8)
-    handles = [Line2D([], [], marker=ANCHOR_MARKERS[k % len(ANCHOR_MARKERS)], linestyle="none", color="grey",
-                      markeredgecolor="black", label=f"anchor {k}: {w:g}x{h:g}") for k, (w, h) in enumerate(anchors_wh)]
-    ax.legend(handles=handles, loc="lower right", fontsize=5, framealpha=0.6)
+        ax.set_title(title, fontsize=font + 2)
+    if legend:
+        ax.legend(handles=anchor_handles(anchors_wh), loc="lower right", fontsize=5, framealpha=0.6)
+
+
+def anchor_handles(anchors_wh, prefix=""):
+    """Legend entries: the marker of each anchor index with its size."""
+    from matplotlib.lines import Line2D
+
+    return [Line2D([], [], marker=ANCHOR_MARKERS[k % len(ANCHOR_MARKERS)], linestyle="none", color="black",
+                   markersize=9, label=f"{prefix}anchor {k}: {w:g}x{h:g}") for k, (w, h) in enumerate(anchors_wh)]
 
 
 def assignment_figure(image, targets, assignments, image_index, anchors, strides, class_names=None, title=None,
-                      panel_inches=4.0):
-    """A matplotlib figure with the scales side by side for image `image_index` of a batch.
+                      panel_inches=5.2, strategy=None):
+    """A 2 x 2 matplotlib figure for image `image_index` of a batch: one panel per scale and a panel that explains
+    the drawing (and the strategy, when given), with the anchors of every scale.
 
     image: (H, W, 3) uint8; targets: (N, 6) of the whole batch; assignments: the list of ScaleAssignment that
     yolo.assign.assign returned; anchors: (S, A, 2). The caller saves and closes the figure.
     """
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(strides), figsize=(panel_inches * len(strides), panel_inches + 0.4))
-    for ax, scale_assignment, anchors_wh, stride in zip(axes, assignments, anchors, strides):
+    columns = 2
+    rows = -(-(len(strides) + 1) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(panel_inches * columns, panel_inches * rows + 0.5))
+    for ax, scale_assignment, anchors_wh, stride in zip(axes.flat, assignments, anchors, strides):
         targets_of_image, positives = assignment_of_image(targets, scale_assignment, image_index)
         per_gt = np.bincount(positives["gt"], minlength=len(targets_of_image))
         draw_assignment(ax, image, targets_of_image, positives, anchors_wh, stride, class_names,
-                        f"stride {stride}: {len(positives['gt'])} positives, {int((per_gt > 0).sum())}"
-                        f"/{len(targets_of_image)} GTs")
+                        f"stride {stride}, {image.shape[0] // stride}x{image.shape[1] // stride} cells: "
+                        f"{len(positives['gt'])} positives,\n{int((per_gt > 0).sum())} of {len(targets_of_image)} "
+                        f"GTs have at least one here", legend=False, font=8)
+    key = axes.flat[len(strides)]
+    key.axis("off")
+    text = ["How to read it:",
+            "- solid box: a ground-truth object (GT), 'n:class',",
+            "  one colour per GT",
+            "- dashed box: the anchor box of a positive, centred",
+            "  on its cell, in the colour of the GT it learns",
+            "- digit at a cell centre: which anchor of the cell",
+            "  is positive (sizes below)"]
+    text += ["", "Anchors (w x h px) of each scale, by digit:"]
+    text += [f"  stride {stride}: " + ", ".join(f"{k} = {w:g}x{h:g}" for k, (w, h) in enumerate(anchors_wh))
+             for anchors_wh, stride in zip(anchors, strides)]
+    if strategy in STRATEGY_NOTES:
+        text += ["", *_wrap(STRATEGY_NOTES[strategy], 50)]
+    key.text(0.0, 1.0, "\n".join(text), va="top", ha="left", fontsize=10, transform=key.transAxes)
+    for ax in list(axes.flat)[len(strides) + 1:]:
+        ax.axis("off")
     if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+        fig.suptitle(title, fontsize=12)
+    fig.tight_layout(h_pad=0.6, w_pad=0.6, rect=(0, 0, 1, 0.96 if title else 1))
     return fig
+
+
+def _wrap(text, width):
+    import textwrap
+
+    return textwrap.wrap(text, width)
 
 
 def save_assignment_figure(fig, path, dpi=100, palette=False):

@@ -1,6 +1,7 @@
 """Boxes on images: one image with its detections (PIL's built-in font, nothing downloaded), a grid of predictions
 (TensorBoard, notebooks) and a grid of augmented training images with their labels (--task show_batch)."""
 import colorsys
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -62,3 +63,47 @@ def batch_grid(images, targets, class_names, columns=None, gap=4):
         tile = draw_detections(images[i].permute(1, 2, 0).numpy(), xyxy, mine[:, 1].astype(int), class_names)
         grid.paste(tile, ((i % columns) * (side + gap), (i // columns) * (side + gap)))
     return grid
+
+
+def prediction_figure(records, detections, class_names, conf=0.3, num_images=4, panel_inches=4.2):
+    """The first `num_images` records side by side with their detections (score >= conf: solid, in the class colour,
+    one caption "class score" per box) and their ground truth (dashed white). Captions that would cover an earlier
+    caption move inside their box. Returns the matplotlib figure."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    shown = records[:num_images]
+    fig, axes = plt.subplots(1, len(shown), figsize=(panel_inches * len(shown), panel_inches + 0.6), squeeze=False)
+    for ax, (index, rec) in zip(axes[0], enumerate(shown)):
+        boxes, scores, labels = detections[index]
+        keep = np.asarray(scores) >= conf
+        ax.imshow(load_image_rgb(rec.image_path))
+        for x1, y1, x2, y2 in rec.boxes:
+            ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="white", linestyle="--",
+                                   linewidth=1.4))
+        taken = []  # caption rectangles already placed, in image pixels
+        for box, score, label in sorted(zip(boxes[keep], scores[keep], labels[keep]), key=lambda d: -d[1]):
+            colour = np.array(class_colour(int(label), len(class_names))) / 255
+            x1, y1, x2, y2 = (float(v) for v in box)
+            ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=colour, linewidth=2.0))
+            caption = f"{class_names[int(label)]} {float(score):.2f}"
+            width, height = 6.2 * len(caption) * rec.width / 420, 14 * rec.height / 420  # about, at this font
+            spot = (x1, y1 - height)
+            if spot[1] < 0 or any(_overlaps((*spot, width, height), other) for other in taken):
+                spot = (x1, y2 - height)  # inside the box, at its bottom
+            taken.append((*spot, width, height))
+            ax.text(spot[0], spot[1] + height, caption, fontsize=7, va="bottom", color="black",
+                    bbox=dict(facecolor=colour, edgecolor="none", pad=0.8, alpha=0.9))
+        count = lambda n, word: f"{n} {word}{'' if n == 1 else 's'}"  # noqa: E731
+        ax.set_title(f"{Path(rec.image_path).stem}: {count(int(keep.sum()), 'detection')}, "
+                     f"{count(len(rec.boxes), 'object')}", fontsize=9)
+        ax.axis("off")
+    fig.suptitle(f"detections with score >= {conf} (solid, caption: class and score); ground truth dashed white",
+                 fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _overlaps(a, b):
+    """Two (x, y, w, h) rectangles intersect."""
+    return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
