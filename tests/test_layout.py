@@ -17,7 +17,7 @@ LAYERS = [
     ["yolo.boxes", "yolo.branching"],
     ["yolo.config"],
     ["yolo.data", "yolo.models", "yolo.assign", "yolo.anchors", "yolo.loss", "yolo.postprocess", "yolo.metrics",
-     "yolo.metrics_curves", "yolo.viz", "yolo.evolve"],
+     "yolo.metrics_curves", "yolo.viz", "yolo.evolve", "yolo.rsa", "yolo.branching_search"],
     ["yolo.engine"],
     ["yolo.tasks"],
 ]

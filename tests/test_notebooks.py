@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
 EXPECTED = ["01_data_and_augmentations.ipynb", "02_anchors_and_label_assignment.ipynb", "03_model_and_loss.ipynb",
-            "04_training_and_results.ipynb", "05_multitask.ipynb", "07_head_search.ipynb"]
+            "04_training_and_results.ipynb", "05_multitask.ipynb", "06_which_layers_to_share.ipynb",
+            "07_head_search.ipynb"]
 CELL_TIMEOUT_S = 300  # one cell; fast mode needs seconds, but a loaded CI machine can be slow
 
 

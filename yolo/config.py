@@ -182,6 +182,14 @@ class BaseConfig:
         self.evolve_ray_searcher = "optuna"    # ray: optuna (TPE) | random
         self.evolve_ray_cpus = 1               # ray: CPUs each trial reserves (gpus: 1 each when the cluster has GPUs)
         self.evolve_asha = True                # ray: ASHA stops weak trials early (fitness evaluated every epoch)
+        # ---- representation similarity (which layers tasks should share; see docs/multitask_rsa.md)
+        self.rsa_ckpts = None                  # --task rsa: one single-task checkpoint per task, in the order of
+                                               # `tasks`: "a.pt,b.pt" or a list of paths
+        self.rsa_images = 100                  # --task rsa: val images of each task every model runs over (>= 4)
+        self.merge_ckpts = None                # --task merge: single-task checkpoints, one per task, in task order
+        self.merge_average = False             # --task merge: shared layers = the mean of the tasks sharing them
+                                               # (False: taken from the first of those tasks)
+        self.peel_task = None                  # --task peel: name of the task to take out of a multi-task checkpoint
 
     # ---------------------------------------------------------------- derived fields
     def finalize(self):
@@ -261,6 +269,7 @@ def validate(cfg):
     validate_engine_fields(cfg)
     validate_task_fields(cfg)
     validate_head_fields(cfg)
+    validate_rsa_fields(cfg)
 
 
 def validate_data_fields(cfg):
@@ -356,6 +365,28 @@ def validate_head_fields(cfg):
         if not path.is_file():
             raise FileNotFoundError(f"config field 'genotype_file': {path} does not exist")
         cfg.genotype = path.read_text()
+
+
+def validate_rsa_fields(cfg):
+    """rsa_ckpts, merge_ckpts, rsa_images, peel_task (whether the files exist is checked by the commands)."""
+    for name in ("rsa_ckpts", "merge_ckpts"):
+        path_list(getattr(cfg, name), name)
+    if not isinstance(cfg.rsa_images, int) or cfg.rsa_images < 4:
+        raise ValueError(f"config field 'rsa_images' = {cfg.rsa_images!r} must be an int >= 4 (the unbiased HSIC "
+                         f"needs 4 images)")
+    if cfg.peel_task is not None and not isinstance(cfg.peel_task, str):
+        raise ValueError(f"config field 'peel_task' = {cfg.peel_task!r} must be None or a task name")
+
+
+def path_list(value, name):
+    """A list of paths from None, "a.pt,b.pt" or a list of strings; ValueError naming config field `name`."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [p.strip() for p in value.split(",") if p.strip()]
+    if isinstance(value, (list, tuple)) and all(isinstance(p, str) for p in value):
+        return list(value)
+    raise ValueError(f"config field '{name}' = {value!r} must be None, \"a.pt,b.pt\" or a list of paths")
 
 
 def task_configs(cfg):

@@ -70,3 +70,11 @@ def _flops_under(per_module: dict[str, int], prefix: str) -> int:
     names = [n for n in per_module if n == prefix or n.startswith(prefix + ".")]
     outermost = [n for n in names if not any(n.startswith(other + ".") for other in names)]
     return sum(per_module[n] for n in outermost)
+
+
+def flops_under(model: nn.Module, img_size: tuple[int, int], prefixes) -> dict[str, float]:
+    """GFLOPs of one image's forward spent in each submodule of `prefixes` (attribute paths, e.g. "neck.blocks.3.0"),
+    counted once per call of the module: a neck copy shared by several tasks runs once."""
+    per_module = {name: sum(ops.values()) for name, ops in _count_flops(model, img_size).get_flop_counts().items()}
+    root = type(model).__name__
+    return {prefix: _flops_under(per_module, f"{root}.{prefix}") / 1e9 for prefix in prefixes}

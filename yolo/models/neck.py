@@ -81,7 +81,7 @@ class YOLONeck(nn.Module):
         self.blocks = nn.ModuleList(
             nn.ModuleList([template[j]] + [copy.deepcopy(template[j]) for _ in block_groups[1:]])
             for j, block_groups in enumerate(self.groups))
-        num_tasks = len(self.groups[0][0])
+        num_tasks = sum(len(g) for g in self.groups[0])  # block 0 has several copies when splitting at -1
         # routes[t][j]: which copy of block j task t runs
         self.routes = [[next(c for c, g in enumerate(block_groups) if t in g) for block_groups in self.groups]
                        for t in range(num_tasks)]

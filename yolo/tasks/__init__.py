@@ -25,6 +25,9 @@ TASKS = {
     "export": "write the checkpoint as ONNX (<run>/best.onnx), checked against PyTorch with ONNX Runtime",
     "search_head": "search the head's cells (mixed ops, RepShare); writes a genotype for --head searched",
     "evolve": "search training hyperparameters by evolution (or Ray Tune); best config in runs/<run_name>_evolve/",
+    "rsa": "which layers tasks should share: similarity of single-task models (--rsa_ckpts), ranked branchings",
+    "merge": "one multi-task checkpoint from single-task ones (--merge_ckpts) for the config's branching",
+    "peel": "one task's single-task checkpoint out of a multi-task one (--peel_task NAME)",
 }
 MODULE_OF = {"debug": "assignments"}  # commands whose module is named for what it draws
 

@@ -1,0 +1,107 @@
+"""Branching search (yolo/branching_search.py): the enumeration against a brute-force filter of candidate lists
+through the config's own validation, the tree score against a hand-computed tree, and the compute of a tree against
+the FLOPs counted on the model it builds."""
+import itertools
+
+import numpy as np
+import pytest
+
+from yolo.branching import NECK_BLOCK_NAMES, neck_groups
+from yolo.branching_search import (ComputeModel, best_within, dissimilarity_score, enumerate_branchings, rank_trees,
+                                   tree_key)
+from yolo.config import BaseConfig
+from yolo.models.detector import build_model
+from yolo.models.flops import gflops
+from yolo.rsa import LAYER_NAMES
+
+
+def candidate_groups(num_tasks):
+    """Every non-empty collection of disjoint non-empty task sets (in one canonical order: the order of the groups
+    changes only the order of the copies, not the tree)."""
+    subsets = [list(s) for k in range(1, num_tasks + 1) for s in itertools.combinations(range(num_tasks), k)]
+    return [list(c) for k in range(1, num_tasks + 1) for c in itertools.combinations(subsets, k)
+            if len({t for g in c for t in g}) == sum(len(g) for g in c)]
+
+
+def brute_force_trees(num_tasks, max_entries):
+    """The distinct trees of every list of up to max_entries entries [index, groups] that the grammar accepts.
+    Indices -2 and 7 are candidates too (the grammar must reject them); lists whose indices do not increase are
+    not generated (the grammar rejects them, and leaving them out keeps the product small)."""
+    collections = candidate_groups(num_tasks)
+    trees = {tree_key(neck_groups(None, num_tasks))}
+    for length in range(1, max_entries + 1):
+        for indices in itertools.combinations(range(-2, len(NECK_BLOCK_NAMES)), length):
+            for picks in itertools.product(collections, repeat=length):
+                try:
+                    trees.add(tree_key(neck_groups([[i, g] for i, g in zip(indices, picks)], num_tasks)))
+                except ValueError:
+                    pass
+    return trees
+
+
+@pytest.mark.parametrize("num_tasks, max_entries, expected", [
+    (2, 2, 1 + 8),            # whole neck shared, or split after one of 8 layers (-1 ... 6)
+    # 3 tasks: shared; [0] [1] [2] after one of 8 layers; a pair and a single (3 ways) after layer position p of 8,
+    # the pair then staying together or splitting at one of the 7 - p later positions: 3 * sum_p (8 - p) = 108
+    (3, 2, 1 + 8 + 3 * sum(8 - p for p in range(8))),
+])
+def test_enumeration_is_every_tree_the_grammar_accepts_once(num_tasks, max_entries, expected):
+    found = enumerate_branchings(num_tasks)
+    keys = [tree_key(neck_groups(b, num_tasks)) for b in found]
+    assert len(found) == len(set(keys)) == expected
+    # a tree of T tasks splits at most T - 1 times, so lists of T - 1 entries reach every tree (for 2 tasks also
+    # lists of 2: an entry that splits nothing must not bring new trees)
+    assert set(keys) == brute_force_trees(num_tasks, max_entries)
+
+
+def test_dissimilarity_score_of_a_hand_computed_tree():
+    # dissimilarity at layer k (0 = backbone ... 8 = out3): (k + 1) x d with d01 = 0.01, d02 = 0.05, d12 = 0.03
+    d = np.array([[0, 0.01, 0.05], [0.01, 0, 0.03], [0.05, 0.03, 0]])
+    sims = {name: 1 - (k + 1) * d for k, name in enumerate(LAYER_NAMES)}
+    groups = neck_groups([[2, [[2], [0, 1]]], [4, [[0], [1]]]], 3)
+    # nodes of all three tasks: backbone, top5, out5, up5 (k = 0..3); each task's largest dissimilarity there is
+    # 0.05, 0.03, 0.05 (x (k + 1)): mean 0.13 / 3, times 1 + 2 + 3 + 4. Nodes [0, 1] at top4, out4 (k = 4, 5): 0.01 x
+    # (5 + 6). Single-task nodes add nothing.
+    expected = 0.13 / 3 * 10 + 0.01 * 11
+    assert dissimilarity_score(groups, sims) == pytest.approx(expected, rel=1e-12)
+    assert dissimilarity_score(neck_groups([[-1, [[0], [1], [2]]]], 3), sims) == pytest.approx(0.13 / 3)
+
+
+def small_cfg(num_tasks, branching=None):
+    cfg = BaseConfig()
+    cfg.width, cfg.img_size = 0.25, 64
+    cfg.tasks = [dict(name="a"), dict(name="b", class_names=["x", "y"]), dict(name="c", class_names=["z"])][:num_tasks]
+    cfg.branching = branching
+    return cfg.finalize()
+
+
+def test_tree_gflops_match_the_flops_counted_on_the_built_model():
+    costs = ComputeModel(small_cfg(3))
+    for branching in (None, [[2, [[2], [0, 1]]], [4, [[0], [1]]]], [[-1, [[0], [1], [2]]]]):
+        counted = gflops(build_model(small_cfg(3, branching)), (64, 64))
+        assert costs.tree_gflops(neck_groups(branching, 3)) == pytest.approx(counted, rel=1e-9)
+    singles = 0.0
+    for classes in (["circle", "square", "triangle"], ["x", "y"], ["z"]):
+        single = BaseConfig()
+        single.width, single.img_size, single.class_names = 0.25, 64, classes
+        singles += gflops(build_model(single.finalize()), (64, 64))
+    assert costs.singles_gflops() == pytest.approx(singles, rel=1e-9)
+
+
+def test_ranking_and_budgets():
+    cfg = small_cfg(2)
+    alike = {name: np.ones((2, 2)) for name in LAYER_NAMES}
+    rows = rank_trees(cfg, alike, measure_ms=False)
+    assert rows[0]["branching"] is None and rows[0]["rank"] == 1  # identical tasks: share everything
+    # tasks alike up to up5, then completely different: split right after up5 (index 2) costs nothing
+    apart = {name: np.ones((2, 2)) if k <= 3 else np.eye(2) for k, name in enumerate(LAYER_NAMES)}
+    rows = rank_trees(cfg, apart, measure_ms=False)
+    assert best_within(rows, 1.0)["branching"] == [[2, [[0], [1]]]]
+    by_branching = {str(r["branching"]): r for r in rows}
+    assert by_branching["[[2, [[0], [1]]]]"]["dissimilarity"] == 0
+    assert by_branching["None"]["dissimilarity"] == pytest.approx(5.0)  # 5 layers at dissimilarity 1
+    tight = best_within(rows, by_branching["[[4, [[0], [1]]]]"]["compute"])
+    assert tight["branching"] == [[4, [[0], [1]]]]  # cheapest budget: only splits at 4 .. 6 and None fit
+    assert best_within(rows, 0.01) is None
+    assert [r["rank"] for r in rows] == list(range(1, 10))
+    assert all(a["score"] <= b["score"] for a, b in zip(rows, rows[1:]))

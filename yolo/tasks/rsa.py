@@ -1,0 +1,98 @@
+"""`python main.py --config <multi-task config> --task rsa --rsa_ckpts a.pt,b.pt [--rsa_images 100]`: which neck
+layers the tasks should share.
+
+Every task's single-task model runs over rsa_images val images of every task (letterboxed as in evaluation); the
+similarity of two tasks at a layer is the CKA of their models' RDMs (yolo/rsa.py), averaged over the image sets.
+Every branching tree the grammar allows is then scored (yolo/branching_search.py). Writes to <runs_dir>/rsa/:
+similarity.png (a heatmap per layer), similarity_depth.png, similarity.json, trees.csv (every candidate, best
+first), recommended.txt (the `self.branching = ...` line and the best tree per compute budget) and tree.png.
+"""
+import csv
+import json
+from pathlib import Path
+
+from loguru import logger
+
+from ..branching import NECK_BLOCK_NAMES, neck_groups
+from ..branching_search import best_within, rank_trees
+from ..config import task_configs
+from ..data.dataset import build_loader, read_records
+from ..engine.logs import setup_logging
+from ..engine.merge import single_task_models
+from ..rsa import similarity_matrices
+from ..viz.assignment import save_assignment_figure
+from ..viz.model import draw_branching
+from ..viz.rsa import draw_similarity_heatmaps, plot_similarity_depth
+
+BUDGETS = (0.6, 0.8, 1.0)  # compute budgets (fractions of one single-task model per task) reported besides the best
+
+
+def run(cfg, measure_ms=True):
+    """Returns {"out_dir", "similarities" ({layer: T x T list}), "trees" (ranked rows), "recommended" (branching),
+    "budgets" ({budget: row or None})}."""
+    setup_logging()
+    models, model_cfg = single_task_models(cfg, "rsa_ckpts")
+    image_sets = [val_images(task, cfg.rsa_images) for task in task_configs(model_cfg)]
+    similarities = similarity_matrices(models, image_sets)
+    rows = rank_trees(model_cfg, similarities, measure_ms)
+    budgets = {b: best_within(rows, b) for b in BUDGETS}
+    out_dir = Path(cfg.runs_dir) / "rsa"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = list(model_cfg.task_names)
+    save_assignment_figure(draw_similarity_heatmaps(similarities, names), out_dir / "similarity.png")
+    save_assignment_figure(plot_similarity_depth(similarities, names), out_dir / "similarity_depth.png")
+    (out_dir / "similarity.json").write_text(json.dumps(
+        {"tasks": names, "images_per_task": [sum(len(b) for b in s) for s in image_sets],
+         "layers": {k: v.tolist() for k, v in similarities.items()}}, indent=1))
+    write_trees_csv(rows, out_dir / "trees.csv")
+    best = rows[0]
+    text = recommendation(best, budgets, rows)
+    (out_dir / "recommended.txt").write_text(text + "\n")
+    save_assignment_figure(draw_branching(neck_groups(best["branching"], len(names)), names, NECK_BLOCK_NAMES),
+                           out_dir / "tree.png")
+    logger.info(f"similarity per layer (pairs of tasks): {similarity_table(similarities, names)}")
+    logger.info(f"{len(rows)} candidate trees -> {out_dir / 'trees.csv'}; paste into the config:\n{text}")
+    return {"out_dir": out_dir, "similarities": {k: v.tolist() for k, v in similarities.items()}, "trees": rows,
+            "recommended": best["branching"], "budgets": budgets}
+
+
+def val_images(task_cfg, count):
+    """The first `count` val images of a task, letterboxed as evaluation does: a list of uint8 batches."""
+    records = read_records(task_cfg, "val")[:count]
+    if len(records) < 4:
+        raise ValueError(f"task {task_cfg.task_name}: {len(records)} val images; RSA needs at least 4")
+    if len(records) < count:
+        logger.warning(f"task {task_cfg.task_name}: only {len(records)} val images (rsa_images = {count})")
+    task_cfg.cache_images = False
+    return [images for images, *_ in build_loader(task_cfg, records, train=False)]
+
+
+def write_trees_csv(rows, path):
+    fields = ["rank", "branching", "score", "dissimilarity", "dissimilarity_rel", "compute", "gflops", "ms"]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({**r, "branching": repr(r["branching"]),
+                             **{k: f"{r[k]:.4f}" for k in fields[2:]}})
+
+
+def recommendation(best, budgets, rows):
+    """The line to paste, and the best tree within each compute budget."""
+    lines = [f"self.branching = {best['branching']!r}",
+             f"# rank 1 of {len(rows)}: dissimilarity {best['dissimilarity']:.3f}, compute {best['compute']:.2f} x "
+             f"the single-task models ({best['gflops']:.2f} GFLOPs, {best['ms']:.1f} ms on this CPU)",
+             "# least dissimilar tree within a compute budget (x the single-task models):"]
+    for budget, row in budgets.items():
+        lines.append(f"#   <= {budget:.1f}: " + ("none fits" if row is None else
+                     f"{row['branching']!r} (dissimilarity {row['dissimilarity']:.3f}, compute {row['compute']:.2f})"))
+    return "\n".join(lines)
+
+
+def similarity_table(similarities, names):
+    pairs = [(a, b) for a in range(len(names)) for b in range(a + 1, len(names))]
+    lines = ["| layer | " + " | ".join(f"{names[a]}-{names[b]}" for a, b in pairs) + " |",
+             "|---|" + "---:|" * len(pairs)]
+    lines += [f"| {layer} | " + " | ".join(f"{s[a][b]:.3f}" for a, b in pairs) + " |"
+              for layer, s in similarities.items()]
+    return "\n" + "\n".join(lines)
