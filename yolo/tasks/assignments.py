@@ -16,7 +16,7 @@ from ..config import STRATEGIES
 from ..data.dataset import DetectionDataset, build_loader, read_records
 from ..data.transforms import build_transform
 from ..engine.logs import setup_logging
-from ..engine.trainer import seed_everything
+from ..engine.setup import seed_everything
 from ..viz.assignment import assignment_figure, save_assignment_figure
 from . import for_each_task
 

@@ -31,7 +31,7 @@ from ..engine.checkpoint import save_checkpoint
 from ..engine.distributed import select_device
 from ..engine.logs import setup_logging
 from ..engine.schedules import build_lr_lambda
-from ..engine.trainer import build_optimizer, new_run_dir, seed_everything
+from ..engine.setup import build_optimizer, new_run_dir, seed_everything
 from ..loss import YOLOLoss
 from ..models.detector import build_model
 from ..models.search_cell import TOWERS, format_genotype, genotype_of, write_genotype
