@@ -22,7 +22,7 @@ from yolo.engine.checkpoint import load_checkpoint, load_weights  # noqa: E402
 from yolo.models.detector import build_model  # noqa: E402
 from yolo.rsa import LAYER_NAMES, similarity_matrices  # noqa: E402
 from yolo.tasks.rsa import val_images  # noqa: E402
-from yolo.viz.assignment import save_assignment_figure  # noqa: E402
+from yolo.viz.figures import save_figure  # noqa: E402
 from yolo.viz.rsa import plot_similarity_depth  # noqa: E402
 
 
@@ -55,7 +55,7 @@ def main():
               for name in LAYER_NAMES]
     emit("\n".join(lines), args.out)
     if args.figure:
-        save_assignment_figure(plot_similarity_depth(sims, names), args.figure, palette=True)
+        save_figure(plot_similarity_depth(sims, names), args.figure, palette=True)
 
 
 if __name__ == "__main__":

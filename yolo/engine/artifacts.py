@@ -14,7 +14,8 @@ from loguru import logger
 from PIL import Image
 
 from ..metrics_curves import class_curves, confusion_matrix, per_class_rows
-from ..viz.curves import confidence_figure, confusion_figure, pr_figure, save_figure
+from ..viz.curves import confidence_figure, confusion_figure, pr_figure
+from ..viz.figures import save_figure
 
 CSV_FIELDS = ("class", "images", "instances", "precision", "recall", "ap50", "ap50_95", "conf")
 FILES = ("pr_curve.png", "f1_curve.png", "p_curve.png", "r_curve.png", "confusion_matrix.png", "per_class.csv")

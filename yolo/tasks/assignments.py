@@ -17,7 +17,8 @@ from ..data.dataset import DetectionDataset, build_loader, read_records
 from ..data.transforms import build_transform
 from ..engine.logs import setup_logging
 from ..engine.setup import seed_everything
-from ..viz.assignment import assignment_figure, save_assignment_figure
+from ..viz.assignment import assignment_figure
+from ..viz.figures import save_figure as save_png
 from . import for_each_task
 
 DEMO_DPI = 90  # 2 x 2 panels of 5.2 inches -> about 940 x 980 px, readable at the README's width
@@ -71,7 +72,7 @@ def save_figure(image, targets, assignments, image_index, anchors, cfg, title, p
     """image: (3, S, S) uint8 tensor as the loader yields it; strategy: the one to explain in the key panel."""
     fig = assignment_figure(image.permute(1, 2, 0).numpy(), targets, assignments, image_index, anchors.numpy(),
                             cfg.strides, cfg.class_names, title, strategy=strategy or cfg.label_assignment)
-    save_assignment_figure(fig, path, dpi, palette)
+    save_png(fig, path, dpi, palette)
 
 
 def demo_sample(cfg, max_candidates=20):

@@ -14,7 +14,7 @@ from ..engine.evaluator import predict_loader
 from ..engine.logs import setup_logging
 from ..metrics import coco_results_json
 from ..models.fuse import fuse_batchnorm
-from ..viz.assignment import save_assignment_figure
+from ..viz.figures import save_figure
 from ..viz.detections import draw_detections, prediction_figure
 
 
@@ -61,7 +61,7 @@ def run(cfg):
         names.add(name)
         image.save(out_dir / f"{name}.jpg", quality=90)
     # one overview of the first images: detections with a caption each, the ground truth dashed (val images)
-    save_assignment_figure(prediction_figure(records, detections, class_names, cfg.predict_conf),
+    save_figure(prediction_figure(records, detections, class_names, cfg.predict_conf),
                            out_dir / "predictions.png", dpi=80, palette=True)
     results = coco_results_json(range(len(records)), *([detections[i][k] for i in range(len(records))]
                                                          for k in range(3)))

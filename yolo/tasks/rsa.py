@@ -20,7 +20,7 @@ from ..data.dataset import build_loader, read_records
 from ..engine.logs import setup_logging
 from ..engine.merge import single_task_models
 from ..rsa import similarity_matrices
-from ..viz.assignment import save_assignment_figure
+from ..viz.figures import save_figure
 from ..viz.model import draw_branching
 from ..viz.rsa import draw_similarity_heatmaps, plot_similarity_depth
 
@@ -39,8 +39,8 @@ def run(cfg, measure_ms=True):
     out_dir = Path(cfg.runs_dir) / "rsa"
     out_dir.mkdir(parents=True, exist_ok=True)
     names = list(model_cfg.task_names)
-    save_assignment_figure(draw_similarity_heatmaps(similarities, names), out_dir / "similarity.png")
-    save_assignment_figure(plot_similarity_depth(similarities, names), out_dir / "similarity_depth.png")
+    save_figure(draw_similarity_heatmaps(similarities, names), out_dir / "similarity.png")
+    save_figure(plot_similarity_depth(similarities, names), out_dir / "similarity_depth.png")
     (out_dir / "similarity.json").write_text(json.dumps(
         {"tasks": names, "images_per_task": [sum(len(b) for b in s) for s in image_sets],
          "layers": {k: v.tolist() for k, v in similarities.items()}}, indent=1))
@@ -48,7 +48,7 @@ def run(cfg, measure_ms=True):
     best = rows[0]
     text = recommendation(best, budgets, rows)
     (out_dir / "recommended.txt").write_text(text + "\n")
-    save_assignment_figure(draw_branching(neck_groups(best["branching"], len(names)), names, NECK_BLOCK_NAMES),
+    save_figure(draw_branching(neck_groups(best["branching"], len(names)), names, NECK_BLOCK_NAMES),
                            out_dir / "tree.png")
     logger.info(f"similarity per layer (pairs of tasks): {similarity_table(similarities, names)}")
     logger.info(f"{len(rows)} candidate trees -> {out_dir / 'trees.csv'}; paste into the config:\n{text}")

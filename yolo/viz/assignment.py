@@ -1,10 +1,8 @@
 """Label assignment drawn on the grid (python main.py --task debug, notebook 02): for one image and each scale, the
 cell grid, the GT boxes and every positive anchor box at its cell."""
 import colorsys
-import io
 
 import numpy as np
-from PIL import Image
 
 
 # marker of anchor index k at the cell centre: its digit, so it cannot be mistaken for a class shape (circle, square ...)
@@ -140,17 +138,3 @@ def _wrap(text, width):
     import textwrap
 
     return textwrap.wrap(text, width)
-
-
-def save_assignment_figure(fig, path, dpi=100, palette=False):
-    """Save and close a figure. palette=True stores 256 colours (README images: about 3x smaller files, and the
-    noisy shapes backgrounds do not need more)."""
-    import matplotlib.pyplot as plt
-
-    if palette:
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=dpi)
-        Image.open(buffer).convert("RGB").quantize(colors=256).save(path, optimize=True)
-    else:
-        fig.savefig(path, dpi=dpi)
-    plt.close(fig)

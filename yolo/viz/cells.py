@@ -1,13 +1,11 @@
 """Pictures of a head search: the architecture weights over the search, and the cells a genotype keeps."""
-import io
-
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.patches import FancyBboxPatch
-from PIL import Image
 
 from ..models.search_cell import EDGES, NUM_NODES, TOWERS
 from ..models.search_ops import OPS
+from .figures import save_figure
 
 
 def op_colours():
@@ -90,15 +88,3 @@ def draw_cell(ax, nodes, input_names, colours):
     ax.set_aspect("equal")
     ax.axis("off")
     assert len(nodes) == NUM_NODES - 2
-
-
-def save_figure(fig, path, dpi=100, palette=False):
-    """Save and close; palette=True stores 256 colours (the small 8-bit PNGs of the docs)."""
-    if palette:
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=dpi)
-        buffer.seek(0)
-        Image.open(buffer).convert("RGB").quantize(colors=256).save(path, optimize=True)
-    else:
-        fig.savefig(path, dpi=dpi)
-    plt.close(fig)

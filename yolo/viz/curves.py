@@ -3,12 +3,10 @@
 Each function takes the numbers of yolo/metrics_curves.py and returns a matplotlib figure (the caller saves it and
 hands it to TensorBoard); nothing is computed here beyond means over the classes.
 """
-import io
 import warnings
 
 import matplotlib.pyplot as plt
 import numpy as np
-from PIL import Image
 
 from ..metrics_curves import RECALL_POINTS, normalize_rows
 
@@ -94,15 +92,3 @@ def _finish(ax, legend_loc):
         ax.legend(loc=legend_loc, fontsize=8)
     # fixed margins: a layout engine would draw the figure once more just to measure it (about 40% slower)
     ax.figure.subplots_adjust(left=0.1, right=0.97, bottom=0.1, top=0.93)
-
-
-def save_figure(fig, path, dpi=100, palette=False, close=True):
-    """Write a figure as PNG; palette=True stores 256 colours (pictures for the docs: small files)."""
-    if palette:
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=dpi)
-        Image.open(buffer).convert("RGB").quantize(colors=256).save(path, optimize=True)
-    else:
-        fig.savefig(path, dpi=dpi)
-    if close:
-        plt.close(fig)

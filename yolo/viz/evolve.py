@@ -3,7 +3,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from .assignment import save_assignment_figure
+from .figures import save_figure
 
 
 def plot_evolution(history, genes, path, palette=False):
@@ -32,4 +32,4 @@ def plot_evolution(history, genes, path, palette=False):
     fig.suptitle(f"{len(history)} trials: best fitness {fitness[best]:.4f} (generation {history[best].generation}), "
                  f"generation 1 {fitness[0]:.4f}", fontsize=10)
     fig.tight_layout()
-    save_assignment_figure(fig, path, dpi=90, palette=palette)
+    save_figure(fig, path, dpi=90, palette=palette)
