@@ -12,8 +12,9 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: trains on the real datasets of ../shared/data, skipped where they are "
-                                       "missing (deselect with -m 'not slow')")
+    config.addinivalue_line("markers", "slow: minutes, not seconds: trainings on the real datasets of ../shared/data "
+                                       "(skipped where they are missing), the RSA measurement, a Ray cluster start "
+                                       "(deselect with -m 'not slow')")
 
 
 @pytest.fixture
