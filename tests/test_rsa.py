@@ -109,9 +109,10 @@ def test_layer_features_are_the_outputs_of_each_layer():
     with torch.no_grad():
         c3, c4, c5 = model.backbone((images.float() - model.mean) / model.std)
         p3, p4, p5 = model.neck((c3, c4, c5))[0]
-    torch.testing.assert_close(feats["backbone"], c5.flatten(1))
-    torch.testing.assert_close(feats["out5"], p5.flatten(1))
-    torch.testing.assert_close(feats["out3"], p3.flatten(1))
+    # two forwards of the same eval model: equal up to float summation order (oneDNN may pick other kernels)
+    torch.testing.assert_close(feats["backbone"], c5.flatten(1), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(feats["out5"], p5.flatten(1), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(feats["out3"], p3.flatten(1), rtol=1e-4, atol=1e-4)
     assert feats["up4"].shape == (3, model.neck.blocks[5][0][0][0].out_channels * 8 * 8)  # upsampled to stride 8
 
 

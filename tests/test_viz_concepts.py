@@ -8,6 +8,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from conftest import ROOT  # noqa: E402
 import torch  # noqa: E402
 from torchvision.ops import box_iou, nms  # noqa: E402
 
@@ -180,7 +181,7 @@ def test_architecture_trace_equals_the_model_outputs(backbone, width):
 
 
 def test_architecture_trace_shows_the_copies_of_a_branched_neck():
-    cfg = load_config("configs/multitask_shapes.py")
+    cfg = load_config(str(ROOT / "configs" / "multitask_shapes.py"))  # the tests may run from another folder
     cfg.img_size, cfg.width = 64, 0.25
     cfg.finalize()
     model = build_model(cfg)

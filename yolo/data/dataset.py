@@ -123,13 +123,17 @@ def read_records(cfg, split, problems=None):
 
 
 def check_voc_has_a_val_split(cfg):
-    """Folders without split lists are read whole: when train and val would read the same such folders, every
-    validation image is a training image and the mAP means nothing, so that is an error, not a warning."""
+    """Folders without split lists are read whole: a folder that train and val would both read that way makes every
+    validation image a training image and the mAP meaningless, so that is an error, not a warning. (A root that
+    does not exist is left to the reader, which names it.)"""
+    if cfg.train_split_file or cfg.val_split_file:
+        return
     train = [os.path.join(cfg.data_root, d) for d in cfg.train_dirs] if cfg.train_dirs else [cfg.data_root]
     val = [os.path.join(cfg.data_root, d) for d in cfg.val_dirs] if cfg.val_dirs else [cfg.data_root]
-    if (set(map(os.path.normpath, train)) == set(map(os.path.normpath, val)) and not cfg.train_split_file
-            and not cfg.val_split_file and not any(has_split_lists(root) for root in train)):
-        raise DataError(f"{', '.join(train)}: no ImageSets/Main/ split lists, so train and val would both be every "
+    shared = sorted(set(map(os.path.normpath, train)) & set(map(os.path.normpath, val)))
+    leaking = [root for root in shared if os.path.isdir(root) and not has_split_lists(root)]
+    if leaking:
+        raise DataError(f"{', '.join(leaking)}: no ImageSets/Main/ split lists, so train and val would both be every "
                         f"image of the same folder; give val_dirs (Roboflow: train_dirs [\"train\"], val_dirs "
                         f"[\"valid\"]) or train_split_file / val_split_file")
 
