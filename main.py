@@ -63,9 +63,9 @@ def main(argv=None):
     from yolo.tasks import run_task
     try:
         return run_task(cfg)
-    except (DataError, OSError, ValueError, FloatingPointError) as e:
-        # bad input (a file and what is wrong with it), a full disk or read-only folder (OSError names the file), or
-        # a diverged run: the message says it all
+    except (DataError, OSError, ValueError, FloatingPointError, ImportError) as e:
+        # bad input (a file and what is wrong with it), a full disk or read-only folder (OSError names the file), a
+        # diverged run, or an optional package that is not installed (the message says what to install)
         sys.exit(f"error: {e}")
 
 

@@ -54,8 +54,9 @@ def save_checkpoint(state, path):
 
 
 def remove_partial_writes(run_dir):
-    """Delete the half-written checkpoint files a killed run left in its run folder (never the checkpoints)."""
-    for tmp in Path(run_dir).glob(f"{TMP_PREFIX}*.pt.tmp*"):
+    """Delete the half-written checkpoint (or exported) files a killed run left in its run folder (never the files
+    themselves: only the hidden .<name>.tmp<pid> ones save_checkpoint and the export write first)."""
+    for tmp in Path(run_dir).glob(f"{TMP_PREFIX}*.tmp*"):
         logger.warning(f"removing {tmp}: a checkpoint write that did not finish (the run was killed while saving)")
         tmp.unlink()
 
@@ -68,6 +69,18 @@ def load_checkpoint(path):
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated file, not a checkpoint, unsafe pickle ...
         raise ValueError(f"cannot load checkpoint {path}: {e}") from e
+
+
+def load_model_checkpoint(path, needs=("model", "config")):
+    """load_checkpoint of a file that must be one of this project's checkpoints: a dict holding `needs`. Anything
+    else (a plain state dict, alphas.pt, another project's file) is a ValueError naming the file."""
+    ckpt = load_checkpoint(path)
+    missing = [key for key in needs if not isinstance(ckpt, dict) or key not in ckpt]
+    if missing:
+        found = sorted(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise ValueError(f"{path} is not a checkpoint of this project that can be used here: it has no "
+                         f"{', '.join(repr(k) for k in missing)} (it holds {found})")
+    return ckpt
 
 
 def newest_checkpoint(runs_dir, name="best.pt"):
@@ -107,7 +120,7 @@ def load_model(cfg):
     path = default_checkpoint(cfg)
     if cfg.backend == "onnxruntime" or path.suffix == ".onnx":
         return load_onnx_model(cfg, path)
-    ckpt = load_checkpoint(path)
+    ckpt = load_model_checkpoint(path)
     saved = config_from_dict(ckpt["config"])
     for field in MODEL_FIELDS:
         setattr(cfg, field, getattr(saved, field))
@@ -164,7 +177,7 @@ def load_resume_checkpoint(cfg, info):
     if info.is_main:
         try:
             path = resume_checkpoint_path(cfg)
-            payload = path, load_checkpoint(path)
+            payload = path, load_model_checkpoint(path, ("model", "config", "optimizer", "epoch"))
         except (FileNotFoundError, ValueError) as e:
             payload = e
     payload = broadcast_object(payload if info.is_main else None, info)

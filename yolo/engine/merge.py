@@ -10,10 +10,11 @@ from ..branching import neck_groups
 from ..config import config_from_dict, path_list, task_configs
 from ..models.detector import build_model
 from ..models.merge import merge_states, peel_state
-from .checkpoint import load_checkpoint, load_weights, output_folder, save_checkpoint
+from .checkpoint import load_model_checkpoint, load_weights, output_folder, save_checkpoint
 
 # what every single-task model of one multi-task model must agree on (the heads may differ in classes)
-SHARED_MODEL_FIELDS = ("backbone", "width", "img_size", "anchors", "label_assignment")
+SHARED_MODEL_FIELDS = ("backbone", "width", "img_size", "anchors", "label_assignment", "head", "genotype",
+                       "head_channels", "cell_channels")
 
 
 def load_single_task_checkpoints(cfg, field):
@@ -27,7 +28,7 @@ def load_single_task_checkpoints(cfg, field):
                          f"and one single-task checkpoint per task, in the order of `tasks` (--{field} a.pt,b.pt)")
     loaded = []
     for path, task in zip(paths, tasks):
-        ckpt = load_checkpoint(path)
+        ckpt = load_model_checkpoint(path)
         saved = config_from_dict(ckpt["config"])
         if saved.tasks:
             raise ValueError(f"config field '{field}': {path} is a multi-task checkpoint (tasks {list(saved.task_names)});"
@@ -89,7 +90,7 @@ def merge_checkpoints(cfg):
 def peel_checkpoint(path, task_name, runs_dir):
     """The single-task checkpoint of task `task_name` out of the multi-task checkpoint `path`; written to
     <run folder>/peel/<task>.pt (output_folder). Returns its path."""
-    ckpt = load_checkpoint(path)
+    ckpt = load_model_checkpoint(path)
     saved = config_from_dict(ckpt["config"])
     if task_name not in saved.task_names or not saved.tasks:
         raise ValueError(f"config field 'peel_task' = {task_name!r}: {path} has the task(s) {list(saved.task_names)}; "

@@ -16,7 +16,7 @@ from ..data.dataset import build_loader, read_records
 from ..loss import YOLOLoss
 from ..models.detector import build_model
 from ..models.weights import load_backbone_weights, load_matching_state
-from .checkpoint import load_checkpoint
+from .checkpoint import load_model_checkpoint
 from .distributed import (DistInfo, average_over_ranks, eval_sampler, main_process_first, train_sampler, unwrap,
                           wrap_model)
 from .ema import ModelEMA
@@ -145,7 +145,7 @@ def load_initial_weights(model, cfg):
     elif not cfg.init_ckpt:
         logger.info(f"no pretrained_path set: the {cfg.backbone} backbone starts from random weights")
     if cfg.init_ckpt:
-        loaded, skipped = load_matching_state(model, load_checkpoint(cfg.init_ckpt)["model"])
+        loaded, skipped = load_matching_state(model, load_model_checkpoint(cfg.init_ckpt, ("model",))["model"])
         logger.info(f"init_ckpt {cfg.init_ckpt}: {len(loaded)} tensors loaded, {len(skipped)} skipped")
         for line in skipped:
             logger.info(f"  skipped {line}")

@@ -47,7 +47,7 @@ def draw_assignments(cfg, out_dir=None, demo_dir="imgs"):
         for i, record_index in enumerate(indices):
             name = Path(records[record_index].image_path).stem
             title = f"{name} (augmented), {cfg.label_assignment} @ IoU {cfg.match_iou_thres}"
-            save_figure(images[i], targets, assignments, i, anchors, cfg, title,
+            save_assignment_png(images[i], targets, assignments, i, anchors, cfg, title,
                         out_dir / f"batch{batch_index}_{i:02d}_{name}.png")
     logger.info(f"assignment drawings written to {out_dir}")
     if cfg.debug_demos:
@@ -67,7 +67,7 @@ def format_stats(stats):
             f"{int(stats['pos_s0'])} / {int(stats['pos_s1'])} / {int(stats['pos_s2'])} (strides 8 / 16 / 32)")
 
 
-def save_figure(image, targets, assignments, image_index, anchors, cfg, title, path, dpi=100, palette=False,
+def save_assignment_png(image, targets, assignments, image_index, anchors, cfg, title, path, dpi=100, palette=False,
                 strategy=None):
     """image: (3, S, S) uint8 tensor as the loader yields it; strategy: the one to explain in the key panel."""
     fig = assignment_figure(image.permute(1, 2, 0).numpy(), targets, assignments, image_index, anchors.numpy(),
@@ -94,6 +94,6 @@ def write_demos(cfg, demo_dir, anchors):
         title = (f"{strategy}, match_iou_thres {cfg.match_iou_thres}: {stats['pos_per_gt']:.1f} positive anchors "
                  f"per GT over the 3 scales\n(val image {name} letterboxed to {cfg.img_size} px, no augmentation)")
         path = demo_dir / f"{strategy}_demo.png"
-        save_figure(image, targets, assignments, 0, anchors, cfg, title, path, dpi=DEMO_DPI, palette=True,
+        save_assignment_png(image, targets, assignments, 0, anchors, cfg, title, path, dpi=DEMO_DPI, palette=True,
                     strategy=strategy)
         logger.info(f"{path} ({path.stat().st_size / 1024:.0f} KB): {format_stats(stats)}")

@@ -139,6 +139,8 @@ def train_trial(base, genes, trial_dir, report=None):
 
     tick = time.time()
     _, run_dir = train(cfg, on_epoch=on_epoch)
+    if not evaluated:
+        raise ValueError(f"trial {run_dir} made no evaluation: check its log.txt")
     return evaluated[-1], {"time_s": round(time.time() - tick, 1), "trial": str(run_dir)}
 
 
