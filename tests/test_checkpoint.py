@@ -110,3 +110,15 @@ def test_outputs_go_to_the_run_folder_or_runs_dir_never_beside_a_users_file(tmp_
     assert output_folder(mine, runs, "predictions") == (runs / "predictions" / "detector").resolve()
 
 
+
+
+def test_a_file_that_is_not_a_checkpoint_of_this_project_names_what_it_lacks(tmp_path):
+    from yolo.engine.checkpoint import load_model_checkpoint
+    plain = tmp_path / "state_dict.pt"
+    torch.save({"conv.weight": torch.zeros(2)}, plain)  # a bare state dict, as torchvision or another project saves
+    with pytest.raises(ValueError, match=r"state_dict.pt is not a checkpoint of this project .* no 'model', 'config'"):
+        load_model_checkpoint(plain)
+    cfg = tiny_cfg(tmp_path, init_ckpt=str(plain))
+    with pytest.raises(ValueError, match="no 'model'"):
+        from yolo.engine.trainer import train
+        train(cfg)
