@@ -103,6 +103,21 @@ def test_resumed_search_continues_exactly(tmp_path):
     assert [(r.genes, r.parent) for r in resumed] == [(r.genes, r.parent) for r in straight]
 
 
+def test_a_write_killed_before_its_rename_keeps_the_good_rows(tmp_path, monkeypatch):
+    path = tmp_path / "evolve.csv"
+    run_search(SPACE, START, fake_trial, 3, 0, on_result=lambda r: write_result(path, r, SPACE))
+    good = path.read_bytes()
+
+    def killed(*args):
+        raise KeyboardInterrupt  # the process dies after writing the new file, before renaming it
+
+    monkeypatch.setattr("yolo.evolve.os.replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_search(SPACE, START, fake_trial, 4, 0, read_history(path, SPACE),
+                   on_result=lambda r: write_result(path, r, SPACE))
+    assert path.read_bytes() == good and len(read_history(path, SPACE)) == 3
+
+
 def test_csv_of_another_search_is_refused(tmp_path):
     path = tmp_path / "evolve.csv"
     run_search(SPACE, START, fake_trial, 2, 0, on_result=lambda r: write_result(path, r, SPACE))

@@ -17,6 +17,8 @@ Nothing here trains: `run_search` calls the trial function it is given (yolo/tas
 """
 import copy
 import csv
+import io
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -208,12 +210,15 @@ def write_result(path, result, space):
            "fitness": repr(result.fitness), **{k: repr(float(v)) for k, v in result.metrics.items()},
            **{g: repr(result.genes[g]) for g in space}, **result.extra}
     path = Path(path)
-    new = not path.exists()
-    with path.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(row))
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
+    lines = io.StringIO(newline="")
+    writer = csv.DictWriter(lines, fieldnames=list(row))
+    if not path.exists():
+        writer.writeheader()
+    writer.writerow(row)
+    # the whole file is rewritten and renamed over the old one: a search killed mid-write keeps its last good rows
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes((path.read_bytes() if path.exists() else b"") + lines.getvalue().encode())
+    os.replace(tmp, path)
 
 
 def read_history(path, space):
