@@ -60,9 +60,10 @@ class YOLOLoss:
             obj_sums.append(F.binary_cross_entropy_with_logits(raw[..., 4], obj_target, weight=obj_mask,
                                                                reduction="sum"))
             obj_cells.append(obj_mask.sum())
-        box_sum = torch.cat(box_loss).sum() if box_loss else torch.zeros((), device=device)
-        cls_sum = torch.cat(cls_loss).sum() if cls_loss else torch.zeros((), device=device)
-        counts = torch.stack([torch.tensor(float(sum(len(b) for b in box_loss)), device=device),
+        box_terms = torch.cat(box_loss) if box_loss else torch.zeros(0, device=device)  # (P,) one per positive
+        cls_terms = torch.cat(cls_loss) if cls_loss else torch.zeros(0, device=device)
+        box_sum, cls_sum = box_terms.sum(), cls_terms.sum()
+        counts = torch.stack([torch.tensor(float(len(box_terms)), device=device),
                               *[c.float() for c in obj_cells]])   # (1 + scales,) positives, counted cells per scale
         if self.average_counts is not None:
             counts = self.average_counts(counts)

@@ -4,7 +4,8 @@ most max_det per image.
 At a low threshold (0.005 for mAP) post-processing must not cost much next to the forward pass, so it touches as
 little as possible: a score is objectness times a class probability below 1, so only cells whose objectness alone
 passes the threshold are decoded (a trained model is sure most cells are empty), and NMS runs once per image, on
-its best pre_nms_topk boxes (config field, default PRE_NMS_TOPK). `decode_outputs` keeps the plain every-cell decoding, for analysis.
+its best pre_nms_topk boxes (config field, default PRE_NMS_TOPK). `decode_outputs` keeps the plain every-cell
+decoding, for analysis.
 """
 import functools
 import math
