@@ -205,6 +205,7 @@ def test_class_names_that_match_nothing_in_the_dataset_are_fatal(tmp_path):
 
 
 def test_check_counts_the_boxes_under_min_box_size_after_letterboxing(tmp_path):
+    from yolo.data.transforms import letterboxed_box_sizes
     from yolo.tasks.check import split_report, too_small_line
     root = tmp_path / "voc"
     # 640 x 320 letterboxed to 64: scale 0.1, so a side of 15 px becomes 1.5 px (< min_box_size 2) and 40 px becomes 4
@@ -212,9 +213,9 @@ def test_check_counts_the_boxes_under_min_box_size_after_letterboxing(tmp_path):
               size=(640, 320))
     cfg = voc_config(root, img_size=64, min_box_size=2.0)
     records = read_records(cfg, "train")
-    line = too_small_line(records, cfg)
+    line = too_small_line(letterboxed_box_sizes(records, cfg.img_size), cfg)
     assert line.startswith("2 of 3 boxes (66.7 %) have a side under min_box_size = 2 px at img_size 64")
     assert "raise img_size" in line
     assert line in split_report(records, Problems("t"), cfg, "train")
     cfg.img_size = 320  # scale 0.5: every side >= 7.5 px
-    assert too_small_line(records, cfg).startswith("0 of 3 boxes (0.0 %)")
+    assert too_small_line(letterboxed_box_sizes(records, cfg.img_size), cfg).startswith("0 of 3 boxes (0.0 %)")

@@ -78,12 +78,13 @@ def split_report(records, problems, cfg, split):
     if len(records):
         lines.append(f"boxes per image: mean {boxes_per_image.mean():.2f}, median {np.median(boxes_per_image):.0f}, "
                      f"max {boxes_per_image.max()}")
-        sides = np.sqrt(np.prod(letterboxed_box_sizes(records, cfg.img_size), axis=1))
+        sizes = letterboxed_box_sizes(records, cfg.img_size)  # (N, 2) width, height in pixels at img_size
+        sides = np.sqrt(np.prod(sizes, axis=1))
         if len(sides):
             q = np.percentile(sides, [5, 25, 50, 75, 95])
             lines.append(f"box side sqrt(w*h) at img_size {cfg.img_size}: 5/25/50/75/95 % = "
                          + " / ".join(f"{v:.0f}" for v in q) + f" px; {int((sides < 8).sum())} boxes under 8 px")
-            lines.append(too_small_line(records, cfg))
+            lines.append(too_small_line(sizes, cfg))
     lines.append(f"problems: {len(problems.items)}" + ("" if not problems.items else ", " + ", ".join(
         f"{n} {kind} ({PROBLEM_KINDS[kind]})" for kind, n in problems.count.most_common())))
     for kind in problems.count:
@@ -94,11 +95,11 @@ def split_report(records, problems, cfg, split):
     return "\n".join(lines)
 
 
-def too_small_line(records, cfg):
-    """How many boxes training would drop before any augmentation: a side under min_box_size pixels once the image
-    is letterboxed to img_size (the augmentation's own filter; zooming out and mosaics drop more, counted per epoch
-    as boxes_dropped_pct in metrics.csv). A dataset of tiny objects must not lose them unseen."""
-    sizes = letterboxed_box_sizes(records, cfg.img_size)  # (N, 2) width, height in pixels at img_size
+def too_small_line(sizes, cfg):
+    """sizes: (N, 2) box widths and heights after letterboxing to img_size (letterboxed_box_sizes). How many boxes
+    training would drop before any augmentation: a side under min_box_size pixels at img_size (the augmentation's
+    own filter; zooming out and mosaics drop more, counted per epoch as boxes_dropped_pct in metrics.csv). A dataset
+    of tiny objects must not lose them unseen."""
     small = int((sizes.min(axis=1) < cfg.min_box_size).sum()) if len(sizes) else 0
     line = (f"{small} of {len(sizes)} boxes ({100 * small / max(len(sizes), 1):.1f} %) have a side under "
             f"min_box_size = {cfg.min_box_size:g} px at img_size {cfg.img_size}: training drops them")
