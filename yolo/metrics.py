@@ -19,6 +19,7 @@ import numpy as np
 from .config import EVAL_BACKENDS
 
 # The 12 numbers COCOeval.summarize() produces, in its order: (AP or AR, IoU, area, maxDets).
+RECALL_POINTS = np.linspace(0.0, 1.0, 101)  # COCO's recall thresholds
 SUMMARY_LINES = [
     ("AP", None, "all", 100), ("AP", 0.5, "all", 100), ("AP", 0.75, "all", 100),
     ("AP", None, "small", 100), ("AP", None, "medium", 100), ("AP", None, "large", 100),
@@ -123,29 +124,39 @@ def match_detections(det_boxes, det_labels, gt_boxes, gt_labels, iou_thres=0.5):
     return is_tp, ~matched
 
 
-def ranked_ap(is_tp, num_gt, recall_points=101):
+def ranked_ap(is_tp, num_gt):
     """AP of one class from its detections ranked best first (is_tp (D,) bool) and its number of GTs, as COCO
     computes it: precision and recall after each detection, precision made non-increasing from the right (the
-    best precision at this recall or any higher one), read at `recall_points` recall levels 0, 0.01, ..., 1 (0
-    where recall is never reached), averaged. Returns (AP, precision (D,), recall (D,), interpolated
-    (recall_points,))."""
+    best precision at this recall or any higher one), read at the 101 RECALL_POINTS (0 where recall is never
+    reached), averaged. Returns (AP, precision (D,), recall (D,), interpolated (101,))."""
     is_tp = np.asarray(is_tp, bool)
-    tp, fp = np.cumsum(is_tp), np.cumsum(~is_tp)
-    recall = tp / max(num_gt, 1)
-    precision = tp / np.maximum(tp + fp, 1)
-    envelope = np.maximum.accumulate(precision[::-1])[::-1] if len(precision) else precision
-    levels = np.linspace(0, 1, recall_points)
-    first = np.searchsorted(recall, levels, side="left")  # the first detection reaching each recall level
-    interpolated = np.where(first < len(envelope), envelope[np.minimum(first, len(envelope) - 1)], 0.0)
-    return float(interpolated.mean()), precision, recall, interpolated
+    tp, count = np.cumsum(is_tp), np.arange(1, len(is_tp) + 1)
+    interpolated = interpolated_precision(tp, count, max(num_gt, 1))
+    return float(interpolated.mean()), tp / count, tp / max(num_gt, 1), interpolated
+
+
+def interpolated_precision(tp_cum, det_count, num_gt):
+    """COCO's PR curve: precision made non-increasing in recall (its upper envelope), then read at the 101
+    RECALL_POINTS (0 beyond the highest recall reached). tp_cum, det_count: (D,) after each detection."""
+    precision = tp_cum / np.maximum(det_count, 1)
+    recall = tp_cum / num_gt
+    envelope = np.append(np.maximum.accumulate(precision[::-1])[::-1], 0.0)  # 0 past the last detection
+    at = np.searchsorted(recall, RECALL_POINTS, side="left")  # first detection reaching each recall, or D
+    return envelope[at]
+
+
+def intersection_area(boxes1, boxes2):
+    """Pairwise intersection areas of xyxy boxes (N, 4) x (M, 4) -> (N, M), numpy."""
+    low = np.maximum(boxes1[:, None, :2], boxes2[None, :, :2])
+    high = np.minimum(boxes1[:, None, 2:], boxes2[None, :, 2:])
+    return np.clip(high - low, 0, None).prod(-1)
 
 
 def box_iou_numpy(boxes1, boxes2):
-    """Pairwise IoU of xyxy boxes (N, 4) x (M, 4) -> (N, M), numpy (the metrics stay torch-free)."""
+    """Pairwise IoU of xyxy boxes (N, 4) x (M, 4) -> (N, M), numpy (the metrics stay torch-free); 0 for two
+    empty boxes."""
     boxes1, boxes2 = np.asarray(boxes1, np.float64).reshape(-1, 4), np.asarray(boxes2, np.float64).reshape(-1, 4)
-    low = np.maximum(boxes1[:, None, :2], boxes2[None, :, :2])
-    high = np.minimum(boxes1[:, None, 2:], boxes2[None, :, 2:])
-    inter = np.clip(high - low, 0, None).prod(-1)
+    inter = intersection_area(boxes1, boxes2)
     area1, area2 = (boxes1[:, 2:] - boxes1[:, :2]).prod(-1), (boxes2[:, 2:] - boxes2[:, :2]).prod(-1)
     return inter / np.maximum(area1[:, None] + area2[None] - inter, 1e-12)
 

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-RECALL_POINTS = np.linspace(0.0, 1.0, 101)  # COCO's recall thresholds
+from .metrics import RECALL_POINTS, box_iou_numpy, interpolated_precision, intersection_area
+
 MAX_DETS = 100                              # COCOeval's maxDets: detections per image and class that count
 
 
@@ -120,7 +121,7 @@ def match_image(g_boxes, g_ignore, d_boxes, iou_thres):
         return matched, on_ignored
     order = np.argsort(g_ignore, kind="mergesort")  # counted GTs first, as COCOeval sorts them
     g_boxes, g_ignore = g_boxes[order], g_ignore[order]
-    overlap = pairwise_iou(d_boxes, g_boxes)  # (D, G)
+    overlap = box_iou_numpy(d_boxes, g_boxes)  # (D, G)
     if g_ignore.any():
         overlap[:, g_ignore] = intersection_over_first(d_boxes, g_boxes[g_ignore])
     taken = np.zeros(len(g_boxes), bool)
@@ -143,27 +144,8 @@ def match_image(g_boxes, g_ignore, d_boxes, iou_thres):
 
 def intersection_over_first(a, b):
     """|a ∩ b| / |a| for every pair: (A, 4), (B, 4) xyxy -> (A, B)."""
-    wh = np.clip(np.minimum(a[:, None, 2:], b[None, :, 2:]) - np.maximum(a[:, None, :2], b[None, :, :2]), 0, None)
     area = np.prod(a[:, 2:] - a[:, :2], axis=1)[:, None]
-    return np.where(area > 0, wh.prod(axis=2) / np.where(area > 0, area, 1), 0.0)
-
-
-def interpolated_precision(tp_cum, det_count, num_gt):
-    """COCO's PR curve: precision made non-increasing in recall (its upper envelope), then read at the 101
-    RECALL_POINTS (0 beyond the highest recall reached). tp_cum, det_count: (D,) after each detection."""
-    precision = tp_cum / np.maximum(det_count, 1)
-    recall = tp_cum / num_gt
-    envelope = np.append(np.maximum.accumulate(precision[::-1])[::-1], 0.0)  # 0 past the last detection
-    at = np.searchsorted(recall, RECALL_POINTS, side="left")  # first detection reaching each recall, or D
-    return envelope[at]
-
-
-def pairwise_iou(a, b):
-    """IoU of every pair: (A, 4), (B, 4) xyxy -> (A, B)."""
-    inter = np.clip(np.minimum(a[:, None, 2:], b[None, :, 2:]) - np.maximum(a[:, None, :2], b[None, :, :2]), 0,
-                    None).prod(axis=2)
-    union = np.prod(a[:, 2:] - a[:, :2], axis=1)[:, None] + np.prod(b[:, 2:] - b[:, :2], axis=1)[None] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+    return np.where(area > 0, intersection_area(a, b) / np.where(area > 0, area, 1), 0.0)
 
 
 # ------------------------------------------------------------------------------------------------- confusion
@@ -188,7 +170,7 @@ def confusion_matrix(gt_boxes, gt_labels, gt_ignore, det_boxes, det_scores, det_
         np.add.at(matrix, (gl[~gi][~g_used], num_classes), 1)
         spare = ~d_used
         if gi.any() and spare.any():  # a leftover detection on an ignored (difficult/crowd) GT is not an error
-            spare[spare] = pairwise_iou(db[spare], gb[gi]).max(axis=1) < iou_thres
+            spare[spare] = box_iou_numpy(db[spare], gb[gi]).max(axis=1) < iou_thres
         np.add.at(matrix, (num_classes, dl[spare]), 1)
     return matrix
 
@@ -210,7 +192,7 @@ def greedy_pairs(g_boxes, d_boxes, d_scores, iou_thres):
     score), each GT and each detection used once."""
     if len(g_boxes) == 0 or len(d_boxes) == 0:
         return []
-    iou = pairwise_iou(g_boxes, d_boxes)  # (G, D)
+    iou = box_iou_numpy(g_boxes, d_boxes)  # (G, D)
     g_idx, d_idx = np.nonzero(iou >= iou_thres)
     order = np.lexsort((-np.asarray(d_scores, np.float64)[d_idx], -iou[g_idx, d_idx]))
     pairs, g_used, d_used = [], set(), set()

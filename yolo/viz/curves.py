@@ -8,7 +8,8 @@ import warnings
 import matplotlib.pyplot as plt
 import numpy as np
 
-from ..metrics_curves import RECALL_POINTS, normalize_rows
+from ..metrics import RECALL_POINTS
+from ..metrics_curves import normalize_rows
 
 MAX_LEGEND_CLASSES = 20  # more classes than this: one line each still, but only the mean in the legend
 MEAN_STYLE = dict(color="tab:blue", lw=3)
