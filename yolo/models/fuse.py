@@ -16,6 +16,7 @@ import copy
 
 import torch
 from torch import nn
+from torch.nn.utils import fuse_conv_bn_weights
 
 
 @torch.no_grad()
@@ -67,8 +68,7 @@ def conv_bn_pairs(model, example_args, example_kwargs):
 
 
 def fold_into_conv(conv, bn):
-    """conv <- BN(conv), in place (formulas in the module docstring). The weight keeps its memory format."""
-    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)                  # (C_out,)
-    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-    conv.weight.mul_(scale.view(-1, 1, 1, 1))
-    conv.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias)
+    """conv <- BN(conv), in place (formulas in the module docstring; torch's fuse_conv_bn_weights computes them).
+    The weight keeps its memory format."""
+    conv.weight, conv.bias = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps,
+                                                  bn.weight, bn.bias)
