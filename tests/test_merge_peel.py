@@ -9,7 +9,8 @@ from yolo.branching import neck_groups
 from yolo.config import BaseConfig, config_from_dict
 from yolo.engine.checkpoint import load_checkpoint, save_checkpoint
 from yolo.models.detector import build_model
-from yolo.models.merge import merge_states, peel_state, routes_of
+from yolo.branching import neck_routes
+from yolo.models.merge import merge_states, peel_state
 from yolo.models.weights import load_matching_state
 from yolo.postprocess import postprocess
 from yolo.tasks import merge, peel, rsa
@@ -68,7 +69,7 @@ def test_merge_then_peel_round_trips_each_tasks_weights():
     multi.width, multi.img_size, multi.tasks, multi.branching = 0.25, 64, [dict(name=n) for n in "abc"], \
         THREE_TASK_BRANCHING
     build_model(multi.finalize()).load_state_dict(merged)  # strict: every key, every shape
-    routes = routes_of(groups)
+    routes = neck_routes(groups)
     for t in range(3):
         peeled = peel_state(merged, groups, t)
         assert peeled.keys() == states[t].keys()

@@ -53,3 +53,10 @@ def neck_groups(branching, num_tasks):
             groups[j] = groups_now
         previous_index, previous_groups = index, groups_now
     return groups
+
+
+def neck_routes(groups):
+    """routes[t][j] = the copy of neck block j that task t runs, for neck_groups' `groups` (block 0 has several
+    copies when the split is right after the backbone)."""
+    num_tasks = sum(len(g) for g in groups[0])
+    return [[next(c for c, g in enumerate(block) if t in g) for block in groups] for t in range(num_tasks)]

@@ -17,7 +17,6 @@ import torch
 from .branching import NECK_BLOCK_NAMES, neck_groups
 from .models.detector import build_model
 from .models.flops import flops_under
-from .rsa import LAYER_NAMES
 
 
 # ------------------------------------------------------------------------------------------------- enumeration
@@ -161,13 +160,3 @@ def best_within(rows, budget):
     cheaper one; None when no tree fits."""
     fitting = [r for r in rows if r["compute"] <= budget + 1e-9]
     return min(fitting, key=lambda r: (r["dissimilarity"], r["compute"])) if fitting else None
-
-
-def similarity_by_depth(similarities):
-    """Per layer of LAYER_NAMES, the mean similarity of every pair of different tasks (for the depth plot)."""
-    means = []
-    for name in LAYER_NAMES:
-        s = similarities[name]
-        pairs = [s[a][b] for a in range(len(s)) for b in range(a + 1, len(s))]
-        means.append(sum(pairs) / len(pairs))
-    return means

@@ -11,11 +11,7 @@ peel: one task's single-task state out of a multi-task one: the copies on its pa
 """
 import torch
 
-
-def routes_of(groups):
-    """routes[t][j] = the copy of neck block j that task t runs (as YOLONeck computes it)."""
-    num_tasks = sum(len(g) for g in groups[0])
-    return [[next(c for c, g in enumerate(block) if t in g) for block in groups] for t in range(num_tasks)]
+from ..branching import neck_routes
 
 
 def split_key(key):
@@ -69,7 +65,7 @@ def merge_states(states, groups, average=False):
 
 def peel_state(state, groups, task):
     """The single-task state dict of `task` out of a multi-task state dict whose branching gives `groups`."""
-    route = routes_of(groups)[task]
+    route = neck_routes(groups)[task]
     peeled = {}
     for key, value in state.items():
         part, j, copy, rest = split_key(key)

@@ -17,7 +17,7 @@ import copy
 import torch
 from torch import nn
 
-from ..branching import neck_groups
+from ..branching import neck_groups, neck_routes
 
 
 def conv_bn_act(c_in, c_out, k=1, s=1):
@@ -81,10 +81,7 @@ class YOLONeck(nn.Module):
         self.blocks = nn.ModuleList(
             nn.ModuleList([template[j]] + [copy.deepcopy(template[j]) for _ in block_groups[1:]])
             for j, block_groups in enumerate(self.groups))
-        num_tasks = sum(len(g) for g in self.groups[0])  # block 0 has several copies when splitting at -1
-        # routes[t][j]: which copy of block j task t runs
-        self.routes = [[next(c for c, g in enumerate(block_groups) if t in g) for block_groups in self.groups]
-                       for t in range(num_tasks)]
+        self.routes = neck_routes(self.groups)  # routes[t][j]: which copy of block j task t runs
         self.out_channels = output_channels(width)
 
     def forward(self, features, tasks=(0,)):
