@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from ..config import config_from_dict
 from ..engine.logs import setup_logging
+from ..engine.setup import new_run_dir
 from ..engine.trainer import train
 from ..evolve import (apply_genes, best_result, config_lines, read_history, run_search, search_space, start_genes,
                       write_result)
@@ -158,19 +159,19 @@ def ray_trial(base, trials_dir, genes, trial_name, report):
 
 # ------------------------------------------------------------------------------------------------- files
 def search_dir(cfg):
-    """runs/<run_name>_evolve (then _evolve2, ...: a new search never overwrites one); --resume true: the newest."""
-    base = Path(cfg.runs_dir) / f"{cfg.run_name}_evolve"
+    """A new folder runs/<run_name>_evolve (then _evolve2, ...: new_run_dir never overwrites one); --resume true:
+    the newest of them."""
+    search = copy.copy(cfg)
+    search.run_name = f"{cfg.run_name}_evolve"
+    if not cfg.resume:
+        return new_run_dir(search)
+    base = Path(cfg.runs_dir) / search.run_name
     pattern = re.compile(re.escape(base.name) + r"(\d*)")
-    numbers = sorted(int(m.group(1) or 1) for p in base.parent.glob(f"{base.name}*")
-                     if (m := pattern.fullmatch(p.name)) and p.is_dir())
-    name = lambda n: base.with_name(base.name if n == 1 else f"{base.name}{n}")  # noqa: E731
-    if cfg.resume:
-        if not numbers or not (name(numbers[-1]) / "evolve.csv").exists():
-            raise FileNotFoundError(f"--resume true: no {base}*/evolve.csv to continue; start without --resume")
-        return name(numbers[-1])
-    out_dir = name(numbers[-1] + 1 if numbers else 1)
-    out_dir.mkdir(parents=True)
-    return out_dir
+    found = sorted((int(m.group(1) or 1), p) for p in base.parent.glob(f"{base.name}*")
+                   if (m := pattern.fullmatch(p.name)) and p.is_dir())
+    if not found or not (found[-1][1] / "evolve.csv").exists():
+        raise FileNotFoundError(f"--resume true: no {base}*/evolve.csv to continue; start without --resume")
+    return found[-1][1]
 
 
 def write_summary(cfg, space, history, out_dir):
