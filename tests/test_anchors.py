@@ -1,11 +1,12 @@
 """k-means anchors with the IoU distance, the fit numbers (mean best IoU, best-possible recall), and --task anchors."""
 import ast
+import json
 
 import numpy as np
 import pytest
 from loguru import logger
 
-from yolo.anchors import anchor_fit, format_anchors, kmeans_anchors, split_into_scales
+from yolo.anchors import anchor_fit, flat, format_anchors, kmeans_anchors, refit_if_poor, split_into_scales
 from yolo.config import BaseConfig
 from yolo.data.records import Record
 from yolo.data.shapes import ensure_shapes_dataset
@@ -93,3 +94,45 @@ def test_anchors_task_on_a_small_dataset(tmp_path, monkeypatch):
     assert len(new) == 3 and all(len(s) == 3 for s in new)
     text = "".join(messages)
     assert "mean best IoU" in text and "BPR@0.3" in text and "current" in text and "self.anchors = [[" in text
+
+
+# ------------------------------------------------------------------------------------ autoanchor before training
+HUGE = [[(600, 600)] * 3, [(700, 700)] * 3, [(800, 800)] * 3]  # no box of clustered_boxes reaches IoU 0.3 with them
+
+
+def test_poor_anchors_are_refit_and_good_ones_kept():
+    wh = clustered_boxes()
+    new, message = refit_if_poor(wh, HUGE, iou_thres=0.3, min_bpr=0.98)
+    assert anchor_fit(wh, flat(HUGE), 0.3)["bpr"] == 0  # the case is really poor
+    assert new is not None and "refit" in message
+    assert [len(s) for s in new] == [3, 3, 3] and anchor_fit(wh, flat(new), 0.3)["bpr"] > 0.98
+    np.testing.assert_allclose(flat(new), CENTRES[np.argsort(CENTRES.prod(1))], rtol=0.1)
+    kept, message = refit_if_poor(wh, new, iou_thres=0.3, min_bpr=0.98)
+    assert kept is None and "kept" in message
+
+
+def test_refit_keeps_the_anchors_when_kmeans_cannot_help():
+    few = clustered_boxes()[:5]  # fewer boxes than anchors: no k-means
+    new, message = refit_if_poor(few, HUGE, iou_thres=0.3, min_bpr=0.98)
+    assert new is None and "at least 9 boxes" in message
+
+
+def test_training_refits_poor_anchors_into_its_config_and_model(tmp_path):
+    from yolo.config import apply_overrides, config_from_dict
+    from yolo.engine import trainer
+    from yolo.engine.checkpoint import load_checkpoint
+    from yolo.models.detector import build_model
+    args = ["--data_root", str(tmp_path / "data"), "--runs_dir", str(tmp_path / "runs"), "--shapes_num_train", "16",
+            "--shapes_num_val", "2", "--img_size", "64", "--width", "0.25", "--batch_size", "8", "--num_workers", "0",
+            "--epochs", "1", "--device", "cpu", "--tensorboard", "false", "--eval_artifacts", "false",
+            "--anchors", str(HUGE)]
+    _, run_dir = trainer.train(apply_overrides(BaseConfig(), args + ["--run_name", "refit"]).finalize())
+    saved = json.loads((run_dir / "config.json").read_text())["anchors"]
+    assert "anchors refit by k-means" in (run_dir / "log.txt").read_text()
+    assert np.asarray(saved).tolist() != np.asarray(HUGE).tolist()
+    model = build_model(config_from_dict(load_checkpoint(run_dir / "last.pt")["config"]))  # what val/predict build
+    np.testing.assert_array_equal(model.decoding.anchors.numpy(), np.asarray(saved, dtype=np.float32))
+    # auto_anchor_bpr 0: the configured anchors are trained, however poor
+    _, run_dir = trainer.train(apply_overrides(BaseConfig(), args + ["--run_name", "keep", "--auto_anchor_bpr", "0"])
+                               .finalize())
+    assert np.asarray(json.loads((run_dir / "config.json").read_text())["anchors"]).tolist() == np.asarray(HUGE).tolist()

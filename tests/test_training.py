@@ -349,3 +349,23 @@ def test_non_finite_loss_names_epoch_and_iteration():
     images, targets = torch.randint(0, 256, (8, 3, 8, 8), dtype=torch.uint8), torch.randn(8, 2, 8, 8)
     with pytest.raises(FloatingPointError, match="epoch 1, iteration 2"):
         run_one_epoch(NoBatchNormNet(), split(images, targets, 2), accumulate=1, loss_fn=loss_turning_nan)
+
+
+def test_mosaics_stop_for_the_last_epochs_also_in_persistent_workers(tmp_path):
+    from yolo.engine.setup import build_loaders, start_epoch
+    cfg = apply_overrides(BaseConfig(), [
+        "--data_root", str(tmp_path / "data"), "--shapes_num_train", "8", "--shapes_num_val", "2", "--img_size", "64",
+        "--batch_size", "2", "--num_workers", "2", "--mosaic_prob", "1", "--epochs", "3", "--mosaic_off_epochs", "1",
+        "--min_box_size", "0", "--min_visibility", "0"]).finalize()
+    (loader,), _ = build_loaders([cfg], cfg, DistInfo())
+    records = loader.dataset.records
+    assert all(len(rec.boxes) for rec in records)  # a mosaic then always holds more boxes than its first image
+
+    def mosaic_batches(epoch):
+        start_epoch(loader, epoch, cfg, DistInfo())
+        # boxes before augmentation: a mosaic counts those of its 4 images, a plain sample those of its own
+        return [boxes_in > sum(len(records[i].boxes) for i in indices) for _, _, indices, boxes_in in loader]
+
+    assert mosaic_batches(0) == [True] * 4 and mosaic_batches(1) == [True] * 4
+    assert mosaic_batches(2) == [False] * 4  # the last epoch: the workers (kept from epoch 1) saw the switch
+    assert loader.persistent_workers

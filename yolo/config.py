@@ -55,6 +55,8 @@ class BaseConfig:
                                                # jitter from the 4 fields above, in one warp (about 4x faster);
                                                # yolo.data.transforms.PHOTO_AUGMENTATIONS: a heavier set
         self.mosaic_prob = 0.0                 # chance that a training sample is a 4-image mosaic (then augmented)
+        self.mosaic_off_epochs = 0             # the last N epochs train without mosaics (YOLOX): the model ends on
+                                               # whole images like those it will be tested on
         self.min_box_size = 2.0                # boxes smaller than this (pixels, after augmentation) are dropped
         self.min_visibility = 0.3              # augmented boxes keeping less than this fraction of their area are dropped
         self.cache_images = False              # keep all images resized to img_size in RAM (small datasets: faster)
@@ -82,6 +84,9 @@ class BaseConfig:
         self.match_iou_thres = 0.3             # an anchor is positive for a GT when their IoU >= this
         self.filter_by_max_iou = True          # conflicts: highest-IoU GT wins (else a seeded random claimant)
         self.assign_unmatched_to_best = True   # a GT with no positive gets its single best anchor (YOLOv3's rule)
+        self.auto_anchor_bpr = 0.98            # before training: anchors whose best-possible recall (yolo/anchors.py)
+                                               # on the training boxes is below this are replaced by k-means anchors
+                                               # when those fit better (YOLOv5's autoanchor); 0 = keep them always
         # ---- loss
         self.box_loss = "ciou"                 # iou | giou | diou | ciou
         self.box_weight = 5.0                  # weight of the box term
@@ -274,12 +279,14 @@ def validate(cfg):
 
 def validate_data_fields(cfg):
     """The data fields the checks above do not cover (albumentations names are checked when the pipeline is built)."""
-    for name in ("mosaic_prob", "min_visibility", "hflip_prob"):
+    for name in ("mosaic_prob", "min_visibility", "hflip_prob", "auto_anchor_bpr"):
         if not 0 <= getattr(cfg, name) <= 1:
             raise ValueError(f"config field '{name}' = {getattr(cfg, name)} must be in [0, 1]")
     for name in ("color_jitter", "affine_translate"):
         if not 0 <= getattr(cfg, name) < 1:
             raise ValueError(f"config field '{name}' = {getattr(cfg, name)} must be in [0, 1)")
+    if not isinstance(cfg.mosaic_off_epochs, int) or cfg.mosaic_off_epochs < 0:
+        raise ValueError(f"config field 'mosaic_off_epochs' = {cfg.mosaic_off_epochs!r} must be an int >= 0")
     low, high = cfg.affine_scale if len(cfg.affine_scale) == 2 else (0, 0)
     if not 0 < low <= high:
         raise ValueError(f"config field 'affine_scale' = {cfg.affine_scale!r} must be a (low, high) zoom range with "

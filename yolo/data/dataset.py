@@ -33,6 +33,9 @@ class DetectionDataset(Dataset):
                  min_box_size=2.0):
         self.records, self.transform, self.img_size = records, transform, img_size
         self.mosaic_prob, self.cache = mosaic_prob, cache
+        # the trainer turns mosaics off for the last epochs (mosaic_off_epochs); in shared memory, so data-loader
+        # worker processes, which hold their own copy of the dataset, see the switch too
+        self.mosaic_on = torch.ones((), dtype=torch.bool).share_memory_()
         self.min_visibility, self.min_box_size = min_visibility, min_box_size
 
     def __len__(self):
@@ -48,7 +51,7 @@ class DetectionDataset(Dataset):
         raise DataError(f"{MAX_REPLACEMENTS} images in a row failed to load; run python main.py --task check")
 
     def sample(self, index):
-        rng = self.transform.random_generator if self.mosaic_prob > 0 else None  # reseeded with the transform
+        rng = self.transform.random_generator if self.mosaic_prob > 0 and self.mosaic_on else None  # reseeded with it
         if rng is not None and rng.random() < self.mosaic_prob:
             others = rng.integers(0, len(self.records), size=3)
             parts = [self.load(i, resized=True) for i in (index, *others)]

@@ -12,13 +12,15 @@ import torch
 from loguru import logger
 from torch.utils.data import DistributedSampler
 
+from ..anchors import refit_if_poor
 from ..data.dataset import build_loader, read_records
+from ..data.transforms import letterboxed_box_sizes
 from ..loss import YOLOLoss
 from ..models.detector import build_model
 from ..models.weights import load_backbone_weights, load_matching_state
 from .checkpoint import load_model_checkpoint
-from .distributed import (DistInfo, average_over_ranks, eval_sampler, main_process_first, train_sampler, unwrap,
-                          wrap_model)
+from .distributed import (DistInfo, average_over_ranks, broadcast_object, eval_sampler, main_process_first,
+                          train_sampler, unwrap, wrap_model)
 from .ema import ModelEMA
 from .schedules import build_lr_lambda
 
@@ -69,9 +71,34 @@ def build_loaders(tasks, cfg, info):
     return train_loaders, val_loaders
 
 
+def refit_anchors(cfg, tasks, train_loaders, info):
+    """Before a new run: replace anchors that fit the training boxes of all tasks poorly by k-means anchors
+    (yolo/anchors.py refit_if_poor). Rank 0 decides, every process takes its answer. A run that starts from
+    init_ckpt keeps the anchors its heads were trained for."""
+    if not cfg.auto_anchor_bpr or cfg.init_ckpt:
+        return
+    new = None
+    if info.is_main:
+        records = [rec for loader in train_loaders for rec in loader.dataset.records]
+        new, message = refit_if_poor(letterboxed_box_sizes(records, cfg.img_size), cfg.anchors,
+                                     cfg.match_iou_thres, cfg.auto_anchor_bpr, cfg.seed)
+        logger.info(message)
+    new = broadcast_object(new, info)
+    if new is not None:
+        for c in (cfg, *tasks):
+            c.anchors = new
+
+
 def start_epoch(loader, epoch, cfg, info):
     """Reshuffle the DDP shards and reseed the augmentation from (seed, epoch, rank) alone, so a resumed run draws
-    what the uninterrupted run would have drawn. (albumentations has its own generators: global seeds miss it.)"""
+    what the uninterrupted run would have drawn. (albumentations has its own generators: global seeds miss it.)
+    The last mosaic_off_epochs epochs (of the plan so far: a time budget may move them) train without mosaics."""
+    dataset = loader.dataset
+    mosaics = epoch < cfg.epochs - cfg.mosaic_off_epochs
+    if dataset.mosaic_prob > 0 and bool(dataset.mosaic_on) != mosaics:
+        dataset.mosaic_on.fill_(mosaics)
+        logger.info(f"epoch {epoch + 1}: mosaics {'on' if mosaics else 'off'} "
+                    f"(mosaic_prob {dataset.mosaic_prob:g}, mosaic_off_epochs {cfg.mosaic_off_epochs})")
     if isinstance(loader.sampler, DistributedSampler):
         loader.sampler.set_epoch(epoch)
     if cfg.num_workers == 0:

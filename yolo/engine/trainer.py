@@ -32,8 +32,8 @@ from .distributed import (all_ranks_true, barrier, broadcast_object, cleanup_dis
 from .evaluator import evaluate_tasks
 from .logs import MetricsCSV, TensorBoard, log_dropped_boxes, log_resumed_config, setup_logging
 from .multitask import score_names, task_batches, tasks_loss
-from .setup import (build_loaders, build_training, log_setup, new_run_dir, seed_everything, set_backbone_frozen,
-                    start_epoch)
+from .setup import (build_loaders, build_training, log_setup, new_run_dir, refit_anchors, seed_everything,
+                    set_backbone_frozen, start_epoch)
 
 # with gradient accumulation the scheduler steps (every batch) before the optimizer's first update: intended
 warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
@@ -59,11 +59,13 @@ def run_training(cfg, info, on_epoch=None):
         remove_partial_writes(run_dir)
         log_resumed_config(resume_path, model_differences(given, cfg), ignored)
     seed_everything(cfg.seed, cfg.deterministic)
-    if info.is_main:
-        save_config(cfg, run_dir / "config.json")
 
     tasks = task_configs(cfg)  # one config per task (a single-task run: [cfg]), passed down from here
     train_loaders, val_loaders = build_loaders(tasks, cfg, info)
+    if ckpt is None:
+        refit_anchors(cfg, tasks, train_loaders, info)
+    if info.is_main:
+        save_config(cfg, run_dir / "config.json")
     iters_per_epoch = max(len(loader) for loader in train_loaders)  # shorter task loaders cycle
     t = build_training(cfg, tasks, info, iters_per_epoch)
     log_setup(cfg, info, t, run_dir, train_loaders, val_loaders)

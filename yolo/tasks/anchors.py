@@ -1,9 +1,8 @@
 """`python main.py --task anchors`: k-means anchors for the training boxes of every task, the fit of the current
 and the new anchors, and the config line to paste (the method: yolo/anchors.py)."""
-import numpy as np
 from loguru import logger
 
-from ..anchors import anchor_fit, format_anchors, kmeans_anchors, split_into_scales
+from ..anchors import anchor_fit, flat, format_anchors, kmeans_scales
 from ..config import task_configs
 from ..data.dataset import read_records
 from ..data.transforms import letterboxed_box_sizes
@@ -17,13 +16,12 @@ def run(cfg):
     # the anchors are shared by all tasks of a multi-task config: fit them to the boxes of every task
     records = [rec for task in task_configs(cfg) for rec in read_records(task, "train")]
     wh = letterboxed_box_sizes(records, cfg.img_size)
-    per_scale = len(cfg.anchors[0])
-    new = split_into_scales(kmeans_anchors(wh, per_scale * len(cfg.strides), seed=cfg.seed), len(cfg.strides))
+    new = kmeans_scales(wh, len(cfg.anchors[0]), len(cfg.strides), seed=cfg.seed)
     thres = cfg.match_iou_thres
     lines = [f"anchors for img_size {cfg.img_size} from {len(wh)} training boxes (letterboxed)",
              f"{'':<10}{'mean best IoU':>15}{f'BPR@{thres:g}':>12}{f'anchors >= {thres:g} per box':>28}"]
     for name, anchors in (("current", cfg.anchors), ("k-means", new)):
-        fit = anchor_fit(wh, np.concatenate([np.asarray(a, dtype=np.float64) for a in anchors]), thres)
+        fit = anchor_fit(wh, flat(anchors), thres)
         lines.append(f"{name:<10}{fit['mean_best_iou']:>15.3f}{fit['bpr']:>12.3f}{fit['above_per_box']:>28.2f}")
     lines += ["paste into your config (or pass --anchors on the command line):", format_anchors(new, cfg.strides)]
     logger.info("\n".join(lines))
