@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
-from yolo.config import BACKBONES  # noqa: E402
+from yolo.config_checks import BACKBONES  # noqa: E402
 from yolo.models.backbones import build_backbone  # noqa: E402
 from yolo.models.flops import count_params, gflops  # noqa: E402
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from yolo.config import EVAL_BACKENDS  # noqa: E402
+from yolo.config_checks import EVAL_BACKENDS  # noqa: E402
 from yolo.metrics import evaluate_detections  # noqa: E402
 
 

@@ -17,7 +17,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
-from yolo.config import BACKBONES, BaseConfig  # noqa: E402
+from yolo.config import BaseConfig  # noqa: E402
+from yolo.config_checks import BACKBONES  # noqa: E402
 from yolo.models.detector import build_model  # noqa: E402
 from bench.common import emit  # noqa: E402
 from yolo.models.flops import model_info  # noqa: E402

@@ -3,7 +3,7 @@ import torch
 import torchvision
 from torch import nn
 
-from yolo.config import BACKBONES
+from yolo.config_checks import BACKBONES
 from yolo.models.backbones import build_backbone, darknet53_conv_shapes, scale_channels
 from yolo.models.flops import count_params, gflops, model_info, model_summary
 

@@ -15,7 +15,7 @@ from conftest import ROOT
 # lowest first; a module may import its own layer and the layers below it, never a layer above
 LAYERS = [
     ["yolo.boxes", "yolo.branching"],
-    ["yolo.config"],
+    ["yolo.config", "yolo.config_checks"],
     ["yolo.data", "yolo.models", "yolo.assign", "yolo.anchors", "yolo.loss", "yolo.postprocess", "yolo.metrics",
      "yolo.metrics_curves", "yolo.viz", "yolo.evolve", "yolo.rsa", "yolo.branching_search"],
     ["yolo.engine"],

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from yolo.config import EVAL_BACKENDS
+from yolo.config_checks import EVAL_BACKENDS
 from yolo.metrics import (coco_results_json, evaluate_detections, format_summary, pr_curve)
 
 CLASSES = ["cat", "dog", "bird", "car"]

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from .boxes import cxcywh_to_xyxy, wh_iou
-from .config import STRATEGIES
+from .config_checks import STRATEGIES
 
 
 @dataclass

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .config import EVAL_BACKENDS
+from .config_checks import EVAL_BACKENDS
 
 # The 12 numbers COCOeval.summarize() produces, in its order: (AP or AR, IoU, area, maxDets).
 RECALL_POINTS = np.linspace(0.0, 1.0, 101)  # COCO's recall thresholds

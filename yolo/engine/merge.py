@@ -7,7 +7,8 @@ from pathlib import Path
 from loguru import logger
 
 from ..branching import neck_groups
-from ..config import config_from_dict, path_list, task_configs
+from ..config import config_from_dict, task_configs
+from ..config_checks import path_list
 from ..models.detector import build_model
 from ..models.merge import merge_states, peel_state
 from .checkpoint import load_model_checkpoint, load_weights, output_folder, save_checkpoint

@@ -14,7 +14,7 @@ from torch import nn
 from torchvision.models import mobilenet_v3_large, mobilenet_v3_small
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-from ..config import BACKBONES
+from ..config_checks import BACKBONES
 
 
 def scale_channels(channels: int, width: float) -> int:

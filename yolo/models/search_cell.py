@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..config import HEADS
+from ..config_checks import HEADS
 from .head import YOLOHead
 from .search_ops import OPS, MixedEdge, fixed_op, norm, parse_op, unit
 

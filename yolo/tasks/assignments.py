@@ -12,7 +12,7 @@ import torch
 from loguru import logger
 
 from ..assign import assign
-from ..config import STRATEGIES
+from ..config_checks import STRATEGIES
 from ..data.dataset import DetectionDataset, build_loader, read_records
 from ..data.transforms import build_transform
 from ..engine.logs import setup_logging
