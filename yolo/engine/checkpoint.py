@@ -44,7 +44,10 @@ def save_checkpoint(state, path):
     tmp = path.with_name(f"{TMP_PREFIX}{path.name}.tmp{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(state, tmp)
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the rename: after a power cut the name holds a whole file
         os.replace(tmp, path)
     except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError from its zip writer
         tmp.unlink(missing_ok=True)
