@@ -43,10 +43,9 @@ def test_a_failed_write_is_one_clear_error_and_leaves_no_partial_file(tmp_path, 
     good = {"weights": torch.ones(3)}
     save_checkpoint(good, tmp_path / "last.pt")
 
-    def failing_save(state, path):  # writes half a file, then the disk is full (or the folder read-only)
-        with open(path, "wb") as f:
-            f.write(b"half a checkpoint")
-        raise OSError(error, os.strerror(error), str(path))
+    def failing_save(state, f):  # writes half a file, then the disk is full (or the folder read-only)
+        f.write(b"half a checkpoint")
+        raise OSError(error, os.strerror(error), f.name)
 
     monkeypatch.setattr(checkpoint.torch, "save", failing_save)
     with pytest.raises(CheckpointWriteError, match=r"cannot write checkpoint .*last\.pt.*--resume true"):
