@@ -87,3 +87,10 @@ def test_main_reports_config_errors_without_traceback():
     out = subprocess.run([sys.executable, "main.py", "--epochz", "1"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode != 0
     assert "did you mean 'epochs'" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.py")), ids=lambda p: p.name)
+def test_every_shipped_config_loads_and_validates(path):
+    cfg = load_config(path).finalize()  # a field renamed in BaseConfig but not in a config file would fail here
+    unknown = set(cfg.to_dict()) - set(BaseConfig().finalize().to_dict())
+    assert not unknown, f"{path.name} sets fields BaseConfig does not have: {sorted(unknown)}"

@@ -1,0 +1,41 @@
+"""A template for your own data on a CPU (or a small GPU): copy it, fill in the four data lines, train.
+
+    python main.py --config configs/own_data.py --task check     # look at the data first (bad boxes, tiny boxes)
+    python main.py --config configs/own_data.py --task train     # 15 minutes, whatever the machine
+    python main.py --config configs/own_data.py --task val --val_split test   # the held-out split, once, at the end
+
+The data lines below are for a Pascal VOC folder (labelImg writes one); for COCO json or YOLO txt see the table in
+docs/data.md (dataset = "coco" / "yolo" and their layouts). Keep three splits if you can: `train` to learn from,
+`val` to watch the run and pick best.pt, and `test` scored once at the end -- a score on the split best.pt was
+picked on is optimistic. With only two splits, score `last.pt` (--ckpt_path runs/<run>/last.pt), as
+bench/peer.py does.
+
+The training fields are the real-data recipe measured in docs/peer_bench.md and docs/performance.md: a time budget
+rather than an epoch count, anchors refit by k-means when they fit the boxes poorly (auto_anchor_bpr, on by
+default), mosaics switched off for the last epochs, and the class-loss gain that the default run was measured with.
+"""
+from yolo.config import BaseConfig
+
+
+class OwnDataConfig(BaseConfig):
+    def __init__(self):
+        super().__init__()
+        self.run_name = "own_data"
+        # ---- your data: four lines (Annotations/*.xml, JPEGImages/*.jpg, ImageSets/Main/{train,val}.txt)
+        self.dataset = "voc"
+        self.data_root = "data/my_dataset"
+        self.class_names = ["my_class"]         # their order is the order of the model's outputs
+        self.train_split, self.val_split = "train", "val"
+        # ---- a CPU-sized model: ResNet-18 x 0.25 (2.0 M params, 1.9 GFLOPs at 416 px); on a GPU try width 0.5-1.0
+        self.backbone = "resnet18"
+        self.width = 0.25
+        self.img_size = 416
+        # ---- the recipe
+        self.time_budget = 15                   # minutes of training + evaluation; the epoch count follows from it
+        self.epochs = 60                        # only the first guess of the time budget's planner
+        self.val_interval = 5
+        self.mosaic_prob = 0.5                  # 4-image mosaics: every object at many positions and scales ...
+        self.mosaic_off_epochs = 10             # ... but the last epochs on whole images, like the test images
+        self.cls_weight = 1.0                   # with several classes: class errors weigh as much as box errors
+        self.cache_images = True                # a few hundred photos: decode once (turn off for many thousands)
+        self.num_workers = 0                    # 2 cores: the model needs both; the cached loader keeps up
