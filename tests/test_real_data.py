@@ -48,7 +48,7 @@ def test_one_epoch_on_real_data(name, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
     args = ["--config", f"configs/{name}.py", "--task", "train", "--data_root", str(root), "--epochs", "1",
             "--img_size", "160", "--width", "0.25", "--batch_size", "16", "--num_workers", "0", "--val_interval", "1",
-            "--runs_dir", str(tmp_path), "--run_name", name, "--tensorboard", "false"]
+            "--runs_dir", str(tmp_path), "--run_name", name, "--tensorboard", "false", "--time_budget", "None"]
     out = subprocess.run([sys.executable, "main.py", *args], cwd=ROOT, capture_output=True, text=True, env=env,
                          timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
