@@ -1,7 +1,7 @@
 """RSA measures something real: two models of the same task trained from different initialisations see the images
 more alike, at every layer, than models of two different tasks (built-in shapes vs symbols data, small models).
 
-Other seed triples (the test uses one; each triple takes about 2.5 minutes at one thread):
+Other seed triples (the test uses one; a triple takes 2.5 minutes at one thread, 4 on a loaded 2-core machine):
     OMP_NUM_THREADS=1 NO_ALBUMENTATIONS_UPDATE=1 PYTHONPATH=. python tests/test_rsa_measurement.py 0,1,2 3,4,5 6,7,8
 """
 import sys
