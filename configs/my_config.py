@@ -21,3 +21,6 @@ class MyConfig(BaseConfig):
         self.cache_images = True
         self.num_workers = 0
         self.label_assignment = "nearby_grid"
+        # the classes are what this data makes hard (circles and squares look alike at 12 px): a class-loss gain of
+        # 2 instead of 0.5 lifts mAP@0.5 from 0.81 to 0.95 at the same 7 epochs (docs/performance.md)
+        self.cls_weight = 2.0
