@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from loguru import logger
 
-from yolo.anchors import anchor_fit, flat, format_anchors, kmeans_anchors, refit_if_poor, split_into_scales
+from yolo.anchors import anchor_fit, format_anchors, kmeans_anchors, refit_if_poor, split_into_scales
 from yolo.config import BaseConfig
 from yolo.data.records import Record
 from yolo.data.shapes import ensure_shapes_dataset
@@ -103,10 +103,10 @@ HUGE = [[(600, 600)] * 3, [(700, 700)] * 3, [(800, 800)] * 3]  # no box of clust
 def test_poor_anchors_are_refit_and_good_ones_kept():
     wh = clustered_boxes()
     new, message = refit_if_poor(wh, HUGE, iou_thres=0.3, min_bpr=0.98)
-    assert anchor_fit(wh, flat(HUGE), 0.3)["bpr"] == 0  # the case is really poor
+    assert anchor_fit(wh, np.reshape(HUGE, (-1, 2)), 0.3)["bpr"] == 0  # the case is really poor
     assert new is not None and "refit" in message
-    assert [len(s) for s in new] == [3, 3, 3] and anchor_fit(wh, flat(new), 0.3)["bpr"] > 0.98
-    np.testing.assert_allclose(flat(new), CENTRES[np.argsort(CENTRES.prod(1))], rtol=0.1)
+    assert [len(s) for s in new] == [3, 3, 3] and anchor_fit(wh, np.reshape(new, (-1, 2)), 0.3)["bpr"] > 0.98
+    np.testing.assert_allclose(np.reshape(new, (-1, 2)), CENTRES[np.argsort(CENTRES.prod(1))], rtol=0.1)
     kept, message = refit_if_poor(wh, new, iou_thres=0.3, min_bpr=0.98)
     assert kept is None and "kept" in message
 

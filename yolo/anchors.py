@@ -22,8 +22,8 @@ def iou_matrix(wh, anchors) -> np.ndarray:
 
 
 def anchor_fit(wh, anchors, iou_thres) -> dict:
-    """{'mean_best_iou', 'bpr', 'above_per_box'} of anchors (K, 2) on boxes (N, 2); above_per_box is the mean
-    number of anchors with IoU >= iou_thres per box (more = more positives per object)."""
+    """{'mean_best_iou', 'bpr', 'above_per_box'} of anchors (K, 2) -- or the config's per-scale lists -- on boxes
+    (N, 2); above_per_box is the mean number of anchors with IoU >= iou_thres per box (more = more positives)."""
     iou = iou_matrix(wh, np.asarray(anchors, dtype=np.float64).reshape(-1, 2))
     best = iou.max(1)
     return {"mean_best_iou": float(best.mean()), "bpr": float((best >= iou_thres).mean()),
@@ -85,16 +85,11 @@ def kmeans_scales(wh, anchors_per_scale, num_scales=3, seed=0) -> list:
     return split_into_scales(kmeans_anchors(wh, anchors_per_scale * num_scales, seed=seed), num_scales)
 
 
-def flat(scales) -> np.ndarray:
-    """The config's per-scale anchor lists as one (K, 2) array."""
-    return np.concatenate([np.asarray(a, dtype=np.float64).reshape(-1, 2) for a in scales])
-
-
 def refit_if_poor(wh, scales, iou_thres, min_bpr, seed=0):
     """Autoanchor (YOLOv5's check before training): when the anchors `scales` reach a best-possible recall below
     min_bpr on the boxes wh (N, 2), k-means anchors replace them -- if they fit better: on boxes no anchor set can
     match, the anchors that were chosen by hand stay. Returns (new scales or None, one line saying why)."""
-    old = anchor_fit(wh, flat(scales), iou_thres)
+    old = anchor_fit(wh, scales, iou_thres)
     summary = f"BPR@{iou_thres:g} {old['bpr']:.3f}, mean best IoU {old['mean_best_iou']:.3f}"
     if old["bpr"] >= min_bpr:
         return None, f"anchors kept: {summary} on {len(wh)} training boxes (auto_anchor_bpr {min_bpr:g})"
@@ -102,7 +97,7 @@ def refit_if_poor(wh, scales, iou_thres, min_bpr, seed=0):
         new_scales = kmeans_scales(wh, len(scales[0]), len(scales), seed)
     except ValueError as e:  # too few boxes for k-means
         return None, f"anchors kept: {summary} is below auto_anchor_bpr {min_bpr:g}, but {e}"
-    new = anchor_fit(wh, flat(new_scales), iou_thres)
+    new = anchor_fit(wh, new_scales, iou_thres)
     if (new["bpr"], new["mean_best_iou"]) <= (old["bpr"], old["mean_best_iou"]):
         return None, f"anchors kept: {summary} is below auto_anchor_bpr {min_bpr:g}, but k-means fits no better"
     return new_scales, (f"anchors refit by k-means: {summary} -> BPR {new['bpr']:.3f}, mean best IoU "

@@ -2,7 +2,7 @@
 and the new anchors, and the config line to paste (the method: yolo/anchors.py)."""
 from loguru import logger
 
-from ..anchors import anchor_fit, flat, format_anchors, kmeans_scales
+from ..anchors import anchor_fit, format_anchors, kmeans_scales
 from ..config import task_configs
 from ..data.dataset import read_records
 from ..data.transforms import letterboxed_box_sizes
@@ -21,7 +21,7 @@ def run(cfg):
     lines = [f"anchors for img_size {cfg.img_size} from {len(wh)} training boxes (letterboxed)",
              f"{'':<10}{'mean best IoU':>15}{f'BPR@{thres:g}':>12}{f'anchors >= {thres:g} per box':>28}"]
     for name, anchors in (("current", cfg.anchors), ("k-means", new)):
-        fit = anchor_fit(wh, flat(anchors), thres)
+        fit = anchor_fit(wh, anchors, thres)
         lines.append(f"{name:<10}{fit['mean_best_iou']:>15.3f}{fit['bpr']:>12.3f}{fit['above_per_box']:>28.2f}")
     lines += ["paste into your config (or pass --anchors on the command line):", format_anchors(new, cfg.strides)]
     logger.info("\n".join(lines))
