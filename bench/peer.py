@@ -47,6 +47,7 @@ from yolo.models.flops import count_params, gflops  # noqa: E402
 INSTALL = "pip install ultralytics   (bench-only; check that `pip show torch` keeps its version, else --no-deps)"
 SCORE_CONF = 0.001        # both sides: every detection above this is scored (what both projects' validations use)
 PEER_NMS_IOU = 0.7        # the peer's own validation NMS threshold; ours keeps the config's nms_iou
+UNTRAINED_MAP = 0.01      # below this mAP@0.5 a model has hardly begun to learn: its ratio says little
 EXIF_ORIENTATION = 0x0112
 
 
@@ -240,6 +241,10 @@ def table(rows):
         lines.append(f"| {name} | " + " | ".join(format(rows[name][k], f) for k, _, f in keys) + " |")
     lines.append("| ours / peer | " + " | ".join(f"{ratio(rows['ours'][k], rows['peer'][k]):.3f}"
                                                for k, _, _ in keys) + " |")
+    untrained = [name for name in ("ours", "peer") if rows[name]["map50"] < UNTRAINED_MAP]
+    if untrained:
+        lines.append(f"(note: {' and '.join(untrained)} below mAP@0.5 {UNTRAINED_MAP}: hardly trained yet, so the mAP "
+                     "ratios say little; give both sides more minutes)")
     return "\n".join(lines)
 
 

@@ -63,6 +63,15 @@ def test_yolo_txt_copy_reads_back_as_the_same_boxes(tmp_path):
     assert 'names: ["circle", "square", "triangle"]' in data_yaml.read_text()
 
 
+def test_table_prints_ratios_and_flags_an_untrained_side():
+    side = {"params_m": 2.0, "gflops": 2.0, "ms_per_image": 40.0, "epochs": 50}
+    trained = {"ours": {**side, "map50": 0.80, "map": 0.50}, "peer": {**side, "map50": 0.40, "map": 0.20}}
+    lines = peer.table(trained).splitlines()
+    assert lines[-1].startswith("| ours / peer | 2.000 | 2.500 | 1.000")
+    untrained = {"ours": trained["ours"], "peer": {**side, "map50": 0.00001, "map": 0.0}}
+    assert "peer below mAP@0.5" in peer.table(untrained) and "note" not in peer.table(trained)
+
+
 def test_exif_rotated_images_are_copied_as_stored(tmp_path):
     recs = records(tmp_path / "src")
     peer.write_yolo_dataset(recs, [], ["circle", "square", "triangle"], tmp_path / "copy")
