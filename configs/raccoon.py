@@ -31,7 +31,8 @@ class RaccoonConfig(BaseConfig):
         self.batch_size = 16
         self.val_interval = 5
         # no mosaics: raccoons fill much of the frame, so a mosaic cuts most of them (41 % of the boxes dropped below
-        # min_visibility) and costs loader time; with mosaic_prob 0.5 and the last 10 of 49 epochs off, the last
-        # checkpoint scored mAP@0.5 0.702 / mAP@0.5:0.95 0.305 against 0.834 / 0.542 without (docs/peer_bench.md)
+        # min_visibility) and costs loader time; 15 minutes on 2 cores the same day, the last checkpoint scored
+        # mAP@0.5 0.702 / mAP@0.5:0.95 0.305 with mosaic_prob 0.5 (last 10 epochs off) and 0.771 / 0.348 without
+        # (docs/peer_bench.md)
         self.cache_images = True   # 200 photos up to 2000 px wide: decode them once
         self.num_workers = 0
