@@ -29,7 +29,8 @@ class OwnDataConfig(BaseConfig):
         # ---- a CPU-sized model: ResNet-18 x 0.25 (2.0 M params, 1.9 GFLOPs at 416 px); on a GPU try width 0.5-1.0
         self.backbone = "resnet18"
         self.width = 0.25
-        self.img_size = 416
+        self.img_size = 416                     # objects large in the frame: try 320 px with width 0.3, which beat
+                                                # 416 px x 0.25 on raccoon in the same 15 minutes (docs/peer_bench.md)
         # ---- the recipe
         self.time_budget = 15                   # minutes of training + evaluation; the epoch count follows from it
         self.epochs = 60                        # only the first guess of the time budget's planner
