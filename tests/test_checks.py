@@ -112,6 +112,26 @@ def test_voc_years_are_concatenated_per_split(tmp_path):
     assert [os.path.basename(r.image_path) for r in read_records(cfg, "val")] == ["a.jpg"]
 
 
+def test_val_from_train_holds_out_a_seeded_part_of_train_and_never_reads_val(tmp_path):
+    for i in range(10):
+        write_voc(tmp_path / "VOC2007", f"t{i}", [("cat", 1, 1, 10 + i, 10)])
+    write_voc(tmp_path / "VOC2012", "test0", [("dog", 1, 1, 20, 20)])  # the val split: must stay unseen
+    names = lambda records: [os.path.basename(r.image_path) for r in records]  # noqa: E731
+    cfg = voc_config(tmp_path, train_dirs=["VOC2007"], val_dirs=["VOC2012"], val_from_train=0.3)
+    train, val = names(read_records(cfg, "train")), names(read_records(cfg, "val"))
+    assert len(val) == 3 and len(train) == 7 and sorted(train + val) == sorted(f"t{i}.jpg" for i in range(10))
+    assert train == sorted(train) and val == sorted(val)  # file order kept within each part
+    assert names(read_records(cfg, "val")) == val  # seeded: the same split every time it is read
+    other_seed = voc_config(tmp_path, train_dirs=["VOC2007"], val_dirs=["VOC2012"], val_from_train=0.3, seed=1)
+    assert names(read_records(other_seed, "val")) != val
+    assert names(read_records(voc_config(tmp_path, train_dirs=["VOC2007"], val_dirs=["VOC2012"]), "val")) == \
+        ["test0.jpg"]
+    with pytest.raises(ValueError, match="val_from_train.*leaves no images"):
+        read_records(voc_config(tmp_path, train_dirs=["VOC2007"], val_dirs=["VOC2012"], val_from_train=0.99), "val")
+    with pytest.raises(ValueError, match="val_from_train"):
+        voc_config(tmp_path, val_from_train=1.0)
+
+
 def test_coco_and_yolo_datasets_from_the_config(tmp_path):
     (tmp_path / "coco/annotations").mkdir(parents=True)
     (tmp_path / "coco/val2017").mkdir()

@@ -75,12 +75,14 @@ def test_fusing_a_batchnorm_not_fed_by_a_conv_is_refused():
 
 # ------------------------------------------------------------------------------------------------- multi-task
 def two_task_checkpoint(tmp_path):
-    """An untrained two-task model (random BN statistics) saved as runs/mt/best.pt; returns its config args."""
+    """An untrained two-task model (random BN statistics) saved as runs/mt/best.pt; returns its config args. Its neck
+    uses SiLU (the trained model of this file: LeakyReLU), so export must rebuild the activation the checkpoint says."""
     tasks = [dict(name="shapes", data_root=str(tmp_path / "d1")),
              dict(name="symbols", data_root=str(tmp_path / "d2"), class_names=["star", "cross"], shapes_seed=1)]
     args = ["--tasks", repr(tasks), "--branching", "[[2, [[0], [1]]]]", "--runs_dir", str(tmp_path / "runs"),
             "--run_name", "mt", "--shapes_num_train", "4", "--shapes_num_val", "4", "--img_size", "64",
-            "--width", "0.25", "--batch_size", "4", "--num_workers", "0", "--export_check_images", "3"]
+            "--width", "0.25", "--batch_size", "4", "--num_workers", "0", "--export_check_images", "3",
+            "--neck_activation", "silu"]
     cfg = apply_overrides(BaseConfig(), args).finalize()
     torch.manual_seed(0)
     model = randomize_batchnorm(build_model(cfg))

@@ -33,6 +33,8 @@ class BaseConfig:
         self.train_split_file = None           # VOC: explicit id list (.txt) or file list (.csv, column `filename`);
                                                # COCO: the annotation json (both relative to data_root)
         self.val_split_file = None
+        self.val_from_train = 0.0              # > 0: this seeded fraction of the train split is the val split (the
+                                               # val split is not read): tune and pick best.pt without the test images
         self.class_names = ["circle", "square", "triangle"]
         self.shapes_num_train = 2000           # size of the built-in dataset
         self.shapes_num_val = 200
@@ -66,6 +68,8 @@ class BaseConfig:
         # ---- model
         self.backbone = "resnet18"             # one of BACKBONES
         self.width = 0.5                       # channel width multiplier of backbone and neck
+        self.neck_activation = "leaky"         # leaky (LeakyReLU 0.1, YOLOv3) | silu (YOLOv5 on) | relu; the
+                                               # backbones keep their own (pretrained weights were made with them)
         self.pretrained_path = None            # local backbone weights file (never downloaded); None = from scratch
         self.init_ckpt = None                  # start from this checkpoint's weights (fine-tuning): tensors whose
                                                # shape differs, e.g. heads of another class count, are skipped

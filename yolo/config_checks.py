@@ -12,10 +12,12 @@ BACKBONES = ("resnet18", "resnet34", "resnet50", "darknet53", "mobilenet_v3_smal
 STRATEGIES = ("single_grid", "nearby_grid", "all_grid")  # label assignment, yolo/assign.py
 EVAL_BACKENDS = ("pycocotools", "faster_coco_eval")     # COCO evaluation, yolo/metrics.py
 HEADS = ("conv1x1", "tower3x3", "searched")             # detection head, yolo/models/search_cell.py
+ACTIVATIONS = ("leaky", "silu", "relu")                 # neck activation, yolo/models/neck.py
 
 ALLOWED = {
     "dataset": ("shapes", "voc", "coco", "yolo"),
     "backbone": BACKBONES,
+    "neck_activation": ACTIVATIONS,
     "label_assignment": STRATEGIES,
     "box_loss": ("iou", "giou", "diou", "ciou"),
     "optimizer": ("sgd", "adam", "adamw"),
@@ -158,6 +160,8 @@ def validate_head_fields(cfg):
     for name in ("head_channels", "cell_channels", "search_epochs", "search_genotype_interval"):
         if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:
             raise ValueError(f"config field '{name}' = {getattr(cfg, name)!r} must be an int >= 1")
+    if not 0 <= cfg.val_from_train < 1:
+        raise ValueError(f"config field 'val_from_train' = {cfg.val_from_train} must be in [0, 1) (0 = off)")
     if not 0 < cfg.search_heldout_fraction < 1:
         raise ValueError(f"config field 'search_heldout_fraction' = {cfg.search_heldout_fraction} must be in (0, 1)")
     if cfg.search_alpha_lr <= 0:

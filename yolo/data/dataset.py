@@ -1,5 +1,6 @@
 """Dataset, collate and loaders: records -> augmented uint8 images and (N, 6) targets."""
 import os
+import random
 from multiprocessing.pool import ThreadPool
 
 import numpy as np
@@ -96,10 +97,34 @@ def collate(batch):
 
 def read_records(cfg, split, problems=None):
     """The records of the train or val split of the configured dataset (generating the built-in one if needed).
+    With config val_from_train > 0 both come from the train split: val is its held-out part, train the rest.
 
     problems: a checks.Problems to collect into (--task check). By default loading makes its own: the first
     problems of each kind and a summary are logged, and a split that cannot be used raises DataError.
     """
+    if cfg.val_from_train:
+        kept, held_out = hold_out(read_split(cfg, "train", problems), cfg.val_from_train, cfg.seed, "val_from_train")
+        logger.info(f"val_from_train {cfg.val_from_train:g}: {len(held_out)} of the {len(kept) + len(held_out)} "
+                    f"train images are the val split; the configured val split is not read")
+        return kept if split == "train" else held_out
+    return read_split(cfg, split, problems)
+
+
+def hold_out(records, fraction, seed, field):
+    """(kept, held out): a seeded random `fraction` of the records held out, the rest kept, both in file order.
+    field: the config field that set the fraction, for the error when either part would be empty."""
+    order = list(range(len(records)))
+    random.Random(seed).shuffle(order)
+    cut = int(round(len(records) * (1 - fraction)))
+    if cut < 1 or cut >= len(records):
+        raise ValueError(f"config field '{field}' = {fraction} leaves no images on one side ({len(records)} train "
+                         f"images)")
+    held = set(order[cut:])
+    return [r for i, r in enumerate(records) if i not in held], [r for i, r in enumerate(records) if i in held]
+
+
+def read_split(cfg, split, problems=None):
+    """read_records for one split as the config names it (its folders, split name or split file)."""
     if cfg.dataset == "shapes":
         ensure_shapes_dataset(cfg.data_root, cfg.shapes_num_train, cfg.shapes_num_val, cfg.shapes_seed,
                               tuple(cfg.class_names))

@@ -25,8 +25,8 @@ from ..models.detector import build_model
 from .distributed import broadcast_object, select_device, unwrap
 
 # what a checkpoint decides about its model; everything else (thresholds, data paths, ...) comes from the config
-MODEL_FIELDS = ("backbone", "width", "class_names", "anchors", "label_assignment", "img_size", "tasks", "branching",
-                "head", "genotype", "head_channels", "cell_channels")
+MODEL_FIELDS = ("backbone", "width", "neck_activation", "class_names", "anchors", "label_assignment", "img_size",
+                "tasks", "branching", "head", "genotype", "head_channels", "cell_channels")
 
 # a resumed run takes these from the current config; every other field (num_workers too: it changes the
 # augmentation streams) comes from the checkpoint, so the run continues exactly as it started
@@ -149,8 +149,8 @@ def load_onnx_model(cfg, path):
         logger.info(f"{onnx_path} is an ONNX file: running it with ONNX Runtime (backend onnxruntime)")
     cfg.backend = "onnxruntime"
     model = OnnxModel(onnx_path)
-    for field in MODEL_FIELDS:
-        setattr(cfg, field, model.config[field])
+    for field in MODEL_FIELDS:  # a field newer than the file: the graph holds the model, the config's value is kept
+        setattr(cfg, field, model.config.get(field, getattr(cfg, field)))
     cfg.finalize()
     logger.info(f"loaded {onnx_path} (ONNX Runtime, CPU; exported from {model.meta['source'] or 'unknown'})")
     return model.eval(), torch.device("cpu"), onnx_path

@@ -21,7 +21,8 @@ class Detector(nn.Module):
         super().__init__()
         num_tasks = len(cfg.task_num_classes)
         self.backbone = build_backbone(cfg.backbone, cfg.width)
-        self.neck = YOLONeck(self.backbone.out_channels, cfg.width, neck_groups(cfg.branching, num_tasks))
+        self.neck = YOLONeck(self.backbone.out_channels, cfg.width, neck_groups(cfg.branching, num_tasks),
+                             cfg.neck_activation)
         self.heads = nn.ModuleList(
             build_head(head or cfg.head, self.neck.out_channels, len(cfg.anchors[0]), num_classes, cfg.img_size,
                        cfg.strides, cfg.head_channels, cfg.cell_channels, cfg.genotype)

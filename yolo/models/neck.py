@@ -18,17 +18,25 @@ import torch
 from torch import nn
 
 from ..branching import neck_groups, neck_routes
+from ..config_checks import ACTIVATIONS as NECK_ACTIVATIONS
 
 
-def conv_bn_act(c_in, c_out, k=1, s=1):
-    return nn.Sequential(nn.Conv2d(c_in, c_out, k, s, k // 2, bias=False), nn.BatchNorm2d(c_out),
-                         nn.LeakyReLU(0.1, inplace=True))
+# the neck's nonlinearity (config neck_activation): YOLOv3 uses LeakyReLU(0.1); YOLOv5 and later use SiLU
+# (x * sigmoid(x), Elfwing et al. 2018), smooth and non-monotonic; ReLU is the cheapest on every runtime
+ACTIVATIONS = {"leaky": lambda: nn.LeakyReLU(0.1, inplace=True), "silu": lambda: nn.SiLU(inplace=True),
+               "relu": lambda: nn.ReLU(inplace=True)}
+assert tuple(ACTIVATIONS) == NECK_ACTIVATIONS  # the names config_checks lets through
 
 
-def conv_set(c_in, c):
+def conv_bn_act(c_in, c_out, k=1, s=1, act="leaky"):
+    return nn.Sequential(nn.Conv2d(c_in, c_out, k, s, k // 2, bias=False), nn.BatchNorm2d(c_out), ACTIVATIONS[act]())
+
+
+def conv_set(c_in, c, act="leaky"):
     """YOLOv3's five alternating 1x1 / 3x3 convolutions: the 1x1s squeeze, the 3x3s see context."""
-    return nn.Sequential(conv_bn_act(c_in, c, 1), conv_bn_act(c, 2 * c, 3), conv_bn_act(2 * c, c, 1),
-                         conv_bn_act(c, 2 * c, 3), conv_bn_act(2 * c, c, 1))
+    return nn.Sequential(conv_bn_act(c_in, c, 1, act=act), conv_bn_act(c, 2 * c, 3, act=act),
+                         conv_bn_act(2 * c, c, 1, act=act), conv_bn_act(c, 2 * c, 3, act=act),
+                         conv_bn_act(2 * c, c, 1, act=act))
 
 
 def neck_channels(width):
@@ -38,19 +46,20 @@ def neck_channels(width):
     return tuple(max(8, int(c * width)) for c in (128, 256, 512))
 
 
-def build_neck_blocks(in_channels, width):
-    """in_channels: backbone (C3, C4, C5) channels. Returns the 8 blocks in the order of the table above."""
+def build_neck_blocks(in_channels, width, act="leaky"):
+    """in_channels: backbone (C3, C4, C5) channels; act: a key of ACTIVATIONS. Returns the 8 blocks in the order of
+    the table above."""
     c3_in, c4_in, c5_in = in_channels
     n3, n4, n5 = neck_channels(width)
     return nn.ModuleList([
-        conv_set(c5_in, n5),
-        conv_bn_act(n5, 2 * n5, 3),
-        nn.Sequential(conv_bn_act(n5, n4, 1), nn.Upsample(scale_factor=2, mode="nearest")),
-        conv_set(n4 + c4_in, n4),
-        conv_bn_act(n4, 2 * n4, 3),
-        nn.Sequential(conv_bn_act(n4, n3, 1), nn.Upsample(scale_factor=2, mode="nearest")),
-        conv_set(n3 + c3_in, n3),
-        conv_bn_act(n3, 2 * n3, 3),
+        conv_set(c5_in, n5, act),
+        conv_bn_act(n5, 2 * n5, 3, act=act),
+        nn.Sequential(conv_bn_act(n5, n4, 1, act=act), nn.Upsample(scale_factor=2, mode="nearest")),
+        conv_set(n4 + c4_in, n4, act),
+        conv_bn_act(n4, 2 * n4, 3, act=act),
+        nn.Sequential(conv_bn_act(n4, n3, 1, act=act), nn.Upsample(scale_factor=2, mode="nearest")),
+        conv_set(n3 + c3_in, n3, act),
+        conv_bn_act(n3, 2 * n3, 3, act=act),
     ])
 
 
@@ -74,10 +83,10 @@ class YOLONeck(nn.Module):
     """The 8 blocks, each as a list of copies: one copy per task group of `groups` (neck_groups). A single-task
     model has one copy of each. Copies start as equal clones and then learn their own tasks."""
 
-    def __init__(self, in_channels, width, groups=None):
+    def __init__(self, in_channels, width, groups=None, act="leaky"):
         super().__init__()
         self.groups = groups or neck_groups(None, 1)
-        template = build_neck_blocks(in_channels, width)
+        template = build_neck_blocks(in_channels, width, act)
         self.blocks = nn.ModuleList(
             nn.ModuleList([template[j]] + [copy.deepcopy(template[j]) for _ in block_groups[1:]])
             for j, block_groups in enumerate(self.groups))

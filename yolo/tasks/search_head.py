@@ -16,7 +16,6 @@ Writes runs/<run_name>_search/: genotype.txt (every search_genotype_interval ste
 cells.png, alphas.pt (the softmax history), config.json and log.txt.
 """
 import copy
-import random
 import time
 from types import SimpleNamespace
 
@@ -26,7 +25,7 @@ from loguru import logger
 from tqdm import tqdm
 
 from ..config import save_config, task_configs
-from ..data.dataset import build_loader, read_records
+from ..data.dataset import build_loader, hold_out, read_records
 from ..engine.checkpoint import save_checkpoint
 from ..engine.distributed import select_device
 from ..engine.logs import setup_logging
@@ -106,13 +105,7 @@ def search_loaders(cfg):
     records = read_records(cfg, "train")
     if cfg.search_alpha_split == "same":
         return build_loader(cfg, records, train=True), None
-    order = list(range(len(records)))
-    random.Random(cfg.seed).shuffle(order)
-    cut = int(round(len(records) * (1 - cfg.search_heldout_fraction)))
-    if cut < 1 or cut >= len(records):
-        raise ValueError(f"config field 'search_heldout_fraction' = {cfg.search_heldout_fraction} leaves no images "
-                         f"for the weights or the alphas ({len(records)} train images)")
-    weight_records, alpha_records = [records[i] for i in order[:cut]], [records[i] for i in order[cut:]]
+    weight_records, alpha_records = hold_out(records, cfg.search_heldout_fraction, cfg.seed, "search_heldout_fraction")
     return build_loader(cfg, weight_records, train=True), build_loader(cfg, alpha_records, train=True)
 
 
