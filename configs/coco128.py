@@ -34,6 +34,7 @@ class COCO128Config(BaseConfig):
         self.augmentations = PHOTO_AUGMENTATIONS  # noise, colour, flip, zoom/shift
         self.mosaic_prob = 0.0
         self.cls_weight = 2.0
+        self.neck_activation = "silu"
         self.time_budget = 15                  # minutes; the epoch count follows from it
         self.epochs = 60                       # only the planner's first guess
         self.cache_images = True               # 128 images: about 50 MB at 416 px
