@@ -82,7 +82,7 @@ def validate_data_fields(cfg):
     for name in ("mosaic_prob", "min_visibility", "hflip_prob", "auto_anchor_bpr"):
         if not 0 <= getattr(cfg, name) <= 1:
             raise ValueError(f"config field '{name}' = {getattr(cfg, name)} must be in [0, 1]")
-    for name in ("color_jitter", "affine_translate"):
+    for name in ("color_jitter", "affine_translate", "val_from_train"):
         if not 0 <= getattr(cfg, name) < 1:
             raise ValueError(f"config field '{name}' = {getattr(cfg, name)} must be in [0, 1)")
     if not isinstance(cfg.mosaic_off_epochs, int) or cfg.mosaic_off_epochs < 0:
@@ -160,8 +160,6 @@ def validate_head_fields(cfg):
     for name in ("head_channels", "cell_channels", "search_epochs", "search_genotype_interval"):
         if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:
             raise ValueError(f"config field '{name}' = {getattr(cfg, name)!r} must be an int >= 1")
-    if not 0 <= cfg.val_from_train < 1:
-        raise ValueError(f"config field 'val_from_train' = {cfg.val_from_train} must be in [0, 1) (0 = off)")
     if not 0 < cfg.search_heldout_fraction < 1:
         raise ValueError(f"config field 'search_heldout_fraction' = {cfg.search_heldout_fraction} must be in (0, 1)")
     if cfg.search_alpha_lr <= 0:
