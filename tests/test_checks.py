@@ -9,6 +9,7 @@ import pytest
 from conftest import ROOT
 from PIL import Image
 
+import yolo.data.dataset as dataset_module
 from yolo.config import BaseConfig
 from yolo.data.checks import DataError, Problems, clean_boxes, duplicate_boxes
 from yolo.data.dataset import read_records
@@ -112,7 +113,7 @@ def test_voc_years_are_concatenated_per_split(tmp_path):
     assert [os.path.basename(r.image_path) for r in read_records(cfg, "val")] == ["a.jpg"]
 
 
-def test_val_from_train_holds_out_a_seeded_part_of_train_and_never_reads_val(tmp_path):
+def test_val_from_train_holds_out_a_seeded_part_of_train_and_never_reads_val(tmp_path, monkeypatch):
     for i in range(10):
         write_voc(tmp_path / "VOC2007", f"t{i}", [("cat", 1, 1, 10 + i, 10)])
     write_voc(tmp_path / "VOC2012", "test0", [("dog", 1, 1, 20, 20)])  # the val split: must stay unseen
@@ -126,6 +127,11 @@ def test_val_from_train_holds_out_a_seeded_part_of_train_and_never_reads_val(tmp
     assert names(read_records(other_seed, "val")) != val
     assert names(read_records(voc_config(tmp_path, train_dirs=["VOC2007"], val_dirs=["VOC2012"]), "val")) == \
         ["test0.jpg"]
+    reads = []  # what training reads: the same two parts, the train split read once
+    monkeypatch.setattr(dataset_module, "read_split", lambda *a, original=dataset_module.read_split, **k:
+                        reads.append(a[1]) or original(*a, **k))
+    both = dataset_module.read_train_val(cfg)
+    assert (names(both[0]), names(both[1])) == (train, val) and reads == ["train"]
     with pytest.raises(ValueError, match="val_from_train.*leaves no images"):
         read_records(voc_config(tmp_path, train_dirs=["VOC2007"], val_dirs=["VOC2012"], val_from_train=0.99), "val")
     with pytest.raises(ValueError, match="val_from_train"):

@@ -103,11 +103,25 @@ def read_records(cfg, split, problems=None):
     problems of each kind and a summary are logged, and a split that cannot be used raises DataError.
     """
     if cfg.val_from_train:
-        kept, held_out = hold_out(read_split(cfg, "train", problems), cfg.val_from_train, cfg.seed, "val_from_train")
-        logger.info(f"val_from_train {cfg.val_from_train:g}: {len(held_out)} of the {len(kept) + len(held_out)} "
-                    f"train images are the val split; the configured val split is not read")
+        kept, held_out = split_off_val(cfg, read_split(cfg, "train", problems))
         return kept if split == "train" else held_out
     return read_split(cfg, split, problems)
+
+
+def read_train_val(cfg):
+    """(train records, val records) as read_records gives them, reading the train split once when val is carved
+    from it."""
+    if cfg.val_from_train:
+        return split_off_val(cfg, read_split(cfg, "train"))
+    return read_split(cfg, "train"), read_split(cfg, "val")
+
+
+def split_off_val(cfg, train_records):
+    """(train, val) from the train split's records under config val_from_train."""
+    kept, held_out = hold_out(train_records, cfg.val_from_train, cfg.seed, "val_from_train")
+    logger.info(f"val_from_train {cfg.val_from_train:g}: {len(held_out)} of the {len(train_records)} "
+                f"train images are the val split; the configured val split is not read")
+    return kept, held_out
 
 
 def hold_out(records, fraction, seed, field):

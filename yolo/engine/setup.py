@@ -13,7 +13,7 @@ from loguru import logger
 from torch.utils.data import DistributedSampler
 
 from ..anchors import refit_if_poor
-from ..data.dataset import build_loader, read_records
+from ..data.dataset import build_loader, read_train_val
 from ..data.transforms import letterboxed_box_sizes
 from ..loss import YOLOLoss
 from ..models.detector import build_model
@@ -59,7 +59,7 @@ def build_loaders(tasks, cfg, info):
     train_loaders, val_loaders = [], []
     for task_cfg in tasks:
         with main_process_first(info):  # rank 0 generates the built-in dataset, the others then read it
-            train_records, val_records = read_records(task_cfg, "train"), read_records(task_cfg, "val")
+            train_records, val_records = read_train_val(task_cfg)
         # the samplers only need len(): records stand in for the datasets build_loader wraps them in
         train_loader = build_loader(task_cfg, train_records, train=True,
                                     sampler=train_sampler(train_records, info, cfg.seed))
