@@ -17,11 +17,12 @@ from ..data.dataset import build_loader, read_train_val
 from ..data.transforms import letterboxed_box_sizes
 from ..loss import YOLOLoss
 from ..models.detector import build_model
-from ..models.weights import load_backbone_weights, load_matching_state
+from ..models.weights import load_backbone_weights, load_fitting_state
 from .checkpoint import load_model_checkpoint
 from .distributed import (DistInfo, average_over_ranks, broadcast_object, eval_sampler, main_process_first,
                           train_sampler, unwrap, wrap_model)
 from .ema import ModelEMA
+from .folders import next_free_dir
 from .schedules import build_lr_lambda
 
 
@@ -172,8 +173,10 @@ def load_initial_weights(model, cfg):
     elif not cfg.init_ckpt:
         logger.info(f"no pretrained_path set: the {cfg.backbone} backbone starts from random weights")
     if cfg.init_ckpt:
-        loaded, skipped = load_matching_state(model, load_model_checkpoint(cfg.init_ckpt, ("model",))["model"])
-        logger.info(f"init_ckpt {cfg.init_ckpt}: {len(loaded)} tensors loaded, {len(skipped)} skipped")
+        state = load_model_checkpoint(cfg.init_ckpt, ("model",))["model"]
+        loaded, skipped = load_fitting_state(model, state, f"init_ckpt {cfg.init_ckpt}")  # warns of any skipped
+        if not skipped:
+            logger.info(f"init_ckpt {cfg.init_ckpt}: all {len(loaded)} tensors loaded")
         for line in skipped:
             logger.info(f"  skipped {line}")
 
@@ -197,14 +200,18 @@ def seed_everything(seed, deterministic=False):
 
 
 def new_run_dir(cfg):
-    """runs/<run_name>, or runs/<run_name>2, 3 ... when it exists: a new run never overwrites an old one."""
-    base = Path(cfg.runs_dir) / cfg.run_name
-    run_dir, n = base, 1
-    while run_dir.exists():
-        n += 1
-        run_dir = base.with_name(f"{base.name}{n}")
-    run_dir.mkdir(parents=True)
-    return run_dir
+    """runs/<run_name>, or runs/<run_name>2, 3 ... when it exists: a new run never overwrites an old one, and two
+    runs started at once with one run_name get two folders (next_free_dir)."""
+    return next_free_dir(Path(cfg.runs_dir) / cfg.run_name)
+
+
+def resume_run_dir(resume_path, cfg, info):
+    """The folder a resumed run continues in: its checkpoint's folder when that lies inside runs_dir, else a new run
+    folder runs_dir/<run_name>N. A folder outside runs_dir is the user's: its files (a metrics.csv, a best.pt) are
+    never appended to or replaced."""
+    if Path(cfg.runs_dir).resolve() in Path(resume_path).resolve().parents:
+        return Path(resume_path).parent
+    return broadcast_object(new_run_dir(cfg) if info.is_main else None, info)
 
 
 def log_setup(cfg, info, t, run_dir, train_loaders, val_loaders):

@@ -1,8 +1,9 @@
 """The training loop: data -> model -> assignment + loss -> optimizer step, with evaluation and checkpoints.
 
 Read `run_training` top to bottom: the process (one of several under torchrun), the run folder (new, or the one
-being resumed), data, model and optimizer, then the epochs: train, evaluate every val_interval epochs, write
-metrics.csv, last.pt and best.pt, stop early when the metric stalls. `train_one_epoch` is the inner loop.
+being resumed; a new one for a checkpoint outside runs_dir), data, model and optimizer, then the epochs: train,
+evaluate every val_interval epochs, write metrics.csv, last.pt and best.pt, stop early when the metric stalls.
+`train_one_epoch` is the inner loop.
 
 Multi-task (config `tasks`): every task has its own loaders and loss; each step takes one batch of every task, sums
 the task losses with `task_weights`, and (average_shared_grads) divides the gradient of each shared parameter by the
@@ -32,8 +33,8 @@ from .distributed import (all_ranks_true, barrier, broadcast_object, cleanup_dis
 from .evaluator import evaluate_tasks
 from .logs import MetricsCSV, TensorBoard, log_dropped_boxes, log_resumed_config, setup_logging
 from .multitask import score_names, task_batches, tasks_loss
-from .setup import (build_loaders, build_training, log_setup, new_run_dir, refit_anchors, seed_everything,
-                    set_backbone_frozen, start_epoch)
+from .setup import (build_loaders, build_training, log_setup, new_run_dir, refit_anchors, resume_run_dir,
+                    seed_everything, set_backbone_frozen, start_epoch)
 
 # with gradient accumulation the scheduler steps (every batch) before the optimizer's first update: intended
 warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
@@ -53,11 +54,16 @@ def run_training(cfg, info, on_epoch=None):
     resume_path, ckpt = load_resume_checkpoint(cfg, info) if cfg.resume else (None, None)
     given = cfg
     cfg, ignored = resumed_config(cfg, ckpt) if ckpt else (copy.copy(cfg), [])  # a time budget changes epochs
-    run_dir = resume_path.parent if ckpt else broadcast_object(new_run_dir(cfg) if info.is_main else None, info)
+    run_dir = (resume_run_dir(resume_path, cfg, info) if ckpt
+               else broadcast_object(new_run_dir(cfg) if info.is_main else None, info))
     setup_logging(run_dir if info.is_main else None, level="INFO" if info.is_main else "WARNING")
     if ckpt and info.is_main:
         remove_partial_writes(run_dir)
         log_resumed_config(resume_path, model_differences(given, cfg), ignored)
+        if run_dir != resume_path.parent:
+            logger.info(f"resume: {resume_path} lies outside runs_dir {cfg.runs_dir}: continuing it in the new run "
+                        f"folder {run_dir}, its own folder left as it is (best.pt appears once the run beats the "
+                        f"checkpoint's best {cfg.best_metric} {ckpt.get('best_fitness', float('nan')):.4f})")
     seed_everything(cfg.seed, cfg.deterministic)
 
     tasks = task_configs(cfg)  # one config per task (a single-task run: [cfg]), passed down from here

@@ -11,10 +11,11 @@ from pathlib import Path
 from loguru import logger
 
 from ..config import task_configs
+from ..engine.folders import next_free_dir
 
 TASKS = {
     "train": "train a detector on the configured data (continue a run with --resume true)",
-    "val": "COCO mAP of a checkpoint on the val split (--ckpt_path, else the newest run's best.pt)",
+    "val": "COCO mAP of a checkpoint on the val split (--ckpt_path, else best.pt of the newest run of run_name)",
     "predict": "draw detections on images (--predict_source) and write predictions.json",
     "info": "the model's parts, params, GFLOPs, numbered neck blocks and anchors",
     "check": "scan the dataset: what is in it and every problem, with its file",
@@ -47,13 +48,15 @@ def run_task(cfg):
 
 
 def for_each_task(cfg, job, folder):
-    """Run job(task_cfg, out_dir) on every task's dataset: out_dir is <runs_dir>/<folder>, or
-    <runs_dir>/<folder>/<task name> with several tasks. Returns the job's results, one per task."""
+    """Run job(task_cfg, out_dir) on every task's dataset: out_dir is a new folder <runs_dir>/<folder> (<folder>2,
+    3 ... when it exists, so an earlier result is neither replaced nor mixed with this one), or
+    <that folder>/<task name> with several tasks. Returns the job's results, one per task."""
     tasks = task_configs(cfg)
+    out_dir = next_free_dir(Path(cfg.runs_dir) / folder)
     if len(tasks) == 1:
-        return [job(cfg, Path(cfg.runs_dir) / folder)]
+        return [job(cfg, out_dir)]
     results = []
     for task in tasks:
         logger.info(f"--task {cfg.task} on task {task.task_name}")
-        results.append(job(task, Path(cfg.runs_dir) / folder / task.task_name))
+        results.append(job(task, out_dir / task.task_name))
     return results

@@ -1,9 +1,9 @@
 """`python main.py --task debug`: look at what the label assignment makes of real, augmented training batches.
 
 For each of `num_debug_batch` training batches: run `assign` with the config's strategy and thresholds, log its
-statistics, and save one PNG per image in <runs_dir>/debug/ showing the three scales side by side (grid, GT boxes,
-every positive anchor box at its cell). With `debug_demos=True` it also redraws the documentation figures
-imgs/<strategy>_demo.png: one fixed validation image (no augmentation) assigned with each strategy.
+statistics, and save one PNG per image in a new folder <runs_dir>/debug/ (debug2/ ... when it exists) showing the
+three scales side by side (grid, GT boxes, every positive anchor box at its cell). With `debug_demos=True` it also
+redraws the documentation figures imgs/<strategy>_demo.png: one fixed validation image (no augmentation) assigned with each strategy.
 """
 from itertools import islice
 from pathlib import Path
@@ -15,6 +15,7 @@ from ..assign import assign
 from ..config_checks import STRATEGIES
 from ..data.dataset import DetectionDataset, build_loader, read_records
 from ..data.transforms import build_transform
+from ..engine.folders import next_free_dir
 from ..engine.logs import setup_logging
 from ..engine.setup import seed_everything
 from ..viz.assignment import assignment_figure
@@ -33,7 +34,7 @@ def run(cfg):
 def draw_assignments(cfg, out_dir=None, demo_dir="imgs"):
     """Draw the assignment of cfg.num_debug_batch augmented training batches; returns the output folder."""
     seed_everything(cfg.seed)
-    out_dir = Path(out_dir or Path(cfg.runs_dir) / "debug")
+    out_dir = Path(out_dir) if out_dir else next_free_dir(Path(cfg.runs_dir) / "debug")
     out_dir.mkdir(parents=True, exist_ok=True)
     records = read_records(cfg, "train")
     loader = build_loader(cfg, records, train=True)

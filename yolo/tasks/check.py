@@ -4,7 +4,8 @@ It reads both splits with the loaders' own readers and rules (checks.py), but co
 ones included, and decodes every image completely. It logs, per split: images (with boxes / background), boxes per
 class, boxes per image, box sizes, and every problem with its file name; it writes <runs_dir>/check/problems.txt
 (one problem per line) and <runs_dir>/check/<split>_data.png (class counts, boxes per image, box-size histogram
-after letterboxing to img_size with the configured anchors marked).
+after letterboxing to img_size with the configured anchors marked). A check that finds check/ taken writes to
+check2/, check3/ ..., so a report never sits beside the figures of an earlier one.
 """
 from collections import Counter
 from pathlib import Path
@@ -14,7 +15,9 @@ from loguru import logger
 
 from ..data.checks import PROBLEM_KINDS, DataError, Problems
 from ..data.dataset import read_records
+from ..data.shapes import NotGenerated
 from ..data.transforms import letterboxed_box_sizes
+from ..engine.folders import next_free_dir
 from ..engine.logs import setup_logging
 from ..viz.plots import plot_split
 from . import for_each_task
@@ -31,7 +34,7 @@ def run(cfg):
 def check_dataset(cfg, out_dir=None):
     """Scan the train and val splits; log the report, write problems.txt and the figures. Returns
     {split: (records, problems)}."""
-    out_dir = Path(out_dir or Path(cfg.runs_dir) / "check")
+    out_dir = Path(out_dir) if out_dir else next_free_dir(Path(cfg.runs_dir) / "check")
     out_dir.mkdir(parents=True, exist_ok=True)
     results = {split: scan_split(cfg, split) for split in ("train", "val")}
     lines = []
@@ -51,7 +54,9 @@ def scan_split(cfg, split):
     """(records, problems) of one split, read with every check on; a fatal problem becomes a 'fatal' entry."""
     problems = Problems(f"{cfg.dataset} [{split}]", show_per_kind=0, decode_images=True)
     try:
-        records = read_records(cfg, split, problems)
+        records = read_records(cfg, split, problems, generate=False)
+    except NotGenerated:  # the built-in data not there yet: training would generate it, so no problem of the data
+        raise
     except DataError as e:  # includes DataFileNotFound
         problems.add("fatal", cfg.data_root, str(e))
         return [], problems

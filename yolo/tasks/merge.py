@@ -1,6 +1,7 @@
 """`python main.py --config <multi-task config> --task merge --merge_ckpts a.pt,b.pt [--merge_average true]`: one
 multi-task checkpoint from one single-task checkpoint per task, for the config's `branching`: the start of a
-multi-task fine-tuning (--init_ckpt). Written to <runs_dir>/merge/<run_name>.pt."""
+multi-task fine-tuning (--init_ckpt). Written to <runs_dir>/merge/<run_name>.pt, or <run_name>2.pt, 3 ... when that
+exists."""
 from ..engine.logs import setup_logging
 from ..engine.merge import merge_checkpoints
 

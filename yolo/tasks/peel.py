@@ -1,6 +1,6 @@
 """`python main.py --task peel --peel_task NAME [--ckpt_path multi.pt]`: one task's single-task checkpoint out of a
 multi-task one (the default: best.pt of the run, as --task val picks it). It gives exactly that task's detections
-of the multi-task model. Written to <run folder>/peel/<task>.pt."""
+of the multi-task model. Written to <run folder>/peel/<task>.pt, or <task>2.pt, 3 ... when that exists."""
 from ..engine.checkpoint import default_checkpoint
 from ..engine.logs import setup_logging
 from ..engine.merge import peel_checkpoint

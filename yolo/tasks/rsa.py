@@ -3,7 +3,8 @@ layers the tasks should share.
 
 Every task's single-task model runs over rsa_images val images of every task (letterboxed as in evaluation); the
 similarity of two tasks at a layer is the CKA of their models' RDMs (yolo/rsa.py), averaged over the image sets.
-Every branching tree the grammar allows is then scored (yolo/branching_search.py). Writes to <runs_dir>/rsa/:
+Every branching tree the grammar allows is then scored (yolo/branching_search.py). Writes to <runs_dir>/rsa/
+(rsa2/, rsa3/ ... when it exists):
 similarity.png (a heatmap per layer), similarity_depth.png, similarity.json, trees.csv (every candidate, best
 first), recommended.txt (the `self.branching = ...` line and the best tree per compute budget) and tree.png.
 """
@@ -17,6 +18,7 @@ from ..branching import NECK_BLOCK_NAMES, neck_groups
 from ..branching_search import best_within, rank_trees
 from ..config import task_configs
 from ..data.dataset import build_loader, read_records
+from ..engine.folders import next_free_dir
 from ..engine.logs import setup_logging
 from ..engine.merge import single_task_models
 from ..rsa import similarity_matrices
@@ -36,8 +38,7 @@ def run(cfg, measure_ms=True):
     similarities = similarity_matrices(models, image_sets)
     rows = rank_trees(model_cfg, similarities, measure_ms)
     budgets = {b: best_within(rows, b) for b in BUDGETS}
-    out_dir = Path(cfg.runs_dir) / "rsa"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = next_free_dir(Path(cfg.runs_dir) / "rsa")  # rsa, then rsa2 ...: an earlier analysis is kept
     names = list(model_cfg.task_names)
     save_figure(draw_similarity_heatmaps(similarities, names), out_dir / "similarity.png")
     save_figure(plot_similarity_depth(similarities, names), out_dir / "similarity_depth.png")
@@ -58,7 +59,7 @@ def run(cfg, measure_ms=True):
 
 def val_images(task_cfg, count):
     """The first `count` val images of a task, letterboxed as evaluation does: a list of uint8 batches."""
-    records = read_records(task_cfg, "val")[:count]
+    records = read_records(task_cfg, "val", generate=False)[:count]
     if len(records) < 4:
         raise ValueError(f"task {task_cfg.task_name}: {len(records)} val images; RSA needs at least 4")
     if len(records) < count:

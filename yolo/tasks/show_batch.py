@@ -7,6 +7,7 @@ from pathlib import Path
 from loguru import logger
 
 from ..data.dataset import build_loader, read_records
+from ..engine.folders import next_free_dir
 from ..engine.logs import setup_logging
 from ..viz.detections import batch_grid
 from . import for_each_task
@@ -20,8 +21,8 @@ def run(cfg):
 
 def show_batches(cfg, out_dir=None):
     """Save num_debug_batch grids of augmented training images with their boxes and class names to
-    <runs_dir>/batches/train_batch<k>.jpg. Returns the paths."""
-    out_dir = Path(out_dir or Path(cfg.runs_dir) / "batches")
+    <runs_dir>/batches/train_batch<k>.jpg (batches2/ ... when it exists). Returns the paths."""
+    out_dir = Path(out_dir) if out_dir else next_free_dir(Path(cfg.runs_dir) / "batches")
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg = copy.copy(cfg)
     cfg.num_workers = 0  # in-process: one seed gives the same pictures every time
