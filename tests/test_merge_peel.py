@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from yolo.branching import neck_groups
-from yolo.config import BaseConfig, config_from_dict
+from yolo.config import BaseConfig, config_from_dict, task_configs
+from yolo.data.dataset import read_records
 from yolo.engine.checkpoint import load_checkpoint, save_checkpoint
 from yolo.models.detector import build_model
 from yolo.branching import neck_routes
@@ -140,6 +141,8 @@ def test_rsa_command_writes_its_outputs(tmp_path):
     a = save_single(tmp_path, "shapes", ["circle", "square", "triangle"], 0, seed=1)
     b = save_single(tmp_path, "symbols", SYMBOLS, 1, seed=2)
     cfg = multi_cfg(tmp_path, None, rsa_ckpts=f"{a},{b}", rsa_images=5)
+    for task in task_configs(cfg):  # generate each task's data, as its training would: rsa only reads it
+        read_records(task, "val")
     result = rsa.run(cfg, measure_ms=False)
     out = result["out_dir"]
     for name in ("similarity.png", "similarity_depth.png", "similarity.json", "tree.png", "recommended.txt"):

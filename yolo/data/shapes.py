@@ -10,6 +10,8 @@ little (see `_place_objects`).
     root/JPEGImages/<id>.jpg, root/Annotations/<id>.xml, root/ImageSets/Main/{train,val}.txt, root/meta.json
 Image `index` of split `split` is drawn from np.random.default_rng([seed, SPLIT_CODE[split], index]) alone, so
 generation is deterministic in any order and process, and the val set does not change when num_train does.
+Training (and the commands that show what it would see) generate it; commands that only read data (val, predict,
+export, rsa, check) call `require_shapes_dataset`, which writes nothing.
 """
 from __future__ import annotations
 
@@ -42,6 +44,11 @@ MAX_SIZE_FRACTION = 0.6  # of the image's short side
 MAX_COVERED_FRACTION = 0.2  # of an earlier (larger) object's box that a later object may cover
 MIN_COLOUR_DISTANCE = 100.0  # RGB distance between an object and the mean background under it
 JPEG_QUALITY = 90
+
+
+class NotGenerated(DataError):
+    """The built-in dataset is missing, unfinished or of other classes, and the command only reads data: a matter of
+    running training first, not a problem of the data."""
 
 
 # ------------------------------------------------------------------------------------------- one image
@@ -227,6 +234,7 @@ def ensure_shapes_dataset(
         return root
 
     _check_own_folder(root)
+    _say_what_is_replaced(root, _read_meta(meta_path), params)
     start = time.time()
     logger.info(f"generating shapes dataset in {root}: {num_train} train + {num_val} val images, "
                 f"classes {list(class_names)}")
@@ -254,6 +262,53 @@ def ensure_shapes_dataset(
     _write_meta(meta_path, {**params, "complete": True})  # only once everything else is written
     logger.info(f"shapes dataset ready in {time.time() - start:.1f} s: {root}")
     return root
+
+
+def require_shapes_dataset(root: str, num_train: int, num_val: int, seed: int, class_names=DEFAULT_CLASSES) -> dict:
+    """Check, writing nothing, that root holds a finished generation of the built-in dataset for class_names, and
+    return its meta.json. Commands that only read data (val, predict, export, rsa, check) call this instead of
+    ensure_shapes_dataset: evaluating a model of other classes must not delete the images a training may be reading.
+    Sizes and seed other than the config's are read as they are (logged). Otherwise a DataError that names the
+    training command which generates the data."""
+    class_names = list(class_names)
+    meta = _read_meta(os.path.join(root, "meta.json"))
+    meta = meta if isinstance(meta, dict) else {}
+    if meta.get("generator") != GENERATOR:
+        what = ("holds files the generator did not write (your dataset? give its format: --dataset voc, coco or "
+                "yolo)" if os.path.isdir(root) and os.listdir(root) else "holds no built-in shapes dataset")
+        raise NotGenerated(f"data_root {root} {what}; only training generates the built-in one: "
+                           f"{_train_command(root, class_names)}")
+    if not meta.get("complete"):
+        raise NotGenerated(f"the generation of the built-in shapes dataset in {root} did not finish (or is running "
+                           f"now); the training that generates it finishes it: "
+                           f"{_train_command(root, meta.get('class_names'))}")
+    if meta.get("class_names") != class_names:
+        raise NotGenerated(f"data_root {root} holds the built-in shapes dataset generated for classes "
+                           f"{meta.get('class_names')}, not {class_names}, and only training regenerates it; for data "
+                           f"of these classes train into a new folder: {_train_command('NEW_FOLDER', class_names)}")
+    stored = (meta.get("num_train"), meta.get("num_val"), meta.get("seed"))
+    if stored != (num_train, num_val, seed):
+        logger.info(f"reading the built-in shapes dataset in {root} as it was generated ({stored[0]} train + "
+                    f"{stored[1]} val images, seed {stored[2]}; the config says {num_train} + {num_val}, seed {seed}): "
+                    f"only training regenerates it")
+    return meta
+
+
+def _train_command(root, class_names) -> str:
+    """The command that generates the built-in dataset of class_names in root (and trains on it)."""
+    names = "" if list(class_names or DEFAULT_CLASSES) == list(DEFAULT_CLASSES) else f' --class_names "{class_names}"'
+    return f"python main.py --task train --data_root {root}{names}"
+
+
+def _say_what_is_replaced(root: str, previous: dict | None, params: dict):
+    """Log, before the generator rewrites its own folder, what the folder held and which images go."""
+    if not isinstance(previous, dict):
+        return
+    changes = [f"{key} {previous.get(key)} -> {value}" for key, value in params.items() if previous.get(key) != value]
+    if not previous.get("complete"):
+        changes.append("an unfinished generation")
+    logger.warning(f"regenerating the shapes dataset in {root} ({', '.join(changes)}): its previous images are "
+                   f"deleted")
 
 
 def _image_id(split: str, index: int) -> str:

@@ -11,6 +11,7 @@ A training checkpoint (last.pt / best.pt) holds:
     rng           python / numpy / torch (/ cuda) generator states and the loss's generator
     config        the run's config as a dict;   best_fitness, evals_without_improvement, elapsed_s
     map50, map    (best.pt) the scores of this checkpoint
+    format        CHECKPOINT_FORMAT, the version of this layout (every checkpoint the project writes has it)
 """
 import os
 import random
@@ -23,14 +24,20 @@ from loguru import logger
 from ..config import DERIVED, config_from_dict
 from ..models.detector import build_model
 from .distributed import broadcast_object, select_device, unwrap
+from .exports import export_of
+from .folders import numbered_dirs
+from .model_files import (CHECKPOINT_FORMAT, checkpoint_config, load_checkpoint,  # noqa: F401 (re-exported)
+                          load_model_checkpoint, load_weights)
 
-# what a checkpoint decides about its model; everything else (thresholds, data paths, ...) comes from the config
+# what a checkpoint decides about its model; everything else (thresholds, data paths, ...) comes from the config.
+# Of `tasks` only the names and classes (the heads): each task's data fields come from the command (model_tasks)
 MODEL_FIELDS = ("backbone", "width", "neck_activation", "class_names", "anchors", "label_assignment", "img_size",
                 "tasks", "branching", "head", "genotype", "head_channels", "cell_channels")
 
 # a resumed run takes these from the current config; every other field (num_workers too: it changes the
-# augmentation streams) comes from the checkpoint, so the run continues exactly as it started
-RESUME_OVERRIDES = ("device", "dist_backend", "task", "resume", "resume_path")
+# augmentation streams) comes from the checkpoint, so the run continues exactly as it started. runs_dir is where
+# this command may write: a checkpoint outside it continues in a new run folder there (setup.py resume_run_dir)
+RESUME_OVERRIDES = ("device", "dist_backend", "task", "resume", "resume_path", "runs_dir")
 
 TMP_PREFIX = "."  # checkpoints are written to .<name>.tmp<pid> and renamed over <name>
 
@@ -64,28 +71,6 @@ def remove_partial_writes(run_dir):
         tmp.unlink()
 
 
-def load_checkpoint(path):
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated file, not a checkpoint, unsafe pickle ...
-        raise ValueError(f"cannot load checkpoint {path}: {e}") from e
-
-
-def load_model_checkpoint(path, needs=("model", "config")):
-    """load_checkpoint of a file that must be one of this project's checkpoints: a dict holding `needs`. Anything
-    else (a plain state dict, alphas.pt, another project's file) is a ValueError naming the file."""
-    ckpt = load_checkpoint(path)
-    missing = [key for key in needs if not isinstance(ckpt, dict) or key not in ckpt]
-    if missing:
-        found = sorted(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise ValueError(f"{path} is not a checkpoint of this project that can be used here: it has no "
-                         f"{', '.join(repr(k) for k in missing)} (it holds {found})")
-    return ckpt
-
-
 def newest_checkpoint(runs_dir, name="best.pt"):
     """The `name` file of the most recently modified run under runs_dir, or None."""
     found = sorted(Path(runs_dir).glob(f"*/{name}"), key=lambda p: p.stat().st_mtime)
@@ -93,22 +78,25 @@ def newest_checkpoint(runs_dir, name="best.pt"):
 
 
 def default_checkpoint(cfg):
-    """The checkpoint val / predict / export use without --ckpt_path: runs_dir/run_name/best.pt when it exists,
-    else best.pt of the newest run. The choice is logged, since a silent guess could evaluate the wrong model."""
+    """The checkpoint val / predict / export use without --ckpt_path: best.pt of the newest run named run_name
+    (runs_dir/run_name, run_name2, ... run_name10: the highest number holding a best.pt), else best.pt of the most
+    recently modified run. The choice is logged, since a silent guess could evaluate the wrong model."""
     if cfg.ckpt_path:
         return Path(cfg.ckpt_path)
-    own = Path(cfg.runs_dir) / cfg.run_name / "best.pt"
-    path = own if own.is_file() else newest_checkpoint(cfg.runs_dir)
+    own = [run / "best.pt" for run in numbered_dirs(Path(cfg.runs_dir) / cfg.run_name) if (run / "best.pt").is_file()]
+    path = own[-1] if own else newest_checkpoint(cfg.runs_dir)
     if path is None:
         raise FileNotFoundError(f"no checkpoint given (--ckpt_path) and no {cfg.runs_dir}/*/best.pt found; "
                                 f"train first: python main.py --task train")
-    logger.info(f"no --ckpt_path: using {path} ({'the run ' + cfg.run_name if path == own else 'the newest run'})")
+    which = f"the newest run named {cfg.run_name}" if own else f"the newest run: none is named {cfg.run_name}"
+    logger.info(f"no --ckpt_path: using {path} ({which})")
     return path
 
 
 def output_folder(ckpt_path, runs_dir, name):
     """Where a command writes what it makes from a checkpoint: <run folder>/<name> for a checkpoint inside runs_dir,
-    else runs_dir/<name>/<checkpoint file stem> (never beside a file of the user's)."""
+    else runs_dir/<name>/<checkpoint file stem> (never beside a file of the user's). Only the path: val, predict and
+    peel write to its next free name (yolo/engine/folders.py), so a second result never replaces the first."""
     ckpt_path, runs_dir = Path(ckpt_path).resolve(), Path(runs_dir).resolve()
     if runs_dir in ckpt_path.parents:
         return ckpt_path.parent / name
@@ -124,9 +112,10 @@ def load_model(cfg):
     if cfg.backend == "onnxruntime" or path.suffix == ".onnx":
         return load_onnx_model(cfg, path)
     ckpt = load_model_checkpoint(path)
-    saved = config_from_dict(ckpt["config"])
+    saved, given_tasks = checkpoint_config(ckpt, path), cfg.tasks
     for field in MODEL_FIELDS:
         setattr(cfg, field, getattr(saved, field))
+    cfg.tasks = model_tasks(saved.tasks, saved.class_names, given_tasks, path)
     cfg.finalize()
     device = select_device(cfg.device)
     model = build_model(cfg)
@@ -135,34 +124,57 @@ def load_model(cfg):
     return model.to(device).eval(), device, Path(path)
 
 
+def model_tasks(saved_tasks, saved_classes, given_tasks, path):
+    """The `tasks` to run the model of file `path` on: each task's name and classes from the file (its heads), every
+    data field from the command's `tasks` when that lists the same names, else the file's own (where the model was
+    trained; read only: val, predict and export never generate data). None for a single-task model."""
+    if not saved_tasks:
+        if given_tasks:
+            logger.warning(f"config field 'tasks' is not used: {path} is a single-task model; it runs on the data of "
+                           f"the config's own data fields (data_root, dataset ...)")
+        return None
+    names = [t["name"] for t in saved_tasks]
+    if not given_tasks:
+        logger.info(f"tasks {names}: their data as stored in {path} (give --tasks or a multi-task --config to "
+                    f"evaluate other data)")
+        return saved_tasks
+    given_names = [t.get("name") for t in given_tasks]
+    if given_names != names:
+        raise ValueError(f"config field 'tasks' names the tasks {given_names}, but {path} holds a model of the tasks "
+                         f"{names}: give the data of those tasks in that order, or leave 'tasks' out to read the data "
+                         f"stored in the checkpoint")
+    tasks = []
+    for own, given in zip(saved_tasks, given_tasks):
+        classes = list(own.get("class_names", saved_classes))
+        if given.get("class_names", classes) != classes:
+            logger.warning(f"task {own['name']}: the model of {path} predicts the classes {classes}, not "
+                           f"{given['class_names']} as config field 'tasks' says; using the model's")
+        tasks.append({**given, "class_names": classes})
+    return tasks
+
+
 def load_onnx_model(cfg, path):
-    """(OnnxModel, cpu, path) for an exported file: `path` itself when it ends in .onnx, else the .onnx beside the
-    checkpoint (what --task export wrote: <run>/best.onnx for <run>/best.pt). Its metadata's MODEL_FIELDS override
-    cfg's, as a checkpoint's do."""
+    """(OnnxModel, cpu, path) for an exported file: `path` itself when it ends in .onnx, else the export of that
+    checkpoint which records its content as it is now (exports.export_of: <run>/best.onnx for <run>/best.pt, or a
+    later best2.onnx ...; refused when there is none). Its metadata's MODEL_FIELDS override cfg's, as a
+    checkpoint's do."""
     from ..models.onnx_model import OnnxModel
 
-    onnx_path = path if path.suffix == ".onnx" else exported_path(path, cfg.runs_dir)
-    if not onnx_path.is_file():
-        raise FileNotFoundError(f"backend onnxruntime needs an exported model: {onnx_path} does not exist; "
-                                f"export it first: python main.py --task export --ckpt_path {path}")
+    if path.suffix == ".onnx" and not path.is_file():
+        raise FileNotFoundError(f"ONNX file {path} does not exist")
+    onnx_path = path if path.suffix == ".onnx" else export_of(path, cfg.runs_dir)
     if cfg.backend != "onnxruntime":
         logger.info(f"{onnx_path} is an ONNX file: running it with ONNX Runtime (backend onnxruntime)")
     cfg.backend = "onnxruntime"
-    model = OnnxModel(onnx_path)
+    model, given_tasks = OnnxModel(onnx_path), cfg.tasks
     for field in MODEL_FIELDS:  # a field newer than the file: the graph holds the model, the config's value is kept
         setattr(cfg, field, model.config.get(field, getattr(cfg, field)))
+    cfg.tasks = model_tasks(cfg.tasks, cfg.class_names, given_tasks, onnx_path)  # data from the command, as for a .pt
     cfg.finalize()
-    logger.info(f"loaded {onnx_path} (ONNX Runtime, CPU; exported from {model.meta['source'] or 'unknown'})")
+    source = model.meta["source"] if isinstance(model.meta["source"], dict) else {}
+    logger.info(f"loaded {onnx_path} (ONNX Runtime, CPU; exported from {source.get('checkpoint', 'unknown')}, "
+                f"sha256 {source.get('sha256', 'unknown')})")
     return model.eval(), torch.device("cpu"), onnx_path
-
-
-def exported_path(ckpt_path, runs_dir):
-    """Where --task export writes the .onnx of a checkpoint: beside it (<run>/best.onnx) inside runs_dir, else
-    runs_dir/export/<stem>/<stem>.onnx (never beside a file of the user's)."""
-    ckpt_path = Path(ckpt_path).resolve()
-    if Path(runs_dir).resolve() in ckpt_path.parents:
-        return ckpt_path.with_suffix(".onnx")
-    return output_folder(ckpt_path, runs_dir, "export") / f"{ckpt_path.stem}.onnx"
 
 
 def resume_checkpoint_path(cfg):
@@ -223,7 +235,8 @@ def checkpoint_state(t, cfg, elapsed_s):
     state = {"model": t.eval_model().state_dict(), "optimizer": t.optimizer.state_dict(),
              "scaler": t.scaler.state_dict(), "scheduler": t.scheduler.state_dict(), "epoch": t.epoch,
              "rng": rng_state([f.generator for f in t.loss_fns]), "config": cfg.to_dict(), "best_fitness": t.best_fitness,
-             "evals_without_improvement": t.evals_without_improvement, "elapsed_s": elapsed_s}
+             "evals_without_improvement": t.evals_without_improvement, "elapsed_s": elapsed_s,
+             "format": CHECKPOINT_FORMAT}
     if t.ema is not None:
         state.update(train_model=unwrap(t.model).state_dict(), ema_updates=t.ema.updates)
     return state
@@ -233,17 +246,6 @@ def model_differences(cfg, saved_cfg):
     """'field: checkpoint value (config value)' for each MODEL_FIELDS entry on which the two configs differ."""
     return [f"{k}: {getattr(saved_cfg, k)!r} (the config asks for {getattr(cfg, k)!r})" for k in MODEL_FIELDS
             if getattr(saved_cfg, k) != getattr(cfg, k)]
-
-
-def load_weights(model, state, path):
-    """load_state_dict, with shapes or names that do not fit reported as one line naming the checkpoint."""
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:  # a checkpoint of an older version of the model code, or an edited config
-        lines = str(e).splitlines()
-        first = lines[1].strip() if len(lines) > 1 else str(e)
-        raise ValueError(f"checkpoint {path} does not fit the model its config describes ({first}); "
-                         f"it was probably saved by another version of this code: retrain it") from None
 
 
 def restore_training(t, ckpt, path="the checkpoint"):

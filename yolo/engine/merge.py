@@ -7,11 +7,13 @@ from pathlib import Path
 from loguru import logger
 
 from ..branching import neck_groups
-from ..config import config_from_dict, task_configs
+from ..config import task_configs
 from ..config_checks import path_list
 from ..models.detector import build_model
 from ..models.merge import merge_states, peel_state
-from .checkpoint import load_model_checkpoint, load_weights, output_folder, save_checkpoint
+from .checkpoint import (CHECKPOINT_FORMAT, CheckpointWriteError, checkpoint_config, load_model_checkpoint,
+                         load_weights, output_folder, save_checkpoint)
+from .folders import next_free_path
 
 # what every single-task model of one multi-task model must agree on (the heads may differ in classes)
 SHARED_MODEL_FIELDS = ("backbone", "width", "img_size", "anchors", "label_assignment", "head", "genotype",
@@ -30,7 +32,7 @@ def load_single_task_checkpoints(cfg, field):
     loaded = []
     for path, task in zip(paths, tasks):
         ckpt = load_model_checkpoint(path)
-        saved = config_from_dict(ckpt["config"])
+        saved = checkpoint_config(ckpt, path)
         if saved.tasks:
             raise ValueError(f"config field '{field}': {path} is a multi-task checkpoint (tasks {list(saved.task_names)});"
                              f" give single-task ones (--task peel --peel_task NAME makes one)")
@@ -71,16 +73,17 @@ def single_task_models(cfg, field):
 
 
 def merge_checkpoints(cfg):
-    """One multi-task checkpoint for cfg's tasks and branching from cfg.merge_ckpts. Returns its path."""
+    """One multi-task checkpoint for cfg's tasks and branching from cfg.merge_ckpts, written to
+    runs_dir/merge/<run_name>.pt (then <run_name>2.pt ...: save_as_new). Returns its path."""
     loaded, paths = load_single_task_checkpoints(cfg, "merge_ckpts")
     merged_cfg = adopt_model_fields(cfg, loaded[0][0])
     groups = neck_groups(merged_cfg.branching, len(loaded))
     state = merge_states([s for _, s in loaded], groups, cfg.merge_average)
     model = build_model(merged_cfg)
     load_weights(model, state, "the merged checkpoint")  # every tensor has its place and shape
-    out = Path(cfg.runs_dir) / "merge" / f"{cfg.run_name}.pt"
-    save_checkpoint({"model": model.state_dict(), "config": merged_cfg.to_dict(), "epoch": 0,
-                     "merged_from": [str(p) for p in paths]}, out)
+    out = save_as_new({"model": model.state_dict(), "config": merged_cfg.to_dict(), "epoch": 0,
+                       "merged_from": [str(p) for p in paths], "format": CHECKPOINT_FORMAT},
+                      Path(cfg.runs_dir) / "merge" / f"{cfg.run_name}.pt")
     shared = "the mean of the tasks sharing them" if cfg.merge_average else "the first task sharing them"
     logger.info(f"merged {len(paths)} single-task checkpoints for branching {merged_cfg.branching} (shared layers: "
                 f"{shared}) -> {out}\nfine-tune it: python main.py --config <this config> --task train "
@@ -90,9 +93,9 @@ def merge_checkpoints(cfg):
 
 def peel_checkpoint(path, task_name, runs_dir):
     """The single-task checkpoint of task `task_name` out of the multi-task checkpoint `path`; written to
-    <run folder>/peel/<task>.pt (output_folder). Returns its path."""
+    <run folder>/peel/<task>.pt (output_folder; then <task>2.pt ...: save_as_new). Returns its path."""
     ckpt = load_model_checkpoint(path)
-    saved = config_from_dict(ckpt["config"])
+    saved = checkpoint_config(ckpt, path)
     if task_name not in saved.task_names or not saved.tasks:
         raise ValueError(f"config field 'peel_task' = {task_name!r}: {path} has the task(s) {list(saved.task_names)}; "
                          f"peel takes one task of a multi-task checkpoint")
@@ -101,8 +104,20 @@ def peel_checkpoint(path, task_name, runs_dir):
     task_cfg = task_configs(saved)[task]
     model = build_model(task_cfg)
     load_weights(model, state, f"task {task_name} of {path}")
-    out = output_folder(path, runs_dir, "peel") / f"{task_name}.pt"
-    save_checkpoint({"model": model.state_dict(), "config": task_cfg.to_dict(), "epoch": ckpt.get("epoch"),
-                     "peeled_from": str(path), "peeled_task": task_name}, out)
+    out = save_as_new({"model": model.state_dict(), "config": task_cfg.to_dict(), "epoch": ckpt.get("epoch"),
+                       "peeled_from": str(path), "peeled_task": task_name, "format": CHECKPOINT_FORMAT},
+                      output_folder(path, runs_dir, "peel") / f"{task_name}.pt")
     logger.info(f"task {task_name} of {path} -> {out} (python main.py --task val --ckpt_path {out})")
+    return out
+
+
+def save_as_new(state, path):
+    """save_checkpoint under the next free name of `path` (x.pt, else x2.pt, x3.pt ...: next_free_path), so an
+    earlier merge or peel is never replaced. Returns the path written."""
+    out = next_free_path(path)
+    try:
+        save_checkpoint(state, out)
+    except CheckpointWriteError:
+        out.unlink(missing_ok=True)  # the name next_free_path reserved: empty, no checkpoint
+        raise
     return out

@@ -25,7 +25,8 @@ class Detector(nn.Module):
                              cfg.neck_activation)
         self.heads = nn.ModuleList(
             build_head(head or cfg.head, self.neck.out_channels, len(cfg.anchors[0]), num_classes, cfg.img_size,
-                       cfg.strides, cfg.head_channels, cfg.cell_channels, cfg.genotype)
+                       cfg.strides, cfg.head_channels, cfg.cell_channels, cfg.genotype,
+                       genotype_source=cfg.genotype_file or "config field 'genotype'")
             for num_classes in cfg.task_num_classes)
         # anchors live in the state dict so a checkpoint carries the anchors it was trained with
         self.register_buffer("anchors", torch.tensor(cfg.anchors, dtype=torch.float32))  # (3, A, 2) pixels

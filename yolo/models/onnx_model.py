@@ -12,6 +12,7 @@ the same `.decoding`, read from the file's metadata (metadata_props, all JSON st
 evaluator and predict take either. Export uses the TorchScript-based exporter (docs/export.md says why).
 """
 import json
+import os
 import warnings
 
 import numpy as np
@@ -21,12 +22,13 @@ from torch import nn
 from .head import BoxDecoding
 
 OPSET = 17
-FORMAT = "yolo-detector-onnx/1"  # bump when the input, outputs or metadata change meaning
+FORMAT_NAME, FORMAT_VERSION = "yolo-detector-onnx", 2  # bump the version when the input, outputs or metadata
+FORMAT = f"{FORMAT_NAME}/{FORMAT_VERSION}"             # change meaning (2: source with its fingerprint, export)
 DECODING_FORMULA = ("centre = (cell + 0.5 + (2 * sigmoid(txy) - 1) * reach) * stride; "
                     "size = anchor * (2 * sigmoid(twh)) ** 2; reach null = the grid's largest side in cells; "
                     "score = sigmoid(objectness) * sigmoid(class)")
 METADATA_KEYS = ("format", "decoding", "model_config", "num_tasks", "task_names", "class_names", "outputs", "input",
-                 "source")
+                 "source", "export")
 
 
 def output_names(num_tasks, strides):
@@ -45,9 +47,11 @@ class AllTaskOutputs(nn.Module):
         return tuple(out for task_outputs in self.detector(images, task=None) for out in task_outputs)
 
 
-def export_onnx(model, path, example, model_config, task_names, source=""):
+def export_onnx(model, path, example, model_config, task_names, source=None, options=None):
     """Write `model` (a Detector in eval mode, fused or not) to `path`. example: a (B, 3, H, W) uint8 batch fixing
-    H and W; model_config: the checkpoint's MODEL_FIELDS as a dict. Returns the metadata written."""
+    H and W; model_config: the checkpoint's MODEL_FIELDS as a dict; source: the checkpoint it comes from, as
+    {"checkpoint": resolved path, "sha256": ..., "bytes": ...}; options: how it was made ({"fuse": ..., "opset": ...}).
+    Returns the metadata written."""
     import onnx
 
     decoding = model.decoding
@@ -57,7 +61,7 @@ def export_onnx(model, path, example, model_config, task_names, source=""):
         torch.onnx.export(AllTaskOutputs(model).eval(), (example,), str(path), dynamo=False, opset_version=OPSET,
                           input_names=["images"], output_names=names,
                           dynamic_axes={name: {0: "batch"} for name in ["images", *names]})
-    meta = metadata(model, example, model_config, task_names, names, source)
+    meta = metadata(model, example, model_config, task_names, names, source, options)
     proto = onnx.load(str(path))
     for key, value in meta.items():
         entry = proto.metadata_props.add()
@@ -66,7 +70,7 @@ def export_onnx(model, path, example, model_config, task_names, source=""):
     return meta
 
 
-def metadata(model, example, model_config, task_names, names, source):
+def metadata(model, example, model_config, task_names, names, source, options):
     """metadata_props of the file (METADATA_KEYS), every value a JSON string."""
     decoding = model.decoding
     heads = model.heads
@@ -87,21 +91,65 @@ def metadata(model, example, model_config, task_names, names, source):
         "input": {"name": "images", "shape": ["batch", 3, *example.shape[2:]], "dtype": "uint8",
                   "layout": "RGB 0..255, letterboxed: longest side to img_size, padded with the ImageNet mean grey; "
                             "normalisation is inside the model"},
-        "source": source,
+        "source": source or {},
+        "export": options or {"opset": OPSET},
     }
     return {key: json.dumps(value) for key, value in values.items()}
 
 
 def read_metadata(path):
-    """The decoded metadata of an .onnx file written by export_onnx. Raises ValueError naming the file otherwise."""
+    """The decoded metadata of an .onnx file written by export_onnx. Anything else is one ValueError naming the file,
+    what it is and what to do: not an ONNX model at all (empty, cut off, random bytes), a foreign ONNX model (no
+    format of this project), a file of another format version, or metadata that lacks a key or does not parse."""
+    props = read_props(path)
+    found = loads_or_none(props.get("format"))
+    if not (isinstance(found, str) and found.startswith(f"{FORMAT_NAME}/")):
+        raise ValueError(f"{path} is an ONNX model not written by `python main.py --task export` (its metadata has "
+                         f"no '{FORMAT_NAME}' format; or the file is cut off), so its outputs cannot be decoded here; "
+                         f"export a checkpoint of this project: python main.py --task export --ckpt_path CHECKPOINT")
+    if found != FORMAT:
+        version = found.split("/", 1)[1]
+        newer = version.isdigit() and int(version) > FORMAT_VERSION
+        again = f"python main.py --task export --ckpt_path {source_checkpoint(props) or 'CHECKPOINT'}"
+        raise ValueError(f"{path} is an export of format {found}, this version of the project reads {FORMAT}: "
+                         + (f"update the project (a newer version wrote it), or export again with this one: {again}"
+                            if newer else f"export its checkpoint again: {again}"))
+    meta = {}
+    for key in METADATA_KEYS:
+        meta[key] = loads_or_none(props.get(key))
+        if meta[key] is None and key != "source":
+            raise ValueError(f"{path}: metadata {key!r} of format {FORMAT} is missing or not JSON; export its "
+                             f"checkpoint again: python main.py --task export --ckpt_path "
+                             f"{source_checkpoint(props) or 'CHECKPOINT'}")
+    return meta
+
+
+def read_props(path):
+    """metadata_props of an ONNX file as {key: text}; a file that does not parse as an ONNX model is a ValueError."""
     import onnx
 
-    proto = onnx.load(str(path), load_external_data=False)
-    props = {p.key: p.value for p in proto.metadata_props}
-    if props.get("format") != json.dumps(FORMAT):
-        raise ValueError(f"{path} was not written by `python main.py --task export` (metadata 'format' is "
-                         f"{props.get('format')!r}, expected {FORMAT!r}): export the checkpoint again")
-    return {key: json.loads(props[key]) for key in METADATA_KEYS}
+    if os.path.getsize(path) == 0:
+        raise ValueError(f"{path} is empty, not an ONNX model; export the checkpoint again")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # protobuf's DecodeError for random bytes or a cut-off file, and whatever onnx adds
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ValueError(f"cannot read {path} as an ONNX model ({reason}): a damaged or cut-off file? export the "
+                         f"checkpoint again") from None
+    return {p.key: p.value for p in proto.metadata_props}
+
+
+def loads_or_none(text):
+    try:
+        return json.loads(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+def source_checkpoint(props):
+    """The checkpoint path the metadata names (a plain string in format 1, a dict since), or None."""
+    source = loads_or_none(props.get("source"))
+    return source.get("checkpoint") if isinstance(source, dict) else source or None
 
 
 def session_options(threads=None, level="all"):
@@ -130,15 +178,23 @@ class OnnxModel(nn.Module):
 
         self.path = str(path)
         self.meta = read_metadata(path)
-        self.session = ort.InferenceSession(self.path, session_options(threads, level),
-                                            providers=["CPUExecutionProvider"])
-        self.config = self.meta["model_config"]
-        self.num_tasks = self.meta["num_tasks"]
-        self.input_hw = tuple(self.meta["input"]["shape"][2:])
-        self.names = [o["name"] for o in self.meta["outputs"]]
-        d = self.meta["decoding"]
-        self.register_buffer("anchors", torch.tensor(d["anchors"], dtype=torch.float32), persistent=False)
-        self.strides, self.reach = tuple(d["strides"]), d["reach"]
+        try:
+            self.session = ort.InferenceSession(self.path, session_options(threads, level),
+                                                providers=["CPUExecutionProvider"])
+        except Exception as e:  # ORT's own exception types (InvalidGraph, Fail ...): a graph damaged after export
+            raise ValueError(f"ONNX Runtime cannot load {path} ({str(e).splitlines()[0] if str(e) else e!r}); "
+                             f"export the checkpoint again") from None
+        try:
+            self.config = dict(self.meta["model_config"])
+            self.num_tasks = int(self.meta["num_tasks"])
+            self.input_hw = tuple(self.meta["input"]["shape"][2:])
+            self.names = [o["name"] for o in self.meta["outputs"]]
+            d = self.meta["decoding"]
+            self.register_buffer("anchors", torch.tensor(d["anchors"], dtype=torch.float32), persistent=False)
+            self.strides, self.reach = tuple(d["strides"]), d["reach"]
+        except (KeyError, TypeError, ValueError, IndexError) as e:  # well-formed JSON of the wrong shape
+            raise ValueError(f"{path}: its metadata does not describe the model ({type(e).__name__}: {e}); export "
+                             f"the checkpoint again") from None
 
     @property
     def decoding(self):

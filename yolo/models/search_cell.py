@@ -33,6 +33,11 @@ from .head import YOLOHead
 from .search_ops import OPS, MixedEdge, fixed_op, norm, parse_op, unit
 
 NUM_NODES = 2 + 3  # states: 2 inputs + 3 nodes
+# the layout of a genotype text (module docstring), stated by write_genotype's last line "# yolo genotype format N";
+# a text without that line is format 1. Bump it when the text changes meaning (an op renamed, other nodes): older
+# code then refuses the file in one line instead of building another head from it
+GENOTYPE_FORMAT = 1
+FORMAT_RE = re.compile(r"^#\s*yolo genotype format\s+(\S+)\s*$")
 EDGES = tuple((node, src) for node in range(2, NUM_NODES) for src in range(node))  # (node, source state), 9
 TOWERS = ("box", "cls")
 
@@ -130,9 +135,9 @@ class TowerHead(nn.Module):
 
 
 def build_head(kind, in_channels, num_anchors, num_classes, img_size=416, strides=(8, 16, 32), channels=32,
-               narrow=16, genotype=None):
+               narrow=16, genotype=None, genotype_source="genotype"):
     """kind: one of config HEADS -- conv1x1 (YOLOHead alone) | tower3x3 | searched (needs the genotype text) -- or
-    search (mixed edges: the model --task search_head trains)."""
+    search (mixed edges: the model --task search_head trains). genotype_source: where the text came from, for errors."""
     if kind == "conv1x1":
         return YOLOHead(in_channels, num_anchors, num_classes, img_size, strides)
     if kind == "tower3x3":
@@ -143,7 +148,7 @@ def build_head(kind, in_channels, num_anchors, num_classes, img_size=416, stride
         if not genotype:
             raise ValueError("head 'searched' needs a genotype: set config field 'genotype_file' to the genotype.txt "
                              "of a search (python main.py --task search_head)")
-        nodes = parse_genotype(genotype)
+        nodes = parse_genotype(genotype, genotype_source)
         towers = FixedCell(channels, narrow, nodes["box"]), FixedCell(channels, narrow, nodes["cls"])
     else:
         raise ValueError(f"unknown head {kind!r}; choose one of {HEADS + ('search',)}")
@@ -188,6 +193,11 @@ def parse_genotype(text, source="genotype"):
     """The text of format_genotype (lines starting with # are ignored) -> {tower: nodes}. Errors name `source`."""
     genotype = {}
     for line in text.splitlines():
+        version = FORMAT_RE.match(line.strip())
+        if version and version.group(1) != str(GENOTYPE_FORMAT):
+            raise ValueError(f"{source}: genotype format {version.group(1)}, but this code reads format "
+                             f"{GENOTYPE_FORMAT}: another (newer) version of this project wrote it; update this "
+                             f"project, or search again with this one (python main.py --task search_head)")
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         tower, _, rest = line.partition(":")
@@ -229,7 +239,8 @@ def write_genotype(genotype, path, header=""):
     """Write atomically (the search rewrites it while it runs; a reader never sees half a file)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text("".join(f"# {line}\n" for line in header.splitlines()) + format_genotype(genotype))
+    tmp.write_text("".join(f"# {line}\n" for line in header.splitlines()) + format_genotype(genotype)
+                   + f"# yolo genotype format {GENOTYPE_FORMAT}\n")
     os.replace(tmp, path)
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from loguru import logger
 from torch import nn
 
 from yolo.models.backbones import ConvBNLeaky, darknet53_conv_shapes
@@ -58,6 +59,22 @@ def load_matching_state(model: nn.Module, state_dict: dict) -> tuple[list[str], 
             loaded.append(key)
     skipped += [f"{key}: not in checkpoint, kept initial value" for key in own if key not in state_dict]
     model.load_state_dict(matching, strict=False)
+    return loaded, skipped
+
+
+def load_fitting_state(model: nn.Module, state_dict: dict, source: str) -> tuple[list[str], list[str]]:
+    """load_matching_state of a file the user named (config init_ckpt), said loudly: a WARNING with the counts and
+    the first names when anything is skipped, and a ValueError naming `source` when none of its weights fits (a
+    file of another model: training would silently start from scratch)."""
+    loaded, skipped = load_matching_state(model, state_dict)
+    kernels = {name for name, p in model.named_parameters() if p.dim() > 1}  # conv weights: what a model learned
+    if not kernels.intersection(loaded):  # buffers (BN counters, anchors) and head biases fit any width: no start
+        raise ValueError(f"{source}: none of its weights fits this model ({len(state_dict)} tensors, e.g. "
+                         f"{'; '.join(skipped[:2])}); it is a checkpoint of another model (backbone, width, "
+                         f"branching ...): start from a checkpoint of this config's model, or leave init_ckpt out")
+    if skipped:
+        logger.warning(f"{source}: {len(loaded)} tensors loaded, {len(skipped)} skipped (those layers start from "
+                       f"their initial values), e.g. {'; '.join(skipped[:3])}")
     return loaded, skipped
 
 

@@ -1,7 +1,9 @@
 """`python main.py --task export`: the checkpoint as an ONNX file, kept only once it is shown to compute what the
 checkpoint computes.
 
-    <run folder>/best.onnx for <run folder>/best.pt (a checkpoint outside runs_dir: runs_dir/export/<stem>/<stem>.onnx)
+    <run folder>/best.onnx for <run folder>/best.pt (a checkpoint outside runs_dir: runs_dir/export/<stem>-<hash of
+    its path>/<stem>.onnx); best2.onnx ... when that name holds the export of another checkpoint content or of
+    other options (yolo/engine/exports.py), which is never replaced
 
 Checks, in order, each fatal: onnx.checker (a well-formed graph); then ONNX Runtime (CPU) against the *unfused*
 PyTorch model of the checkpoint on the first export_check_images validation images of every task, letterboxed
@@ -13,6 +15,7 @@ The relative term: outputs are float32 sums over hundreds of products, and a dif
 those sums (fused weights, ORT's kernels) moves the result by a few float32 ulps *of the largest terms*, so logits
 near 20 may move ten times more than logits near 2. Below 1 the bound is absolute.
 """
+import glob
 import os
 
 import torch
@@ -20,7 +23,8 @@ from loguru import logger
 
 from ..config import task_configs
 from ..data.dataset import build_loader, read_records
-from ..engine.checkpoint import MODEL_FIELDS, default_checkpoint, exported_path, load_model
+from ..engine.checkpoint import MODEL_FIELDS, default_checkpoint, load_model
+from ..engine.exports import export_destination, exported_path, fingerprint
 from ..engine.logs import setup_logging
 from ..models.fuse import fuse_batchnorm
 from ..models.onnx_model import OPSET, OnnxModel, export_onnx, output_names
@@ -40,14 +44,16 @@ def run(cfg):
         raise ValueError(f"ckpt_path {ckpt_path} is already an ONNX file; export reads a .pt checkpoint")
     cfg.ckpt_path, cfg.backend, cfg.device = str(ckpt_path), "torch", "cpu"  # ORT runs on the CPU: compare on it
     model, _, ckpt_path = load_model(cfg)
+    source, options = fingerprint(ckpt_path), {"fuse": cfg.export_fuse, "opset": OPSET}
     batches = check_batches(task_configs(cfg), cfg.export_check_images)
     exported = fuse_batchnorm(model, batches[0], task=None) if cfg.export_fuse else model
-    out = exported_path(ckpt_path, cfg.runs_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")  # checked first, then renamed: no unchecked file is left
+    base = exported_path(ckpt_path, cfg.runs_dir)
+    base.parent.mkdir(parents=True, exist_ok=True)
+    remove_killed_exports(base)
+    tmp = base.with_name(f".{base.name}.tmp{os.getpid()}")  # checked first, then renamed: no unchecked file is left
     try:
         export_onnx(exported, tmp, batches[0][:1], {f: getattr(cfg, f) for f in MODEL_FIELDS}, cfg.task_names,
-                    source=str(ckpt_path))
+                    source=source, options=options)
         check_graph(tmp)
         rows = parity(model, OnnxModel(tmp), batches)
         logger.info(f"ONNX Runtime vs PyTorch on {sum(len(b) for b in batches)} validation images "
@@ -57,13 +63,37 @@ def run(cfg):
             raise ExportCheckError(f"{tmp.name} does not reproduce {ckpt_path}: output(s) "
                                     f"{', '.join(r['name'] for r in failed)} differ by more than {PARITY_TOL:g} x "
                                     f"max(1, max|output|):\n{parity_table(rows)}")
+        out, replaces = export_destination(ckpt_path, cfg.runs_dir, source, options)
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
-    logger.info(f"wrote {out} (opset {OPSET}, input 'images' (B, 3, {cfg.img_size}, {cfg.img_size}) uint8, outputs "
-                f"{', '.join(output_names(len(cfg.task_names), cfg.strides))}); "
+    where = ("replacing the earlier export of the same checkpoint content and options; " if replaces else
+             f"a new name: {base.name} ... hold exports of another checkpoint content or other options, kept; "
+             if out != base else "")
+    logger.info(f"wrote {out} ({where}opset {OPSET}, fused: {cfg.export_fuse}, input 'images' (B, 3, {cfg.img_size}, "
+                f"{cfg.img_size}) uint8, outputs {', '.join(output_names(len(cfg.task_names), cfg.strides))}); "
                 f"evaluate it: python main.py --task val --ckpt_path {out}")
     return out, rows
+
+
+def remove_killed_exports(base):
+    """Delete the hidden .<name>.tmp<pid> files that exports of this name, killed while writing, left beside it:
+    only this name's, and only those whose process no longer runs (an export running now keeps its file)."""
+    for tmp in base.parent.glob(f".{glob.escape(base.name)}.tmp*"):
+        pid = tmp.name[len(f".{base.name}.tmp"):]
+        if pid.isdigit() and not process_running(int(pid)):
+            logger.warning(f"removing {tmp}: an export that did not finish (it was killed while writing)")
+            tmp.unlink(missing_ok=True)
+
+
+def process_running(pid):
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
 
 
 def check_batches(tasks, per_task):
@@ -71,7 +101,7 @@ def check_batches(tasks, per_task):
     one uint8 batch (n, 3, S, S) per task."""
     batches = []
     for task in tasks:
-        records = read_records(task, "val")[:per_task]
+        records = read_records(task, "val", generate=False)[:per_task]
         loader = build_loader(task, records, train=False)
         batches.append(torch.cat([images for images, _, _, _ in loader]))
     return batches
