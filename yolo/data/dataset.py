@@ -13,7 +13,7 @@ from .checks import DataError, Problems
 from .coco import read_coco
 from .mosaic import mosaic4
 from .records import load_image_rgb
-from .shapes import ensure_shapes_dataset
+from .shapes import ensure_shapes_dataset, require_shapes_dataset
 from .transforms import build_transform, resize_longest
 from .voc import has_split_lists, read_voc
 from .yolo_txt import read_yolo_txt
@@ -43,13 +43,19 @@ class DetectionDataset(Dataset):
         return len(self.records)
 
     def __getitem__(self, index):
-        for _ in range(MAX_REPLACEMENTS):
+        """sample(index), or that of the next image that loads when it fails: the failed image is skipped (its
+        index is missing from what the loader yields; predict and evaluation see no detections for it)."""
+        tries = min(MAX_REPLACEMENTS, len(self.records))  # each image once: one bad image alone is one failure
+        for _ in range(tries):
             try:
                 return self.sample(index)
             except DataError as e:  # found only now (the load-time check reads headers): skip it, loudly
-                logger.warning(f"{e}; training on the next image instead")
+                logger.warning(f"{e}; skipped, using the next image instead")
+                failure = e
                 index = (index + 1) % len(self.records)
-        raise DataError(f"{MAX_REPLACEMENTS} images in a row failed to load; run python main.py --task check")
+        every = " (all the dataset holds)" if tries == len(self.records) else ""
+        raise DataError(f"{tries} image{'s' if tries > 1 else ''} in a row failed to load{every}; the last: {failure}; "
+                        f"run python main.py --task check")
 
     def sample(self, index):
         rng = self.transform.random_generator if self.mosaic_prob > 0 and self.mosaic_on else None  # reseeded with it
@@ -95,17 +101,19 @@ def collate(batch):
     return torch.stack(images), torch.cat(rows) if rows else torch.zeros(0, 6), list(indices), sum(boxes_in)
 
 
-def read_records(cfg, split, problems=None):
+def read_records(cfg, split, problems=None, generate=True):
     """The records of the train or val split of the configured dataset (generating the built-in one if needed).
     With config val_from_train > 0 both come from the train split: val is its held-out part, train the rest.
 
     problems: a checks.Problems to collect into (--task check). By default loading makes its own: the first
     problems of each kind and a summary are logged, and a split that cannot be used raises DataError.
+    generate: False for commands that only read data (val, predict, export, rsa, check): the built-in dataset is
+    read as it is, never generated or regenerated (shapes.require_shapes_dataset).
     """
     if cfg.val_from_train:
-        kept, held_out = split_off_val(cfg, read_split(cfg, "train", problems))
+        kept, held_out = split_off_val(cfg, read_split(cfg, "train", problems, generate))
         return kept if split == "train" else held_out
-    return read_split(cfg, split, problems)
+    return read_split(cfg, split, problems, generate)
 
 
 def read_train_val(cfg):
@@ -137,11 +145,11 @@ def hold_out(records, fraction, seed, field):
     return [r for i, r in enumerate(records) if i not in held], [r for i, r in enumerate(records) if i in held]
 
 
-def read_split(cfg, split, problems=None):
+def read_split(cfg, split, problems=None, generate=True):
     """read_records for one split as the config names it (its folders, split name or split file)."""
     if cfg.dataset == "shapes":
-        ensure_shapes_dataset(cfg.data_root, cfg.shapes_num_train, cfg.shapes_num_val, cfg.shapes_seed,
-                              tuple(cfg.class_names))
+        prepare = ensure_shapes_dataset if generate else require_shapes_dataset
+        prepare(cfg.data_root, cfg.shapes_num_train, cfg.shapes_num_val, cfg.shapes_seed, tuple(cfg.class_names))
     name = cfg.train_split if split == "train" else cfg.val_split
     split_file = cfg.train_split_file if split == "train" else cfg.val_split_file
     dirs = cfg.train_dirs if split == "train" else cfg.val_dirs

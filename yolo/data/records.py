@@ -40,18 +40,48 @@ class Record:
 # ----------------------------------------------------------------------------------------------------- images
 
 
-def load_image_rgb(path: str) -> np.ndarray:
-    """Decode an image file to (H, W, 3) uint8 RGB; grayscale, palette, CMYK and RGBA files are converted.
+def load_image_rgb(path: str, max_side: int | None = None) -> np.ndarray:
+    """Decode an image file to (H, W, 3) uint8 RGB; grayscale, palette, CMYK, RGBA and 16-bit files are converted.
 
     No EXIF rotation is applied: annotations refer to the stored pixel grid, the same one `read_image_size` sees.
+    max_side: a copy no larger than this per side (aspect kept), for pictures; a JPEG then decodes at reduced scale.
     """
     if not os.path.isfile(path):
         raise DataFileNotFound(f"image not found: {path}")
     try:
         with Image.open(path) as image:
-            return np.array(image.convert("RGB"))  # np.array, not asarray: PIL's buffer would be read-only
+            if max_side is not None:
+                image.draft(None, (max_side, max_side))  # JPEG: decode at 1/2 .. 1/8 scale, a fraction of the memory
+            rgb = _rgb_array(image)
     except IMAGE_ERRORS as e:
-        raise DataError(f"cannot read image {path}: {e}") from e
+        raise DataError(f"cannot read image {path}: {_image_error(e)}") from e
+    if max_side is not None and max(rgb.shape[:2]) > max_side:
+        small = Image.fromarray(rgb)
+        small.thumbnail((max_side, max_side))  # in place, keeps the aspect ratio
+        rgb = np.array(small)
+    return rgb
+
+
+def _rgb_array(image: Image.Image) -> np.ndarray:
+    """(H, W, 3) uint8 of an open image. PIL's convert("RGB") clips the integer modes at 255, which turns a 16-bit
+    grayscale image (I;16, I;16B, or I as older PIL opens 16-bit PNGs) white; those are scaled by their bit depth
+    instead: the high byte (value >> 8), which is what PIL itself does to 16-bit RGB PNGs, so a 16-bit file looks as
+    its 8-bit export would. Not min-max: that would brighten a dark image and make one scene differ between files."""
+    if not image.mode.startswith("I"):
+        return np.array(image.convert("RGB"))  # np.array, not asarray: PIL's buffer would be read-only
+    values = np.asarray(image)
+    if values.size and (values.min() < 0 or values.max() > 0xFFFF):  # a 32-bit image: no bit depth to scale by
+        raise ValueError(f"pixel values {values.min()} .. {values.max()} lie outside the 16-bit range 0 .. 65535 "
+                         f"(mode {image.mode}); convert it to an 8- or 16-bit image")
+    gray = (values.astype(np.uint32) >> 8).astype(np.uint8)
+    return np.repeat(gray[..., None], 3, axis=2)
+
+
+def _image_error(error: Exception) -> str:
+    """PIL's reason, with what to do when the image is over PIL's pixel limit (2 x Image.MAX_IMAGE_PIXELS)."""
+    if isinstance(error, Image.DecompressionBombError):
+        return f"too large to decode: {error} (PIL.Image.MAX_IMAGE_PIXELS); downscale the image"
+    return str(error)
 
 
 def read_image_size(path: str) -> tuple[int, int]:
@@ -62,7 +92,7 @@ def read_image_size(path: str) -> tuple[int, int]:
         with Image.open(path) as image:
             return image.size
     except IMAGE_ERRORS as e:
-        raise DataError(f"cannot read image header of {path}: {e}") from e
+        raise DataError(f"cannot read image header of {path}: {_image_error(e)}") from e
 
 
 def checked_image_size(path: str, problems: Problems, decode: bool = False) -> tuple[int, int] | None:
@@ -79,8 +109,10 @@ def checked_image_size(path: str, problems: Problems, decode: bool = False) -> t
             size = image.size
             if decode or _looks_truncated(path, image.format):
                 image.load()
+                if image.mode.startswith("I"):
+                    _rgb_array(image)  # the range check of the integer modes, as training will meet it
     except IMAGE_ERRORS as e:
-        problems.add("unreadable image", path, f"cannot read image: {e}")
+        problems.add("unreadable image", path, f"cannot read image: {_image_error(e)}")
         return None
     return size
 

@@ -8,6 +8,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from ..data.records import load_image_rgb
 
+OVERVIEW_MAX_SIDE = 1000  # pixels per side drawn in an overview panel: a 144-megapixel photo would need GBs of RAM
+
 
 def class_colour(index, num_classes):
     r, g, b = colorsys.hsv_to_rgb((index / max(num_classes, 1)) % 1.0, 0.85, 0.95)
@@ -37,10 +39,13 @@ def prediction_grid(records, detections, class_names, conf=0.3, num_images=8, co
         return None
     tiles = []
     for index, rec in enumerate(records[:num_images]):
+        if index not in detections:  # failed to decode in the loader (which warned)
+            continue
         boxes, scores, labels = detections[index]
         keep = scores >= conf
-        image = draw_detections(load_image_rgb(rec.image_path), boxes[keep], labels[keep], class_names, scores[keep])
-        image.thumbnail((side, side))  # in place, keeps the aspect ratio
+        image = load_image_rgb(rec.image_path, side)  # a copy at tile size: the boxes are scaled to it
+        scale = image.shape[1] / rec.width
+        image = draw_detections(image, boxes[keep] * scale, labels[keep], class_names, scores[keep])
         tile = np.zeros((side, side, 3), np.uint8)
         tile[:image.height, :image.width] = np.asarray(image)
         tiles.append(tile)
@@ -77,7 +82,8 @@ def prediction_figure(records, detections, class_names, conf=0.3, num_images=4, 
     for ax, (index, rec) in zip(axes[0], enumerate(shown)):
         boxes, scores, labels = detections[index]
         keep = np.asarray(scores) >= conf
-        ax.imshow(load_image_rgb(rec.image_path))
+        # a downscaled copy spread over the original size: boxes and captions stay in original-image pixels
+        ax.imshow(load_image_rgb(rec.image_path, OVERVIEW_MAX_SIDE), extent=(0, rec.width, rec.height, 0))
         for x1, y1, x2, y2 in rec.boxes:
             ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="white", linestyle="--",
                                    linewidth=1.4))
