@@ -10,7 +10,9 @@ import importlib.util
 import json
 from pathlib import Path
 
-from .config_checks import validate  # the rules of every field, and the names a choice field may take
+from loguru import logger
+
+from .config_checks import type_problem, validate  # the rules of every field, and the names a choice field may take
 
 
 class BaseConfig:
@@ -19,7 +21,7 @@ class BaseConfig:
         self.task = "train"                    # one of yolo.tasks.TASKS (python main.py --help lists them)
         self.run_name = "exp"                  # runs/<run_name>/ holds the config, log, metrics and checkpoints
         self.runs_dir = "runs"                 # parent folder of all runs
-        self.device = "auto"                   # auto (cuda if available, else cpu) | cpu | cuda | cuda:N
+        self.device = "auto"                   # auto (cuda if available, else cpu) | cpu | cuda | cuda:N | mps
         self.seed = 0                          # seeds python, numpy and torch
         # ---- data
         self.dataset = "shapes"                # shapes (built-in, generated on first use) | voc | coco | yolo (txt)
@@ -122,7 +124,7 @@ class BaseConfig:
         self.multiscale_interval = 10          # batches between two multiscale size draws
         self.best_metric = "map50"             # map50 | map (AP@[.5:.95]): what best.pt and early stopping rank by
         self.patience = 0                      # stop after this many evaluations without a new best (0 = never)
-        self.resume = False                    # continue the run of resume_path in its folder (metrics.csv continues)
+        self.resume = False                    # continue the run of resume_path in its folder (a new one outside runs_dir)
         self.resume_path = None                # checkpoint to resume from (None = runs_dir/run_name/last.pt)
         self.deterministic = False             # deterministic kernels; with seed, CPU and num_workers 0 runs repeat exactly
         self.tensorboard = True                # TensorBoard scalars + prediction grids in run_dir/tensorboard
@@ -138,7 +140,7 @@ class BaseConfig:
         self.pre_nms_topk = 1000               # candidates per image that NMS sees, best first (evaluation warns
                                                # when an image has more)
         self.eval_backend = "pycocotools"      # pycocotools | faster_coco_eval
-        self.ckpt_path = None                  # checkpoint for val/predict (None = best.pt of the newest run)
+        self.ckpt_path = None                  # checkpoint for val/predict (None = best.pt of the newest run of run_name)
         # ---- prediction
         self.predict_source = None             # folder or image file (None = a few built-in val images)
         self.predict_conf = 0.3                # score threshold for drawn predictions
@@ -158,7 +160,9 @@ class BaseConfig:
         self.predict_fuse = True               # --task predict (backend torch) folds BatchNorm into convs first:
                                                # the same detections, a faster forward (bench/predict.py)
         self.backend = "torch"                 # val / predict: torch | onnxruntime (runs the .onnx file; a ckpt_path
-                                               # ending in .onnx implies it, a .pt one means the .onnx beside it)
+                                               # ending in .onnx implies it; a .pt one means the newest export of
+                                               # that file as it is now: <run>/best.onnx, best2.onnx ... whose
+                                               # recorded source has the .pt's SHA-256; refused when none has)
         # ---- head search (python main.py --task search_head; docs/head_search.md)
         self.head = "conv1x1"                  # conv1x1 (one 1x1 conv per scale) | tower3x3 (hand-made 3x3 conv
                                                # towers) | searched (the cells of genotype_file)
@@ -197,7 +201,7 @@ class BaseConfig:
     # ---------------------------------------------------------------- derived fields
     def finalize(self):
         """Validate every field and compute the ones that depend on others. Call after overrides."""
-        validate(self)
+        validate(self, BaseConfig().to_dict())  # the types of BaseConfig's defaults are the fields' types
         self.num_classes = len(self.class_names)
         self.strides = (8, 16, 32)
         self.run_dir = str(Path(self.runs_dir) / self.run_name)
@@ -238,19 +242,47 @@ def task_configs(cfg):
 
 # -------------------------------------------------------------------- loading and overrides
 def load_config(path):
-    """Import a config file and return an instance of the BaseConfig subclass it defines."""
+    """Import a config file and return an instance of the BaseConfig subclass it defines. Whatever is wrong in the
+    file (a syntax error, an exception, a field BaseConfig does not have: a typo) is one ValueError naming it."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} does not exist")
+    if path.suffix != ".py":
+        raise ValueError(f"config file {path} must be a Python file (.py) that defines a subclass of BaseConfig")
     spec = importlib.util.spec_from_file_location(f"user_config_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    run_config_code(path, spec.loader.exec_module, module)
     classes = [v for v in vars(module).values()
                if isinstance(v, type) and issubclass(v, BaseConfig) and v is not BaseConfig
                and v.__module__ == module.__name__]
     if len(classes) != 1:
         raise ValueError(f"config file {path} must define exactly one subclass of BaseConfig, found {len(classes)}")
-    return classes[0]()
+    cfg = run_config_code(path, classes[0])
+    fields = BaseConfig().to_dict()
+    for key, value in vars(cfg).items():  # a typo would set a field nothing reads (_names: the file's own helpers)
+        if not key.startswith("_") and (key not in fields or key in DERIVED):
+            raise ValueError(f"config file {path}: {unknown_field(key, fields)}")
+        kind = type_problem(value, fields.get(key))
+        if kind:  # (finalize checks every type again, after the overrides; here the file is named)
+            raise ValueError(f"config file {path}: config field '{key}' = {value!r} must be {kind}")
+    return cfg
+
+
+def run_config_code(path, function, *args):
+    """function(*args) with whatever the config file's code raises turned into a ValueError naming the file."""
+    try:
+        return function(*args)
+    except SyntaxError as e:
+        raise ValueError(f"config file {path}: syntax error in {e.filename}, line {e.lineno}: {e.msg}") from None
+    except Exception as e:  # a user's code may raise anything; main.py prints ValueErrors as one line
+        raise ValueError(f"config file {path} raised {type(e).__name__}: {e}") from None
+
+
+def unknown_field(key, fields):
+    """The message for a name that is no config field, with the closest field name."""
+    close = difflib.get_close_matches(key, [f for f in fields if f not in DERIVED], n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return f"unknown config field '{key}'{hint}"
 
 
 def parse_value(text, default):
@@ -300,9 +332,7 @@ def apply_overrides(cfg, overrides):
             i += 2
         key = key.replace("-", "_")
         if key not in fields or key in DERIVED:
-            close = difflib.get_close_matches(key, [f for f in fields if f not in DERIVED], n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise ValueError(f"unknown config field '{key}'{hint}")
+            raise ValueError(unknown_field(key, fields))
         try:
             setattr(cfg, key, parse_value(text, base_defaults.get(key, fields[key])))
         except ValueError as e:
@@ -317,8 +347,12 @@ def save_config(cfg, path):
 def config_from_dict(d):
     """Rebuild a config saved in a checkpoint (BaseConfig defaults for fields the dict lacks)."""
     cfg = BaseConfig()
+    fields = cfg.to_dict()
     for k, v in d.items():
         if k in DERIVED:
+            continue
+        if k not in fields:  # a field of another version of this code: the rest of the checkpoint still loads
+            logger.warning(f"checkpoint config: '{k}' is not a config field of this version: ignored")
             continue
         setattr(cfg, k, v)
     return cfg.finalize()

@@ -1,8 +1,11 @@
-"""The rules every config field must satisfy: `validate(cfg)` raises a ValueError that names the field, its value
-and what it may be. `BaseConfig.finalize` calls it after the command-line overrides, so a typo stops a run before
-anything is built.
+"""The rules every config field must satisfy: `validate(cfg, defaults)` raises a ValueError that names the field, its
+value and what it may be: its type (that of BaseConfig's default), its range (RANGES) or its choices (ALLOWED).
+`BaseConfig.finalize` calls it after the command-line overrides, so a typo stops a run before anything is built.
 """
 import difflib
+import math
+import numbers
+import re
 from pathlib import Path
 
 from .branching import neck_groups
@@ -32,6 +35,7 @@ ALLOWED = {
     "evolve_backend": ("genetic", "ray"),
     "evolve_ray_searcher": ("optuna", "random"),
 }
+TASK_NAME = re.compile(r"[A-Za-z0-9_.-]+")  # a task name: one plain folder name, never a path
 # what a task dict of config `tasks` may set: the data fields and the loss gains (everything else is shared)
 TASK_FIELDS = ("dataset", "data_root", "train_dirs", "val_dirs", "ann_dir", "img_dir", "train_split", "val_split",
                "train_split_file", "val_split_file", "class_names", "shapes_num_train", "shapes_num_val",
@@ -39,55 +43,141 @@ TASK_FIELDS = ("dataset", "data_root", "train_dirs", "val_dirs", "ann_dir", "img
                "box_weight", "obj_weight", "cls_weight")
 
 
-def validate(cfg):
+# the range of every numeric field: ">= a", "> a" or an interval "[a, b)"; NaN and infinity never pass. Their types
+# come from BaseConfig's defaults (an int field holds an int), so "epochs": ">= 1" means 1, 2, ...
+RANGES = {
+    # data
+    "seed": ">= 0", "shapes_seed": ">= 0", "shapes_num_train": ">= 1", "shapes_num_val": ">= 1",
+    "val_from_train": "[0, 1)", "img_size": ">= 32", "batch_size": ">= 1", "num_workers": ">= 0",
+    "hflip_prob": "[0, 1]", "affine_translate": "[0, 1)", "color_jitter": "[0, 1)", "mosaic_prob": "[0, 1]",
+    "mosaic_off_epochs": ">= 0", "min_box_size": ">= 0", "min_visibility": "[0, 1]",
+    # model, assignment, loss
+    "width": "(0, 2]", "freeze_backbone_epochs": ">= 0", "match_iou_thres": "[0, 1]", "auto_anchor_bpr": "[0, 1]",
+    "box_weight": ">= 0", "obj_weight": ">= 0", "cls_weight": ">= 0", "ignore_iou_thres": "[0, 1]",
+    # training
+    "epochs": ">= 1", "lr": "> 0", "momentum": "[0, 1)", "weight_decay": ">= 0", "warmup_epochs": ">= 0",
+    "final_lr_ratio": "[0, 1]", "grad_clip": ">= 0", "lr_step_factor": "> 0", "restart_epochs": "> 0",
+    "restart_mult": ">= 1", "ema_decay": "[0, 1)", "ema_tau": "> 0", "multiscale_interval": ">= 1",
+    "patience": ">= 0", "log_interval": ">= 1",
+    # evaluation, prediction, debug, export
+    "val_interval": ">= 1", "conf_thres": "[0, 1]", "nms_iou": "[0, 1]", "max_det": ">= 1", "pre_nms_topk": ">= 1",
+    "predict_conf": "[0, 1]", "predict_max_images": ">= 1", "num_debug_batch": ">= 1", "confusion_conf": "[0, 1]",
+    "confusion_iou": "[0, 1]", "export_check_images": ">= 1",
+    # head search, evolution, representation similarity (the unbiased HSIC needs 4 images)
+    "head_channels": ">= 1", "cell_channels": ">= 1", "search_epochs": ">= 1", "search_heldout_fraction": "(0, 1)",
+    "search_alpha_lr": "> 0", "search_genotype_interval": ">= 1", "evolve_generations": ">= 1",
+    "evolve_ray_concurrency": ">= 1", "evolve_ray_cpus": ">= 1", "rsa_images": ">= 4",
+}
+DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")  # whether that device exists: engine/distributed.py select_device
+
+
+def validate(cfg, defaults):
+    """defaults: BaseConfig's fields, whose types the config's fields must have."""
+    for name, default in defaults.items():
+        problem = field_problem(name, getattr(cfg, name), default)
+        if problem:
+            raise ValueError(problem)
     for name, allowed in ALLOWED.items():
         if getattr(cfg, name) not in allowed:
             raise ValueError(f"config field '{name}' = {getattr(cfg, name)!r} is not allowed; choose one of {list(allowed)}")
+    if not DEVICE.fullmatch(cfg.device):
+        raise ValueError(f"config field 'device' = {cfg.device!r} must be auto, cpu, cuda, cuda:N (N: the GPU's "
+                         f"index) or mps")
     if cfg.img_size % 32:
         raise ValueError(f"config field 'img_size' = {cfg.img_size} must be a multiple of 32 (the coarsest stride)")
-    if not (0 < cfg.width <= 2):
-        raise ValueError(f"config field 'width' = {cfg.width} must be in (0, 2]")
-    if len(cfg.anchors) != 3 or any(len(a) == 0 or any(len(wh) != 2 for wh in a) for a in cfg.anchors):
-        raise ValueError("config field 'anchors' must be 3 lists (strides 8, 16, 32) of (w, h) pairs")
-    if len({len(a) for a in cfg.anchors}) != 1:
-        raise ValueError("config field 'anchors' needs the same number of anchors on every scale")
-    if not cfg.class_names:
-        raise ValueError("config field 'class_names' must name at least one class")
-    for name in ("batch_size", "epochs", "val_interval", "max_det", "pre_nms_topk"):
-        if getattr(cfg, name) < 1:
-            raise ValueError(f"config field '{name}' = {getattr(cfg, name)} must be >= 1")
-    for name in ("match_iou_thres", "conf_thres", "nms_iou", "predict_conf", "confusion_conf", "confusion_iou"):
-        if not 0 <= getattr(cfg, name) <= 1:
-            raise ValueError(f"config field '{name}' = {getattr(cfg, name)} must be in [0, 1]")
-    if cfg.num_workers < 0:
-        raise ValueError(f"config field 'num_workers' = {cfg.num_workers} must be >= 0")
-    if not isinstance(cfg.export_check_images, int) or cfg.export_check_images < 1:
-        raise ValueError(f"config field 'export_check_images' = {cfg.export_check_images!r} must be an int >= 1")
-    for name in ("evolve_generations", "evolve_ray_concurrency", "evolve_ray_cpus"):
-        if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:
-            raise ValueError(f"config field '{name}' = {getattr(cfg, name)!r} must be an int >= 1")
+    validate_anchors(cfg.anchors)
+    if not is_numbers(cfg.obj_scale_weights, 3) or min(cfg.obj_scale_weights) < 0:
+        raise ValueError(f"config field 'obj_scale_weights' = {cfg.obj_scale_weights!r} must be 3 numbers >= 0, the "
+                         f"objectness weights of strides 8, 16 and 32")
+    names = cfg.class_names
+    if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) and n for n in names):
+        raise ValueError(f"config field 'class_names' = {names!r} must name at least one class: a list of strings")
     params = cfg.evolve_params
     if params is not None and not (isinstance(params, str) or all(isinstance(p, str) for p in params)):
         raise ValueError(f"config field 'evolve_params' = {params!r} must be None, a list of field names or "
                          f"a comma-separated string")
+    if params is not None and not "".join(params.split(",") if isinstance(params, str) else params).strip():
+        raise ValueError(f"config field 'evolve_params' = {params!r} names no field to evolve; name some or leave "
+                         f"it None (all of them)")
     validate_data_fields(cfg)
     validate_engine_fields(cfg)
     validate_task_fields(cfg)
+    validate_task_values(cfg, defaults)
     validate_head_fields(cfg)
     validate_rsa_fields(cfg)
 
 
+def field_problem(name, value, default):
+    """What is wrong with `value` as config field `name`, by the type of its default and its RANGES rule; None
+    when nothing is."""
+    kind = type_problem(value, default)
+    if kind:
+        return f"config field '{name}' = {value!r} must be {kind}"
+    rule = RANGES.get(name)
+    if rule and not in_range(value, rule):
+        return f"config field '{name}' = {value!r} must be {rule if rule[0] == '>' else 'in ' + rule}"
+    return None
+
+
+def type_problem(value, default):
+    """The type `value` must have and has not, by its field's default: a bool, an int, a number (an int is a
+    float too; a bool is never a number) or a string. None when it has it, or when the default is of another type."""
+    number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else "a bool (True or False)"
+    if isinstance(default, int):
+        return None if number and isinstance(value, numbers.Integral) else "an int"
+    if isinstance(default, float):
+        return None if number else "a number"
+    if isinstance(default, str):
+        return None if isinstance(value, str) else "a string"
+    return None
+
+
+def in_range(value, rule):
+    """Whether a number keeps a RANGES rule (">= a", "> a", "[a, b)", ...); NaN and infinity never do."""
+    if not isinstance(value, numbers.Integral) and not math.isfinite(value):
+        return False
+    if rule[0] == ">":
+        bound = float(rule.lstrip(">= "))
+        return value >= bound if rule.startswith(">=") else value > bound
+    low, high = (float(x) for x in rule[1:-1].split(","))
+    return (low <= value if rule[0] == "[" else low < value) and (value <= high if rule[-1] == "]" else value < high)
+
+
+def is_numbers(value, count=None):
+    """Whether value is a list or tuple of finite numbers (of `count` of them when given)."""
+    return (isinstance(value, (list, tuple)) and (count is None or len(value) == count)
+            and all(isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x) for x in value))
+
+
+def validate_anchors(anchors):
+    """3 scales (strides 8, 16, 32) of as many (w, h) pairs each, every side > 0 pixels: a zero-size anchor would
+    match no box and train to mAP 0."""
+    scales = anchors if isinstance(anchors, (list, tuple)) and len(anchors) == 3 else []
+    if not scales or any(not isinstance(a, (list, tuple)) or not a or not all(is_numbers(wh, 2) for wh in a)
+                         for a in scales):
+        raise ValueError(f"config field 'anchors' = {anchors!r} must be 3 lists (strides 8, 16, 32) of (w, h) "
+                         f"pairs of numbers")
+    if len({len(a) for a in anchors}) != 1:
+        raise ValueError("config field 'anchors' needs the same number of anchors on every scale")
+    small = [tuple(wh) for a in anchors for wh in a if min(wh) <= 0]
+    if small:
+        raise ValueError(f"config field 'anchors': anchor {small[0]} must have a width and height > 0 pixels")
+
+
+def validate_task_values(cfg, defaults):
+    """The values a task dict sets (its loss gains, shapes sizes, ...) by the rules of the fields they replace."""
+    for spec in cfg.tasks or ():
+        for key, value in spec.items():
+            problem = field_problem(key, value, defaults[key]) if key in defaults else None
+            if problem:
+                raise ValueError(f"config field 'tasks', task {spec['name']!r}: {problem}")
+
+
 def validate_data_fields(cfg):
-    """The data fields the checks above do not cover (albumentations names are checked when the pipeline is built)."""
-    for name in ("mosaic_prob", "min_visibility", "hflip_prob", "auto_anchor_bpr"):
-        if not 0 <= getattr(cfg, name) <= 1:
-            raise ValueError(f"config field '{name}' = {getattr(cfg, name)} must be in [0, 1]")
-    for name in ("color_jitter", "affine_translate", "val_from_train"):
-        if not 0 <= getattr(cfg, name) < 1:
-            raise ValueError(f"config field '{name}' = {getattr(cfg, name)} must be in [0, 1)")
-    if not isinstance(cfg.mosaic_off_epochs, int) or cfg.mosaic_off_epochs < 0:
-        raise ValueError(f"config field 'mosaic_off_epochs' = {cfg.mosaic_off_epochs!r} must be an int >= 0")
-    low, high = cfg.affine_scale if len(cfg.affine_scale) == 2 else (0, 0)
+    """The data fields RANGES does not cover (albumentations names are checked when the pipeline is built)."""
+    low, high = cfg.affine_scale if is_numbers(cfg.affine_scale, 2) else (0, 0)
     if not 0 < low <= high:
         raise ValueError(f"config field 'affine_scale' = {cfg.affine_scale!r} must be a (low, high) zoom range with "
                          f"0 < low <= high, e.g. (0.75, 1.25)")
@@ -106,25 +196,16 @@ def validate_data_fields(cfg):
 def validate_engine_fields(cfg):
     """The training-engine fields (optimisation, schedules, checkpoints, distributed)."""
     nbs = cfg.nominal_batch_size
-    if nbs is not None and (not isinstance(nbs, int) or nbs < 1):
+    if nbs is not None and (type_problem(nbs, 1) or nbs < 1):
         raise ValueError(f"config field 'nominal_batch_size' = {cfg.nominal_batch_size!r} must be None or an int >= 1")
-    for name in ("multiscale_interval", "restart_mult", "log_interval"):
-        if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:
-            raise ValueError(f"config field '{name}' = {getattr(cfg, name)!r} must be an int >= 1")
-    if cfg.time_budget is not None and (isinstance(cfg.time_budget, bool) or not isinstance(cfg.time_budget, (int, float))
-                                        or cfg.time_budget <= 0):
+    if cfg.time_budget is not None and (not is_numbers([cfg.time_budget]) or cfg.time_budget <= 0):
         raise ValueError(f"config field 'time_budget' = {cfg.time_budget!r} must be None or minutes > 0")
-    if not isinstance(cfg.patience, int) or cfg.patience < 0:
-        raise ValueError(f"config field 'patience' = {cfg.patience!r} must be an int >= 0 (0 = no early stopping)")
-    if not 0 <= cfg.ema_decay < 1 or cfg.ema_tau <= 0:
-        raise ValueError(f"config fields 'ema_decay' = {cfg.ema_decay} must be in [0, 1), 'ema_tau' = {cfg.ema_tau} > 0")
-    if cfg.restart_epochs <= 0 or cfg.lr_step_factor <= 0:
-        raise ValueError("config fields 'restart_epochs' and 'lr_step_factor' must be > 0")
-    steps = list(cfg.lr_steps)
-    if steps != sorted(steps) or any(not 0 < s < 1 for s in steps):
+    steps = cfg.lr_steps
+    if not is_numbers(steps) or list(steps) != sorted(steps) or any(not 0 < s < 1 for s in steps):
         raise ValueError(f"config field 'lr_steps' = {cfg.lr_steps!r} must be increasing fractions of training in (0, 1)")
     sizes = cfg.multiscale_sizes
-    if len(sizes) != 2 or sizes[0] > sizes[1] or sizes[0] < 32 or any(s % 32 for s in sizes):
+    if (not is_numbers(sizes, 2) or sizes[0] > sizes[1] or sizes[0] < 32
+            or any(not isinstance(s, numbers.Integral) or s % 32 for s in sizes)):
         raise ValueError(f"config field 'multiscale_sizes' = {sizes!r} must be (min, max), multiples of 32, min <= max")
 
 
@@ -141,6 +222,10 @@ def validate_task_fields(cfg):
     names = [t.get("name") for t in cfg.tasks]
     if not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
         raise ValueError(f"config field 'tasks': every task needs a unique non-empty 'name', got {names}")
+    for name in names:  # a task name becomes a folder name (val's per-task artifacts, peel's <task>.pt)
+        if not TASK_NAME.fullmatch(name) or name in (".", ".."):
+            raise ValueError(f"config field 'tasks': task name {name!r} must be a plain name (letters, digits, "
+                             f"_ - and .; not '.' or '..'), since it names folders and files")
     for i, spec in enumerate(cfg.tasks):
         for key in spec:
             if key != "name" and key not in TASK_FIELDS:
@@ -148,7 +233,7 @@ def validate_task_fields(cfg):
                 hint = f"; did you mean '{close[0]}'?" if close else f"; a task may set {', '.join(TASK_FIELDS)}"
                 raise ValueError(f"config field 'tasks': task {i} ({names[i]}) sets unknown field '{key}'{hint}")
     weights = cfg.task_weights
-    if weights is not None and (len(weights) != len(cfg.tasks) or any(not w >= 0 for w in weights)):
+    if weights is not None and (not is_numbers(weights, len(cfg.tasks)) or min(weights) < 0):
         raise ValueError(f"config field 'task_weights' = {weights!r} must hold one number >= 0 per task "
                          f"({len(cfg.tasks)} tasks)")
     neck_groups(cfg.branching, len(cfg.tasks))  # raises ValueError naming the bad entry
@@ -157,13 +242,6 @@ def validate_task_fields(cfg):
 def validate_head_fields(cfg):
     """The head-search fields; a searched head's genotype text is read from genotype_file here (parsed when the
     model is built, yolo/models/search_cell.py)."""
-    for name in ("head_channels", "cell_channels", "search_epochs", "search_genotype_interval"):
-        if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:
-            raise ValueError(f"config field '{name}' = {getattr(cfg, name)!r} must be an int >= 1")
-    if not 0 < cfg.search_heldout_fraction < 1:
-        raise ValueError(f"config field 'search_heldout_fraction' = {cfg.search_heldout_fraction} must be in (0, 1)")
-    if cfg.search_alpha_lr <= 0:
-        raise ValueError(f"config field 'search_alpha_lr' = {cfg.search_alpha_lr} must be > 0")
     if cfg.head == "searched" and cfg.genotype is None:
         if not cfg.genotype_file:
             raise ValueError("config field 'head' = 'searched' needs 'genotype_file' (the genotype.txt of "
@@ -175,12 +253,9 @@ def validate_head_fields(cfg):
 
 
 def validate_rsa_fields(cfg):
-    """rsa_ckpts, merge_ckpts, rsa_images, peel_task (whether the files exist is checked by the commands)."""
+    """rsa_ckpts, merge_ckpts, peel_task (whether the files exist is checked by the commands)."""
     for name in ("rsa_ckpts", "merge_ckpts"):
         path_list(getattr(cfg, name), name)
-    if not isinstance(cfg.rsa_images, int) or cfg.rsa_images < 4:
-        raise ValueError(f"config field 'rsa_images' = {cfg.rsa_images!r} must be an int >= 4 (the unbiased HSIC "
-                         f"needs 4 images)")
     if cfg.peel_task is not None and not isinstance(cfg.peel_task, str):
         raise ValueError(f"config field 'peel_task' = {cfg.peel_task!r} must be None or a task name")
 

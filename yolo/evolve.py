@@ -17,7 +17,9 @@ Nothing here trains: `run_search` calls the trial function it is given (yolo/tas
 """
 import copy
 import csv
+import functools
 import io
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -72,6 +74,9 @@ def search_space(cfg, params=None):
     if isinstance(params, str):
         params = [p.strip() for p in params.split(",") if p.strip()]
     names = list(EVOLVE_SPACE) if params is None else list(params)
+    if not names:  # a search without genes breeds no child: refused before generation 1 trains
+        raise ValueError(f"config field 'evolve_params' = {params!r} names no field to evolve; name some of "
+                         f"{list(EVOLVE_SPACE)} or leave it None (all of them)")
     unknown = [n for n in names if n not in EVOLVE_SPACE]
     if unknown:
         raise ValueError(f"config field 'evolve_params': {unknown} cannot be evolved; choose from {list(EVOLVE_SPACE)}")
@@ -234,13 +239,36 @@ def read_history(path, space):
                          f"(and tasks), or start a new search without --resume")
     history = []
     for k, row in enumerate(rows):
-        if int(row["generation"]) != k + 1:
+        cell = functools.partial(read_cell, path, k + 1, row)
+        if row.get(None):  # csv puts the cells beyond the header under None
+            raise ValueError(f"{path}: row {k + 1} has {len(row[None])} cells more than the header")
+        if cell("generation", int) != k + 1:
             raise ValueError(f"{path}: row {k + 1} is generation {row['generation']}, expected {k + 1}")
-        metrics = {c: float(row[c]) for c in metric_columns}
+        metrics = {c: cell(c, float) for c in metric_columns}
         extra = {c: row[c] for c in ("time_s", "trial") if row.get(c)}
-        history.append(Result(k + 1, {g: float(row[g]) for g in space}, metrics, float(row["fitness"]),
-                              int(row["parent"]) if row["parent"] else None, extra))
+        parent = cell("parent", int) if row.get("parent") else None
+        history.append(Result(k + 1, {g: cell(g, float) for g in space}, metrics, cell("fitness", float), parent,
+                              extra))
     return history
+
+
+def read_cell(path, row_number, row, column, kind):
+    """One cell of evolve.csv as an int or a finite float; a ValueError naming file, row and column otherwise (a
+    cut-off row, a hand-edited word or NaN would break the parent draw of every later generation)."""
+    text = row.get(column)
+    where = f"{path}: row {row_number}, column '{column}'"
+    if text is None:
+        raise ValueError(f"{where} is missing (a cut-off row?)")
+    if not text.strip():
+        raise ValueError(f"{where} is empty")
+    try:
+        value = kind(text)
+    except ValueError:
+        what = "a whole number" if kind is int else "a number"
+        raise ValueError(f"{where}: {text!r} is not {what}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{where}: {text!r} is not a finite number")
+    return value
 
 
 def best_result(history):

@@ -40,7 +40,13 @@ def select_device(name):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"config field 'device' = {name!r} but CUDA is not available; use 'cpu' or 'auto'")
-    return torch.device(name)
+    device = torch.device(name)  # the form (auto | cpu | cuda | cuda:N | mps) is checked with the config
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"config field 'device' = {name!r} but this machine has {torch.cuda.device_count()} GPU(s), "
+                         f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"config field 'device' = {name!r} but Apple's MPS is not available; use 'cpu' or 'auto'")
+    return device
 
 
 def init_distributed(device_name="auto", backend="auto"):
