@@ -3,6 +3,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from loguru import logger
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -12,9 +13,11 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: minutes, not seconds: trainings on the real datasets of ../shared/data "
-                                       "(skipped where they are missing), the RSA measurement, a Ray cluster start "
-                                       "(deselect with -m 'not slow')")
+    config.addinivalue_line("markers", "slow: the second tier, run with -m slow: trainings through main.py, on the "
+                                       "real datasets of ../shared/data (skipped where they are missing), the "
+                                       "notebooks executed, several processes (DDP, the launcher, Ray), the RSA "
+                                       "measurement, the bench scripts' --help; the default run deselects them "
+                                       "(pyproject.toml)")
 
 
 @pytest.fixture
@@ -27,3 +30,22 @@ def log_lines():
         logger.remove(sink)
     except ValueError:  # already removed by a setup_logging
         pass
+
+
+@pytest.fixture(autouse=True)
+def keep_working_folder():
+    """Every test ends in the folder it started in: code under test may chdir (a Ray trial moves into the project
+    root it is given), and a later test's relative paths (configs/my_config.py) must not depend on it."""
+    folder = os.getcwd()
+    yield
+    os.chdir(folder)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module (`pytestmark = pytest.mark.usefixtures("one_thread")`): on a shared 2-core CPU
+    two OpenMP threads mostly wait for each other, and ONNX Runtime follows torch."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

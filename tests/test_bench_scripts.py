@@ -14,6 +14,7 @@ def test_every_bench_script_is_listed():
     assert {"pipeline.py", "predict.py", "assign.py", "profile_pipeline.py", "multitask_compare.py"} <= set(SCRIPTS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_bench_script_help(script):
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}

@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from conftest import ROOT
@@ -26,6 +27,7 @@ def run_main(*args):
     return out.stdout + out.stderr
 
 
+@pytest.mark.slow
 def test_train_val_predict(tmp_path):
     common = ["--data_root", str(tmp_path / "data"), "--runs_dir", str(tmp_path / "runs"), *LEARNS]
     log = run_main("--task", "train", "--run_name", "smoke", *common)
@@ -53,6 +55,7 @@ def test_train_val_predict(tmp_path):
     assert len(list((tmp_path / "runs" / "predictions" / "detector").glob("*.jpg"))) == 2
 
 
+@pytest.mark.slow
 def test_bad_checkpoint_is_a_clear_error(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_text("not a checkpoint")

@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from yolo.config import BaseConfig
 from yolo.tasks.info import run as run_info
 from yolo.models.detector import build_model
@@ -35,6 +37,7 @@ def test_run_info_reports_blocks_params_and_grids():
         assert f"| {stride} | {grid}x{grid} |" in text
 
 
+@pytest.mark.slow
 def test_main_task_info_runs():
     env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
     result = subprocess.run([sys.executable, "main.py", "--task", "info", "--width", "0.25", "--img_size", "128"],

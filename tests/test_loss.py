@@ -47,6 +47,7 @@ def test_loss_is_a_finite_scalar_with_gradients_and_handles_empty_targets():
         assert set(items) == {"box", "obj", "cls"} and stats["num_gt"] == len(t)
 
 
+@pytest.mark.slow
 def test_overfitting_one_batch_cuts_the_loss_by_90_percent():
     for strategy in ("nearby_grid",):
         cfg = tiny_config(label_assignment=strategy)

@@ -247,6 +247,7 @@ def two_task_args(tmp_path, *extra):
             "--device", "cpu", "--tensorboard", "false", *extra]
 
 
+@pytest.mark.slow
 def test_two_task_training_checkpoint_val_and_predict(tmp_path):
     torch.set_num_threads(1)
     cfg = apply_overrides(BaseConfig(), two_task_args(tmp_path, *LEARNS, "--ema", "true", "--ema_tau", "20"))
@@ -286,6 +287,7 @@ def test_two_task_training_checkpoint_val_and_predict(tmp_path):
     assert len(list(out_dir.glob("*.jpg"))) == 4  # 2 images per task, same file names kept apart
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_two_tasks(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "main.py",
            *two_task_args(tmp_path, "--epochs", "1")]

@@ -66,6 +66,7 @@ def test_committed_with_outputs_of_one_run_top_to_bottom(path):
     assert path.stat().st_size < 2_000_000, f"{path} is {path.stat().st_size / 1e6:.1f} MB (keep it under 2 MB)"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_in_fast_mode(path, workdir):
     before = sorted(p.name for p in NOTEBOOK_DIR.iterdir())

@@ -124,6 +124,7 @@ def test_fast_run_scores_both_sides_offline(tmp_path):
     assert not written  # the peer's labels and caches live in the run folder, not in the data folder
 
 
+@pytest.mark.slow
 def test_without_ultralytics_the_bench_skips(tmp_path):
     hidden = textwrap.dedent("""
         import importlib.util, sys

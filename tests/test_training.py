@@ -39,6 +39,7 @@ def main_py(*args):
     return [sys.executable, "main.py", "--task", "train", *args]
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_gives_the_uninterrupted_weights(tmp_path):
     common = ["--data_root", str(tmp_path / "data"), "--runs_dir", str(tmp_path / "runs")]
     straight = subprocess.run(main_py(*RESUME_ARGS, *common, "--run_name", "straight"), cwd=ROOT, env=ENV,
