@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import emit  # noqa: E402
 from yolo.config import config_from_dict  # noqa: E402
 from yolo.engine.trainer import train  # noqa: E402
-from yolo.evolve import fitness  # noqa: E402
+from yolo.research.evolve import fitness  # noqa: E402
 
 
 def retrain(search, generation, seed):

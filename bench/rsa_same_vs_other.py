@@ -20,7 +20,7 @@ from bench.common import emit  # noqa: E402
 from yolo.config import apply_overrides, config_from_dict, load_config, task_configs  # noqa: E402
 from yolo.engine.checkpoint import load_checkpoint, load_weights  # noqa: E402
 from yolo.models.detector import build_model  # noqa: E402
-from yolo.rsa import LAYER_NAMES, similarity_matrices  # noqa: E402
+from yolo.research.rsa import LAYER_NAMES, similarity_matrices  # noqa: E402
 from yolo.tasks.rsa import val_images  # noqa: E402
 from yolo.viz.figures import save_figure  # noqa: E402
 from yolo.viz.rsa import plot_similarity_depth  # noqa: E402

@@ -14,7 +14,7 @@ import torch
 
 from conftest import ROOT
 from yolo.config import BaseConfig, task_configs
-from yolo.evolve import (EVOLVE_SPACE, Result, apply_genes, best_result, config_lines, fitness, read_history,
+from yolo.research.evolve import (EVOLVE_SPACE, Result, apply_genes, best_result, config_lines, fitness, read_history,
                          run_search, search_space, select_parent, start_genes, write_result)
 
 SPACE = {k: EVOLVE_SPACE[k] for k in ("lr", "momentum", "box_weight", "cls_weight", "zoom", "hflip_prob")}
@@ -111,7 +111,7 @@ def test_a_write_killed_before_its_rename_keeps_the_good_rows(tmp_path, monkeypa
     def killed(*args):
         raise KeyboardInterrupt  # the process dies after writing the new file, before renaming it
 
-    monkeypatch.setattr("yolo.evolve.os.replace", killed)
+    monkeypatch.setattr("yolo.research.evolve.os.replace", killed)
     with pytest.raises(KeyboardInterrupt):
         run_search(SPACE, START, fake_trial, 4, 0, read_history(path, SPACE),
                    on_result=lambda r: write_result(path, r, SPACE))
@@ -226,7 +226,7 @@ def test_cli_search_writes_the_best_row_as_config_and_resumes(tmp_path, data_roo
 
 
 def test_ray_backend_says_what_to_install(monkeypatch):
-    from yolo.engine.tune import import_ray
+    from yolo.research.evolve_ray import import_ray
 
     monkeypatch.setitem(sys.modules, "ray", None)  # as if it were not installed
     with pytest.raises(ValueError, match=r'needs Ray Tune and Optuna .*pip install "ray\[tune\]" optuna'):
@@ -239,7 +239,7 @@ def test_ray_backend_runs_two_trials(tmp_path, data_root, monkeypatch):
     pytest.importorskip("ray.tune")
     pytest.importorskip("optuna")
     monkeypatch.chdir(ROOT)
-    try:  # the workers import this project like the search would make them (engine/tune.py)
+    try:  # the workers import this project like the search would make them (research/evolve_ray.py)
         ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
     except Exception as e:  # an overloaded machine: Ray's agents take longer to start than the raylet waits
         if "timed out during startup" in str(e):
@@ -271,7 +271,7 @@ def test_ray_trainable_reports_fitness_and_results_come_back_in_grid_order(monke
     tune = pytest.importorskip("ray.tune")
     from types import SimpleNamespace
 
-    from yolo.engine import tune as backend
+    from yolo.research import evolve_ray as backend
 
     reports = []
     monkeypatch.setattr(tune, "report", lambda metrics: reports.append(metrics))

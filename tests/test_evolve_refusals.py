@@ -5,7 +5,7 @@ import csv
 import pytest
 
 from conftest import ROOT
-from yolo.evolve import EVOLVE_SPACE, Result, read_history, search_space, write_result
+from yolo.research.evolve import EVOLVE_SPACE, Result, read_history, search_space, write_result
 
 SPACE = {k: EVOLVE_SPACE[k] for k in ("lr", "box_weight")}
 

@@ -17,8 +17,9 @@ LAYERS = [
     ["yolo.boxes", "yolo.branching"],
     ["yolo.config", "yolo.config_checks"],
     ["yolo.data", "yolo.models", "yolo.assign", "yolo.anchors", "yolo.loss", "yolo.postprocess", "yolo.metrics",
-     "yolo.metrics_curves", "yolo.viz", "yolo.evolve", "yolo.rsa", "yolo.branching_search"],
+     "yolo.metrics_curves", "yolo.viz"],
     ["yolo.engine"],
+    ["yolo.research"],  # evolution, RSA, the tree search, merge / peel: built on the engine, apart from training
     ["yolo.tasks"],
 ]
 

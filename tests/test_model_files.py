@@ -11,7 +11,7 @@ import main
 from yolo.config import BaseConfig, apply_overrides
 from yolo.data.shapes import ensure_shapes_dataset
 from yolo.engine.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, load_model_checkpoint, save_checkpoint
-from yolo.engine.merge import peel_checkpoint
+from yolo.research.merge import peel_checkpoint
 from yolo.engine.setup import load_initial_weights
 from yolo.models.detector import build_model
 from yolo.models.search_cell import GENOTYPE_FORMAT, parse_genotype, read_genotype_text, write_genotype

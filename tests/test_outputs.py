@@ -127,7 +127,7 @@ def test_merge_and_peel_never_replace_an_earlier_checkpoint(tmp_path):
 
 
 def test_a_failed_write_leaves_no_empty_file_under_the_reserved_name(tmp_path, monkeypatch):
-    from yolo.engine import merge as engine_merge
+    from yolo.research import merge as engine_merge
     from yolo.engine.checkpoint import CheckpointWriteError
 
     def full_disk(state, path):

@@ -1,4 +1,4 @@
-"""Representation similarity analysis (yolo/rsa.py): RDMs, the unbiased HSIC and CKA against slow references, the
+"""Representation similarity analysis (yolo/research/rsa.py): RDMs, the unbiased HSIC and CKA against slow references, the
 invariances of linear CKA, and the features the hooks record."""
 import itertools
 
@@ -8,7 +8,7 @@ import torch
 
 from yolo.config import BaseConfig
 from yolo.models.detector import build_model
-from yolo.rsa import LAYER_NAMES, cka, hsic, layer_features, linear_cka, rdm, similarity_matrices, u_center
+from yolo.research.rsa import LAYER_NAMES, cka, hsic, layer_features, linear_cka, rdm, similarity_matrices, u_center
 
 # a symmetric 5 x 5 matrix with a non-zero diagonal (the centering must ignore it)
 K5 = torch.tensor([[9., 1., 2., 0., 4.],

@@ -17,7 +17,7 @@ from yolo.data.dataset import build_loader, read_records
 from yolo.engine.checkpoint import load_checkpoint
 from yolo.engine.trainer import train
 from yolo.models.detector import build_model
-from yolo.rsa import LAYER_NAMES, similarity_matrices
+from yolo.research.rsa import LAYER_NAMES, similarity_matrices
 
 SMALL_ANCHORS = [[(6, 6), (9, 9), (12, 12)], [(16, 16), (22, 22), (30, 30)], [(40, 40), (56, 56), (80, 80)]]
 RSA_IMAGES = 200  # val images per task that every model runs over: on 100 the CKA itself is noisier (the smallest

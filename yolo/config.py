@@ -177,10 +177,10 @@ class BaseConfig:
         self.search_heldout_fraction = 0.5     # heldout: fraction of the train split kept for the alphas
         self.search_alpha_lr = 3e-4            # Adam lr of the alphas (betas (0.5, 0.999), weight decay 1e-3)
         self.search_genotype_interval = 200    # search steps between two rewrites of genotype.txt (and at the end)
-        # ---- evolution (--task evolve: hyperparameter search, yolo/evolve.py; trials in runs/<run_name>_evolve/)
+        # ---- evolution (--task evolve: hyperparameter search, yolo/research/evolve.py; trials in runs/<run_name>_evolve/)
         self.evolve_generations = 10           # trials in all (generation 1 trains this config); each trains `epochs`
         self.evolve_params = None              # fields to evolve, a list or "lr,box_weight,zoom" (None = all of
-                                               # yolo.evolve.EVOLVE_SPACE); multi-task: task_weights and the loss gains
+                                               # yolo.research.evolve.EVOLVE_SPACE); multi-task: task_weights and the loss gains
                                                # evolve per task
         self.evolve_backend = "genetic"        # genetic (mutate the best, one trial at a time) | ray (Ray Tune)
         self.evolve_ray_address = None         # ray: address of a running cluster ("auto", "10.0.0.1:6379"); None = a

@@ -1,4 +1,4 @@
-"""`python main.py --task evolve`: search training hyperparameters (yolo/evolve.py), one training per trial.
+"""`python main.py --task evolve`: search training hyperparameters (yolo/research/evolve.py), one training per trial.
 
     python main.py --task evolve --evolve_generations 20 --evolve_params lr,box_weight,zoom --epochs 3
     python main.py --task evolve ... --resume true          # continue a killed search from its evolve.csv
@@ -24,7 +24,7 @@ from ..config import config_from_dict
 from ..engine.logs import setup_logging
 from ..engine.setup import new_run_dir
 from ..engine.trainer import train
-from ..evolve import (apply_genes, best_result, config_lines, read_history, run_search, search_space, start_genes,
+from ..research.evolve import (apply_genes, best_result, config_lines, read_history, run_search, search_space, start_genes,
                       write_result)
 from ..viz.evolve import plot_evolution
 
@@ -97,7 +97,7 @@ def genetic_search(cfg, base, space, start, out_dir):
 
 
 def ray_search(cfg, base, space, start, out_dir):
-    from ..engine.tune import tune_search  # imports ray and optuna, or says how to install them
+    from ..research.evolve_ray import tune_search  # imports ray and optuna, or says how to install them
 
     if cfg.resume:
         raise ValueError("config field 'resume': a Ray search cannot be resumed here; start a new one")

@@ -3,7 +3,7 @@ multi-task checkpoint from one single-task checkpoint per task, for the config's
 multi-task fine-tuning (--init_ckpt). Written to <runs_dir>/merge/<run_name>.pt, or <run_name>2.pt, 3 ... when that
 exists."""
 from ..engine.logs import setup_logging
-from ..engine.merge import merge_checkpoints
+from ..research.merge import merge_checkpoints
 
 
 def run(cfg):

@@ -3,7 +3,7 @@ multi-task one (the default: best.pt of the run, as --task val picks it). It giv
 of the multi-task model. Written to <run folder>/peel/<task>.pt, or <task>2.pt, 3 ... when that exists."""
 from ..engine.checkpoint import default_checkpoint
 from ..engine.logs import setup_logging
-from ..engine.merge import peel_checkpoint
+from ..research.merge import peel_checkpoint
 
 
 def run(cfg):

@@ -2,8 +2,8 @@
 layers the tasks should share.
 
 Every task's single-task model runs over rsa_images val images of every task (letterboxed as in evaluation); the
-similarity of two tasks at a layer is the CKA of their models' RDMs (yolo/rsa.py), averaged over the image sets.
-Every branching tree the grammar allows is then scored (yolo/branching_search.py). Writes to <runs_dir>/rsa/
+similarity of two tasks at a layer is the CKA of their models' RDMs (yolo/research/rsa.py), averaged over the image sets.
+Every branching tree the grammar allows is then scored (yolo/research/tree_search.py). Writes to <runs_dir>/rsa/
 (rsa2/, rsa3/ ... when it exists):
 similarity.png (a heatmap per layer), similarity_depth.png, similarity.json, trees.csv (every candidate, best
 first), recommended.txt (the `self.branching = ...` line and the best tree per compute budget) and tree.png.
@@ -15,13 +15,13 @@ from pathlib import Path
 from loguru import logger
 
 from ..branching import NECK_BLOCK_NAMES, neck_groups
-from ..branching_search import best_within, rank_trees
+from ..research.tree_search import best_within, rank_trees
 from ..config import task_configs
 from ..data.dataset import build_loader, read_records
 from ..engine.folders import next_free_dir
 from ..engine.logs import setup_logging
-from ..engine.merge import single_task_models
-from ..rsa import similarity_matrices
+from ..research.merge import single_task_models
+from ..research.rsa import similarity_matrices
 from ..viz.figures import save_figure
 from ..viz.model import draw_branching
 from ..viz.rsa import draw_similarity_heatmaps, plot_similarity_depth

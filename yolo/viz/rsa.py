@@ -3,7 +3,7 @@ import numpy as np
 
 
 def draw_similarity_heatmaps(similarities, task_names):
-    """similarities: {layer name: (T, T) array} in depth order (yolo/rsa.py). One heatmap per layer, one figure."""
+    """similarities: {layer name: (T, T) array} in depth order (yolo/research/rsa.py). One heatmap per layer, one figure."""
     import matplotlib.pyplot as plt
 
     layers = list(similarities)

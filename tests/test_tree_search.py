@@ -1,4 +1,4 @@
-"""Branching search (yolo/branching_search.py): the enumeration against a brute-force filter of candidate lists
+"""Branching search (yolo/research/tree_search.py): the enumeration against a brute-force filter of candidate lists
 through the config's own validation, the tree score against a hand-computed tree, and the compute of a tree against
 the FLOPs counted on the model it builds."""
 import itertools
@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 from yolo.branching import NECK_BLOCK_NAMES, neck_groups
-from yolo.branching_search import (ComputeModel, best_within, dissimilarity_score, enumerate_branchings, rank_trees,
+from yolo.research.tree_search import (ComputeModel, best_within, dissimilarity_score, enumerate_branchings, rank_trees,
                                    tree_key)
 from yolo.config import BaseConfig
 from yolo.models.detector import build_model
 from yolo.models.flops import gflops
-from yolo.rsa import LAYER_NAMES
+from yolo.research.rsa import LAYER_NAMES
 
 
 def candidate_groups(num_tasks):

@@ -1,4 +1,4 @@
-"""The search space of yolo/evolve.py handed to Ray Tune: a searcher (Optuna's TPE, or random) proposes the genes,
+"""The search space of research/evolve.py handed to Ray Tune: a searcher (Optuna's TPE, or random) proposes the genes,
 an ASHA scheduler stops trials that fall behind at an epoch, and the trials run in parallel on a Ray cluster.
 
     ray start --head                              # on the first machine (prints its address)
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from loguru import logger
 
-from ..evolve import Result, fitness, round_value
+from .evolve import Result, fitness, round_value
 
 INSTALL = 'pip install "ray[tune]" optuna'
 

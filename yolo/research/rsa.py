@@ -4,7 +4,7 @@ The method of "Branched Multi-Task Networks: Deciding What Layers To Share" (Van
 run every task's single-task model over the same images, describe each layer of each model by its representation
 dissimilarity matrix (RDM: how differently the layer sees every pair of images), and compare two models' RDMs with
 centered kernel alignment (CKA, Kornblith et al., ICML 2019). Tasks whose models see the images alike at a layer can
-share that layer; yolo/branching_search.py turns the similarities into a branching tree.
+share that layer; research/tree_search.py turns the similarities into a branching tree.
 
 Where a split can happen (yolo/branching.py): right after the backbone (its last output, C5) and after each neck
 block, so those are the layers recorded, as LAYER_NAMES lists them (layer k = split index k - 1).
@@ -18,7 +18,7 @@ with the number of images, unlike the biased estimator's.
 import numpy as np
 import torch
 
-from .branching import NECK_BLOCK_NAMES
+from ..branching import NECK_BLOCK_NAMES
 
 LAYER_NAMES = ("backbone",) + NECK_BLOCK_NAMES  # layer k holds what a split at index k - 1 would share
 

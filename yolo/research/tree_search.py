@@ -2,7 +2,7 @@
 
 After "Branched Multi-Task Networks: Deciding What Layers To Share" (Vandenhende et al., BMVC 2020):
   dissimilarity of a tree = sum over its nodes (the backbone, and every copy of every neck block) of the mean over
-  the node's tasks of each task's largest dissimilarity 1 - similarity (yolo/rsa.py) to another task of that node
+  the node's tasks of each task's largest dissimilarity 1 - similarity (research/rsa.py) to another task of that node
   (a node of one task adds 0). Lower: the tasks that share a layer see the images alike there.
   compute of a tree = its GFLOPs for all tasks (shared copies run once) / the GFLOPs of one single-task model per
   task. Lower: cheaper than separate models.
@@ -14,9 +14,9 @@ import time
 
 import torch
 
-from .branching import NECK_BLOCK_NAMES, neck_groups
-from .models.detector import build_model
-from .models.flops import flops_under
+from ..branching import NECK_BLOCK_NAMES, neck_groups
+from ..models.detector import build_model
+from ..models.flops import flops_under
 
 
 # ------------------------------------------------------------------------------------------------- enumeration
@@ -79,7 +79,7 @@ def nodes(groups, num_tasks):
 
 def dissimilarity_score(groups, similarities):
     """sum over nodes of mean_{t in node} max_{u in node, u != t} (1 - similarities[layer][t, u]); 0 for a node of
-    one task. similarities: {layer name: (T, T) array} (yolo/rsa.py similarity_matrices)."""
+    one task. similarities: {layer name: (T, T) array} (research/rsa.py similarity_matrices)."""
     num_tasks = len(next(iter(similarities.values())))
     total = 0.0
     for layer, tasks in nodes(groups, num_tasks):

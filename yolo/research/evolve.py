@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config_checks import TASK_FIELDS
+from ..config_checks import TASK_FIELDS
 
 # field: (mutation gain, low, high), bounds around this project's defaults (yolo/config.py), e.g. box_weight 5.0
 # evolves in [0.5, 20], lr 2e-3 (AdamW) in [1e-4, 2e-2]. A gain of 0 keeps the field fixed.

@@ -11,9 +11,9 @@ from ..config import task_configs
 from ..config_checks import path_list
 from ..models.detector import build_model
 from ..models.merge import merge_states, peel_state
-from .checkpoint import (CHECKPOINT_FORMAT, CheckpointWriteError, checkpoint_config, load_model_checkpoint,
+from ..engine.checkpoint import (CHECKPOINT_FORMAT, CheckpointWriteError, checkpoint_config, load_model_checkpoint,
                          load_weights, output_folder, save_checkpoint)
-from .folders import next_free_path
+from ..engine.folders import next_free_path
 
 # what every single-task model of one multi-task model must agree on (the heads may differ in classes)
 SHARED_MODEL_FIELDS = ("backbone", "width", "img_size", "anchors", "label_assignment", "head", "genotype",
