@@ -45,10 +45,10 @@ def main():
     saved = config_from_dict(load_checkpoint(paths[0])["config"])
     cfg.img_size = saved.img_size
     image_sets = [val_images(task, args.images) for task in task_configs(cfg.finalize())[:2]]
-    sims = similarity_matrices(models, image_sets)
+    sims = similarity_matrices(models, image_sets, measure=cfg.rsa_measure)  # --rsa_measure cka: CKA
     names = [f"{cfg.task_names[0]} seed A", f"{cfg.task_names[0]} seed B", cfg.task_names[1]]
     counts = [sum(len(batch) for batch in images) for images in image_sets]
-    lines = [f"{counts[0]} + {counts[1]} val images; CKA of RDMs, mean over the two image sets", "",
+    lines = [f"{counts[0]} + {counts[1]} val images; {cfg.rsa_measure} of RDMs, mean over the two image sets", "",
              f"| layer | {names[0]} vs {names[1]} | {names[0]} vs {names[2]} | {names[1]} vs {names[2]} |",
              "|---|---:|---:|---:|"]
     lines += [f"| {name} | {sims[name][0, 1]:.3f} | {sims[name][0, 2]:.3f} | {sims[name][1, 2]:.3f} |"

@@ -152,3 +152,54 @@ def test_rsa_command_writes_its_outputs(tmp_path):
     assert (out / "recommended.txt").read_text().startswith(f"self.branching = {result['recommended']!r}")
     layer = result["similarities"]["top4"]
     assert layer[0][0] == 1 and layer[0][1] == layer[1][0]
+
+
+def with_other_anchors(tmp_path, path, name):
+    """The single-task checkpoint `path` as if trained with anchors refit to its data: other anchors, two per scale
+    instead of three (so also other head outputs); backbone and neck unchanged."""
+    ckpt = load_checkpoint(path)
+    saved = config_from_dict(ckpt["config"])
+    saved.anchors = [[(9, 7), (20, 26)], [(30, 18), (44, 50)], [(60, 40), (70, 90)]]
+    other = randomised(build_model(saved.finalize()), 9).state_dict()
+    state = {k: other[k] if k == "anchors" or k.startswith("heads.") else v for k, v in ckpt["model"].items()}
+    out = tmp_path / name
+    save_checkpoint({"model": state, "config": saved.to_dict()}, out)
+    return out
+
+
+def test_rsa_accepts_models_with_other_anchors_and_finds_the_same_similarities(tmp_path):
+    torch.set_num_threads(1)
+    a = save_single(tmp_path, "shapes", ["circle", "square", "triangle"], 0, seed=1)
+    b = save_single(tmp_path, "symbols", SYMBOLS, 1, seed=2)
+    b_refit = with_other_anchors(tmp_path, b, "symbols_refit.pt")
+    cfg = multi_cfg(tmp_path, None, rsa_ckpts=f"{a},{b}", rsa_images=5)
+    for task in task_configs(cfg):
+        read_records(task, "val")
+    same = rsa.run(cfg, measure_ms=False)["similarities"]
+    other = rsa.run(multi_cfg(tmp_path, None, rsa_ckpts=f"{a},{b_refit}", rsa_images=5), measure_ms=False)
+    assert other["similarities"] == same  # the neck's features do not depend on the anchors
+
+
+def test_merge_refuses_other_anchors_with_the_command_that_fixes_it(tmp_path):
+    a = save_single(tmp_path, "shapes", ["circle", "square", "triangle"], 0, seed=1)
+    b = with_other_anchors(tmp_path, save_single(tmp_path, "symbols", SYMBOLS, 1, seed=2), "symbols_refit.pt")
+    with pytest.raises(ValueError, match=r"anchors.*--anchors .*--auto_anchor_bpr 0"):
+        merge.run(multi_cfg(tmp_path, [[3, [[0], [1]]]], merge_ckpts=f"{a},{b}"))
+
+
+def test_rsa_command_recommends_within_rsa_budget_and_times_only_the_trees_it_names(tmp_path):
+    torch.set_num_threads(1)
+    a = save_single(tmp_path, "shapes", ["circle", "square", "triangle"], 0, seed=1)
+    b = save_single(tmp_path, "symbols", SYMBOLS, 1, seed=2)
+    cfg = multi_cfg(tmp_path, None, rsa_ckpts=f"{a},{b}", rsa_images=5, rsa_budget=0.65, rsa_measure="cka")
+    for task in task_configs(cfg):
+        read_records(task, "val")
+    result = rsa.run(cfg)
+    rows = list(csv.DictReader(open(result["out_dir"] / "trees.csv")))
+    assert len(rows) == 9 and list(rows[0]) == ["rank", "branching", "fits", "dissimilarity", "compute", "gflops", "ms"]
+    assert rows[0]["branching"] == repr(result["recommended"]) and float(rows[0]["compute"]) <= 0.65
+    named = {repr(result["recommended"])} | {repr(r["branching"]) for r in result["budgets"].values() if r}
+    assert {r["branching"] for r in rows if r["ms"]} == named and len(named) < len(rows)
+    assert sorted(result["budgets"]) == [0.6, 0.65, 0.8, 1.0]
+    text = (result["out_dir"] / "recommended.txt").read_text()
+    assert "cka RSA, least dissimilar within rsa_budget = 0.65 x" in text and "#   <= 0.65: " in text

@@ -126,3 +126,50 @@ def test_similarity_matrices_are_symmetric_with_unit_diagonal():
     for name, s in sims.items():
         assert s.shape == (3, 3) and np.allclose(s, s.T) and np.allclose(np.diag(s), 1)
         assert s[0, 2] == pytest.approx(1.0)  # the same model twice
+
+
+def upper_triangle(matrix):
+    return matrix.numpy()[np.triu_indices(len(matrix), 1)]
+
+
+def test_spearman_of_two_rdms_is_scipys_on_their_upper_triangles():
+    stats = pytest.importorskip("scipy.stats")
+    from yolo.research.rsa import spearman
+    g = torch.Generator().manual_seed(6)
+    for n in (4, 9, 25):
+        x = torch.randn(n, 30, generator=g)
+        a, b = rdm(x), rdm(x + torch.randn(n, 30, generator=g))
+        expected = stats.spearmanr(upper_triangle(a), upper_triangle(b))[0]
+        assert spearman(a, b) == pytest.approx(expected, abs=1e-12)
+        assert spearman(a, a) == pytest.approx(1.0, abs=1e-12)
+    # tied dissimilarities take the mean of their ranks, as scipy's
+    a, b = torch.round(a * 4) / 4, torch.round(b * 4) / 4
+    assert len(np.unique(upper_triangle(a))) < len(upper_triangle(a)) / 2
+    assert spearman(a, b) == pytest.approx(stats.spearmanr(upper_triangle(a), upper_triangle(b))[0], abs=1e-12)
+    assert spearman(a, a) == pytest.approx(1.0, abs=1e-12)
+    # only the order counts: any increasing function of one RDM leaves the value unchanged (CKA changes)
+    assert spearman(a, torch.exp(3 * b)) == pytest.approx(spearman(a, b), abs=1e-12)
+    # a constant RDM orders no pair of images: 0, as CKA gives for a matrix without structure
+    assert spearman(a, torch.ones_like(a)) == 0.0
+
+
+def test_similarity_matrices_use_the_chosen_measure():
+    from yolo.research.rsa import spearman
+    torch.manual_seed(0)
+    cfg = BaseConfig()
+    cfg.width, cfg.img_size = 0.25, 64
+    models = [build_model(cfg.finalize()).eval() for _ in range(2)]
+    images = [torch.randint(0, 256, (6, 3, 64, 64), dtype=torch.uint8)]
+    rdms = [{k: rdm(f) for k, f in layer_features(m, images).items()} for m in models]
+    for measure, compare in (("spearman", spearman), ("cka", cka)):
+        sims = similarity_matrices(models, [images], show_progress=False, measure=measure)
+        for name in LAYER_NAMES:
+            assert sims[name][0, 1] == pytest.approx(compare(rdms[0][name], rdms[1][name]), abs=1e-9)
+    assert BaseConfig().rsa_measure == "spearman"  # the reference's statistic is the default
+    from yolo.config_checks import RSA_MEASURES
+    from yolo.research.rsa import RDM_MEASURES
+    assert tuple(RDM_MEASURES) == RSA_MEASURES  # every choice the config accepts is implemented
+    with pytest.raises(ValueError, match="rsa_measure"):
+        bad = BaseConfig()
+        bad.rsa_measure = "pearson"
+        bad.finalize()

@@ -91,11 +91,11 @@ def test_tree_gflops_match_the_flops_counted_on_the_built_model():
 def test_ranking_and_budgets():
     cfg = small_cfg(2)
     alike = {name: np.ones((2, 2)) for name in LAYER_NAMES}
-    rows = rank_trees(cfg, alike, measure_ms=False)
+    rows = rank_trees(cfg, alike)
     assert rows[0]["branching"] is None and rows[0]["rank"] == 1  # identical tasks: share everything
     # tasks alike up to up5, then completely different: split right after up5 (index 2) costs nothing
     apart = {name: np.ones((2, 2)) if k <= 3 else np.eye(2) for k, name in enumerate(LAYER_NAMES)}
-    rows = rank_trees(cfg, apart, measure_ms=False)
+    rows = rank_trees(cfg, apart)
     assert best_within(rows, 1.0)["branching"] == [[2, [[0], [1]]]]
     by_branching = {str(r["branching"]): r for r in rows}
     assert by_branching["[[2, [[0], [1]]]]"]["dissimilarity"] == 0
@@ -104,4 +104,65 @@ def test_ranking_and_budgets():
     assert tight["branching"] == [[4, [[0], [1]]]]  # cheapest budget: only splits at 4 .. 6 and None fit
     assert best_within(rows, 0.01) is None
     assert [r["rank"] for r in rows] == list(range(1, 10))
-    assert all(a["score"] <= b["score"] for a, b in zip(rows, rows[1:]))
+    assert all((a["dissimilarity"], a["compute"]) <= (b["dissimilarity"], b["compute"])  # within 0.7 x, then over
+               for a, b in zip(rows, rows[1:]) if a["fits"] == b["fits"])
+
+
+@pytest.mark.parametrize("num_tasks", [2, pytest.param(3, marks=pytest.mark.slow)])  # 9 and 117 trees
+def test_tree_gflops_of_every_tree_match_the_flops_counted_on_its_model(num_tasks):
+    costs = ComputeModel(small_cfg(num_tasks))
+    for branching in enumerate_branchings(num_tasks):
+        counted = gflops(build_model(small_cfg(num_tasks, branching)), (64, 64))
+        assert costs.tree_gflops(neck_groups(branching, num_tasks)) == pytest.approx(counted, rel=1e-9), branching
+
+
+def test_budgeted_pick_on_a_hand_made_table():
+    from yolo.research.tree_search import order_by_budget
+    table = [dict(branching="all split", dissimilarity=0.0, compute=1.0),
+             dict(branching="backbone shared", dissimilarity=0.2, compute=0.75),
+             dict(branching="split late", dissimilarity=0.5, compute=0.68),
+             dict(branching="split later, same dissimilarity", dissimilarity=0.5, compute=0.62),
+             dict(branching="all shared", dissimilarity=2.0, compute=0.5)]
+    rows = order_by_budget([dict(r) for r in table], 0.7)
+    # within 0.7 x: the least dissimilar, ties to the cheaper; then the trees over the budget, least dissimilar first
+    assert [r["branching"] for r in rows] == ["split later, same dissimilarity", "split late", "all shared",
+                                              "all split", "backbone shared"]
+    assert [r["rank"] for r in rows] == [1, 2, 3, 4, 5] and [r["fits"] for r in rows] == [True] * 3 + [False] * 2
+    assert best_within(rows, 0.7)["branching"] == "split later, same dissimilarity"
+    assert best_within(rows, 0.8)["branching"] == "backbone shared"
+    assert order_by_budget([dict(r) for r in table], 0.8)[0]["branching"] == "backbone shared"
+    # a mean of dissimilarity / its largest value and compute would pick "backbone shared" (0.425) at any budget
+    assert best_within(rows, 0.4) is None
+    assert [r["branching"] for r in order_by_budget([dict(r) for r in table], 0.4)][:2] == ["all split",
+                                                                                           "backbone shared"]
+
+
+def test_five_tasks_rank_without_building_a_model_per_tree(monkeypatch):
+    import yolo.research.tree_search as tree_search
+    built = []
+
+    def counting_build(cfg):
+        built.append(cfg.branching)
+        return build_model(cfg)
+
+    monkeypatch.setattr(tree_search, "build_model", counting_build)
+    cfg = BaseConfig()
+    cfg.width, cfg.img_size, cfg.tasks = 0.25, 64, [dict(name=f"t{k}") for k in range(5)]
+    cfg = cfg.finalize()
+    # tasks 0 and 1 see the images alike at every layer, so do 2, 3 and 4; the two groups differ (0.4)
+    alike = np.full((5, 5), 0.4)
+    alike[:2, :2] = alike[2:, 2:] = 1.0
+    rows = tree_search.rank_trees(cfg, {name: alike for name in LAYER_NAMES}, budget=0.7)
+    assert len(rows) == 41709 and len(built) <= 1  # the GFLOPs of every tree from the parts of one model
+    # dissimilarity 0 in the neck only when the groups never share a block; the cheapest such tree
+    assert rows[0]["branching"] == [[-1, [[0, 1], [2, 3, 4]]]] and rows[0]["fits"]
+    assert all(r["ms"] != r["ms"] for r in rows)  # nothing timed yet
+    tree_search.time_trees(cfg, rows[:2])
+    assert len(built) <= 3 and rows[0]["ms"] > 0 and rows[2]["ms"] != rows[2]["ms"]
+
+
+def test_enumerated_groups_are_the_grammars():
+    from yolo.research.tree_search import enumerate_trees
+    for num_tasks in (2, 3, 4):
+        for branching, groups in enumerate_trees(num_tasks):
+            assert groups == neck_groups(branching, num_tasks), branching

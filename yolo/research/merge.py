@@ -20,9 +20,10 @@ SHARED_MODEL_FIELDS = ("backbone", "width", "img_size", "anchors", "label_assign
                        "head_channels", "cell_channels")
 
 
-def load_single_task_checkpoints(cfg, field):
+def load_single_task_checkpoints(cfg, field, may_differ=()):
     """The checkpoints of config field `field` (one per task of cfg, in task order), checked: single-task, trained
-    on the task's classes, and all of one architecture. Returns (list of (saved config, state dict), paths)."""
+    on the task's classes, and all of one architecture (SHARED_MODEL_FIELDS but those in may_differ).
+    Returns (list of (saved config, state dict), paths)."""
     paths = path_list(getattr(cfg, field), field)
     tasks = task_configs(cfg)
     if len(tasks) < 2 or len(paths) != len(tasks):
@@ -43,10 +44,17 @@ def load_single_task_checkpoints(cfg, field):
         loaded.append((saved, ckpt["model"]))
     for (saved, _), path in zip(loaded[1:], paths[1:]):
         for name in SHARED_MODEL_FIELDS:
-            if getattr(saved, name) != getattr(loaded[0][0], name):
-                raise ValueError(f"config field '{field}': {path} has {name} = {getattr(saved, name)!r} but {paths[0]} "
-                                 f"has {getattr(loaded[0][0], name)!r}; the models of one comparison or merge must "
-                                 f"share backbone, width, input size, anchors and label assignment")
+            if name in may_differ or getattr(saved, name) == getattr(loaded[0][0], name):
+                continue
+            if name == "anchors":  # refit per dataset by training (auto_anchor_bpr): say how to train them alike
+                raise ValueError(f"config field '{field}': {path} has anchors {saved.anchors!r} but {paths[0]} has "
+                                 f"{loaded[0][0].anchors!r} (training refits anchors to each dataset); one model needs "
+                                 f"one set: train {path}'s task again with --anchors \"{loaded[0][0].anchors!r}\" "
+                                 f"--auto_anchor_bpr 0 (those anchors, not refit), or train every model with "
+                                 f"--auto_anchor_bpr 0 (the config's anchors)")
+            raise ValueError(f"config field '{field}': {path} has {name} = {getattr(saved, name)!r} but {paths[0]} "
+                             f"has {getattr(loaded[0][0], name)!r}; the models of one comparison or merge must "
+                             f"share backbone, width, input size, anchors and label assignment")
     return loaded, paths
 
 
@@ -62,8 +70,10 @@ def adopt_model_fields(cfg, saved):
 
 
 def single_task_models(cfg, field):
-    """(models in eval mode, the config of their architecture with cfg's tasks) for --task rsa."""
-    loaded, paths = load_single_task_checkpoints(cfg, field)
+    """(models in eval mode, the config of their architecture with cfg's tasks) for --task rsa. The models may have
+    different anchors (refit to each task's data): RSA compares neck features, which do not depend on them; each
+    model is built with its own."""
+    loaded, paths = load_single_task_checkpoints(cfg, field, may_differ=("anchors",))
     models = []
     for (saved, state), path in zip(loaded, paths):
         model = build_model(saved)

@@ -2,9 +2,10 @@
 
 The method of "Branched Multi-Task Networks: Deciding What Layers To Share" (Vandenhende et al., BMVC 2020):
 run every task's single-task model over the same images, describe each layer of each model by its representation
-dissimilarity matrix (RDM: how differently the layer sees every pair of images), and compare two models' RDMs with
-centered kernel alignment (CKA, Kornblith et al., ICML 2019). Tasks whose models see the images alike at a layer can
-share that layer; research/tree_search.py turns the similarities into a branching tree.
+dissimilarity matrix (RDM: how differently the layer sees every pair of images), and compare two models' RDMs by the
+Spearman rank correlation of their upper triangles (the reference's statistic, `rsa_measure = "spearman"`) or by
+centered kernel alignment (CKA, Kornblith et al., ICML 2019; `rsa_measure = "cka"`). Tasks whose models see the images
+alike at a layer can share that layer; research/tree_search.py turns the similarities into a branching tree.
 
 Where a split can happen (yolo/branching.py): right after the backbone (its last output, C5) and after each neck
 block, so those are the layers recorded, as LAYER_NAMES lists them (layer k = split index k - 1).
@@ -89,6 +90,30 @@ def cka(gram_x, gram_y):
     return hsic(gram_x, gram_y) / (xx * yy) ** 0.5
 
 
+def average_ranks(values):
+    """Ranks 1 ... n of a 1-D float64 array, tied values sharing the mean of their ranks (scipy.stats.rankdata)."""
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])  # where each run of equal values begins
+    ends = np.r_[starts[1:], len(values)]
+    run_of = np.repeat(np.arange(len(starts)), ends - starts)
+    ranks = np.empty(len(values))
+    ranks[order] = ((starts + ends + 1) / 2)[run_of]                   # mean of the ranks start + 1 ... end
+    return ranks
+
+
+def spearman(rdm_x, rdm_y):
+    """Spearman rank correlation of the upper triangles (i < j) of two (n, n) RDMs: the Pearson correlation of their
+    ranks, ties at their mean rank. 1 for two RDMs that order the pairs of images alike, whatever their scale.
+    (An RDM whose entries are all equal orders nothing: then 0.)"""
+    upper = np.triu_indices(rdm_x.shape[0], 1)
+    x = average_ranks(rdm_x.double().cpu().numpy()[upper])
+    y = average_ranks(rdm_y.double().cpu().numpy()[upper])
+    x, y = x - x.mean(), y - y.mean()
+    norms = np.linalg.norm(x) * np.linalg.norm(y)
+    return float(x @ y / norms) if norms > 0 else 0.0
+
+
 def linear_cka(x, y):
     """Linear CKA of (n, p) and (n, q) features: the CKA of their Gram matrices X X^T and Y Y^T (unbiased HSIC).
     Invariant to an orthogonal rotation and an isotropic scaling of either feature set."""
@@ -96,14 +121,19 @@ def linear_cka(x, y):
     return cka(x @ x.T, y @ y.T)
 
 
-def similarity_matrices(models, image_sets, show_progress=True):
-    """Similarity of every pair of models at every layer: {layer: (T, T) array}, entry [a, b] = CKA of the RDMs of
-    model a and model b, averaged over the image sets (one per task: each model sees every task's images).
+RDM_MEASURES = {"spearman": spearman, "cka": cka}  # config field rsa_measure (config_checks.RSA_MEASURES)
+
+
+def similarity_matrices(models, image_sets, show_progress=True, measure="spearman"):
+    """Similarity of every pair of models at every layer: {layer: (T, T) array}, entry [a, b] = the `measure`
+    ("spearman" or "cka": RDM_MEASURES) of the RDMs of model a and model b, averaged over the image sets (one per
+    task: each model sees every task's images).
 
     models: T single-task models (same backbone and width); image_sets: T iterables of uint8 image batches
     (re-iterable: every model runs over each)."""
     from tqdm import tqdm
 
+    compare = RDM_MEASURES[measure]
     num = len(models)
     total = {name: np.zeros((num, num)) for name in LAYER_NAMES}
     bar = tqdm(total=num * len(image_sets), desc="rsa features", disable=not show_progress)
@@ -115,7 +145,7 @@ def similarity_matrices(models, image_sets, show_progress=True):
         for name in LAYER_NAMES:
             for a in range(num):
                 for b in range(a, num):
-                    value = 1.0 if a == b else cka(rdms[a][name], rdms[b][name])
+                    value = 1.0 if a == b else compare(rdms[a][name], rdms[b][name])
                     total[name][a, b] += value
                     total[name][b, a] = total[name][a, b]
     bar.close()

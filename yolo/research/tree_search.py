@@ -6,15 +6,19 @@ After "Branched Multi-Task Networks: Deciding What Layers To Share" (Vandenhende
   (a node of one task adds 0). Lower: the tasks that share a layer see the images alike there.
   compute of a tree = its GFLOPs for all tasks (shared copies run once) / the GFLOPs of one single-task model per
   task. Lower: cheaper than separate models.
-Trees are ranked by score = mean of (dissimilarity / the largest dissimilarity of any candidate, so both lie in
-[0, 1]) and compute; best_within() picks the least dissimilar tree under a compute budget.
+The recommendation, as the reference's: the least dissimilar tree within a compute budget (rsa_budget, default 0.7 x the
+single-task models); the ranking lists the trees within the budget first, least dissimilar first, then the others.
+
+GFLOPs are counted analytically from the parts of one model (ComputeModel), so ranking every tree builds no model per
+tree: 41,709 trees of 5 tasks rank in seconds. Only the trees a report names are built and timed (time_trees).
 """
 import statistics
 import time
 
+import numpy as np
 import torch
 
-from ..branching import NECK_BLOCK_NAMES, neck_groups
+from ..branching import NECK_BLOCK_NAMES
 from ..models.detector import build_model
 from ..models.flops import flops_under
 
@@ -38,22 +42,31 @@ def enumerate_branchings(num_tasks, num_blocks=len(NECK_BLOCK_NAMES)):
     """Every distinct tree as the shortest `branching` list that makes it: None (whole neck shared) first, then
     lists whose every entry really splits at least one group (a group listed unsplit changes nothing, so such
     entries are left out: each tree appears once). Each list passes the config's validation (neck_groups)."""
-    found = [None]
+    return [branching for branching, _ in enumerate_trees(num_tasks, num_blocks)]
 
-    def grow(branching, groups, last_index):
+
+def enumerate_trees(num_tasks, num_blocks=len(NECK_BLOCK_NAMES)):
+    """enumerate_branchings' trees as (branching, its neck_groups) pairs. The groups are built here as neck_groups
+    builds them (a test checks they are equal), not by calling it: 5 tasks have 41,709 trees."""
+    everyone = list(range(num_tasks))
+    found = [(None, [[everyone]] * num_blocks)]
+
+    def grow(branching, groups, blocks, last_index):
+        # groups: the groups after the last split, sorted (the order partitions are drawn in); blocks: the tree so far
+        picks = _product([set_partitions(g) for g in groups])
         for index in range(last_index + 1, num_blocks - 1):      # split after block index, -1 ... num_blocks - 2
-            choices = [set_partitions(g) for g in groups]
-            for pick in _product(choices):
-                split = [part for part in pick if len(part) > 1]
+            for pick in picks:
+                split = [g for part in pick if len(part) > 1 for g in part]
                 if not split:
                     continue
-                entry = [index, [g for part in split for g in part]]
-                tree = branching + [entry]
-                neck_groups(tree, num_tasks)                      # the grammar's own check: raises if invalid
-                found.append(tree)
-                grow(tree, sorted(g for part in pick for g in part), index)
+                tree = branching + [[index, split]]
+                # neck_groups: each group of the last block stays, or becomes its parts in the order listed
+                copies = [[g for g in split if set(g) <= set(parent)] or [parent] for parent in blocks[-1]]
+                tree_blocks = blocks[:index + 1] + [[g for c in copies for g in c]] * (num_blocks - index - 1)
+                found.append((tree, tree_blocks))
+                grow(tree, sorted(g for part in pick for g in part), tree_blocks, index)
 
-    grow([], [list(range(num_tasks))], -2)
+    grow([], [everyone], found[0][1], -2)
     return found
 
 
@@ -77,15 +90,20 @@ def nodes(groups, num_tasks):
     return found
 
 
-def dissimilarity_score(groups, similarities):
+def dissimilarity_score(groups, similarities, node_costs=None):
     """sum over nodes of mean_{t in node} max_{u in node, u != t} (1 - similarities[layer][t, u]); 0 for a node of
-    one task. similarities: {layer name: (T, T) array} (research/rsa.py similarity_matrices)."""
+    one task. similarities: {layer name: (T, T) array} (research/rsa.py similarity_matrices).
+    node_costs: a dict kept between calls of one ranking (the same node recurs in thousands of trees)."""
     num_tasks = len(next(iter(similarities.values())))
+    node_costs = {} if node_costs is None else node_costs
     total = 0.0
     for layer, tasks in nodes(groups, num_tasks):
         if len(tasks) > 1:
-            s = similarities[layer]
-            total += sum(max(1 - s[t][u] for u in tasks if u != t) for t in tasks) / len(tasks)
+            key = (layer, tuple(tasks))
+            if key not in node_costs:
+                s = similarities[layer]
+                node_costs[key] = sum(max(1 - s[t][u] for u in tasks if u != t) for t in tasks) / len(tasks)
+            total += node_costs[key]
     return total
 
 
@@ -119,6 +137,13 @@ def _with_branching(cfg, branching):
     return tree_cfg.finalize()
 
 
+def time_trees(cfg, rows):
+    """Fill in "ms" of each row: the tree is built and one image timed through all its tasks (inference_ms)."""
+    for row in rows:
+        row["ms"] = inference_ms(build_model(_with_branching(cfg, row["branching"])), cfg.img_size)
+    return rows
+
+
 @torch.inference_mode()
 def inference_ms(model, img_size, batch=1, repeats=5):
     """Median CPU wall time (ms) of one forward of every task (task=None: shared copies run once)."""
@@ -133,23 +158,31 @@ def inference_ms(model, img_size, batch=1, repeats=5):
     return statistics.median(times)
 
 
-def rank_trees(cfg, similarities, measure_ms=True):
-    """Every tree of cfg's tasks, scored and ranked (best first). One dict per tree: branching, dissimilarity,
-    dissimilarity_rel (/ the largest of the candidates), gflops, compute, ms (nan when not measured), score, rank."""
+def rank_trees(cfg, similarities, budget=0.7):
+    """Every tree of cfg's tasks, ranked by order_by_budget (rank 1: the least dissimilar tree within `budget`, when
+    one fits). One dict per tree: branching, dissimilarity, gflops, compute, fits, rank, and ms = nan (time_trees
+    measures the trees a report names). Builds one model, whatever the number of trees."""
     num_tasks = len(cfg.task_num_classes)
     costs = ComputeModel(cfg)
+    singles = costs.singles_gflops()
+    sims = {layer: np.asarray(s, dtype=float).tolist() for layer, s in similarities.items()}  # fast indexing
+    node_costs = {}
     rows = []
-    for branching in enumerate_branchings(num_tasks):
-        groups = neck_groups(branching, num_tasks)
+    for branching, groups in enumerate_trees(num_tasks):
         gflops = costs.tree_gflops(groups)
-        ms = inference_ms(build_model(_with_branching(cfg, branching)), cfg.img_size) if measure_ms else float("nan")
-        rows.append(dict(branching=branching, dissimilarity=dissimilarity_score(groups, similarities),
-                         gflops=gflops, compute=gflops / costs.singles_gflops(), ms=ms))
-    worst = max(r["dissimilarity"] for r in rows) or 1.0
+        rows.append(dict(branching=branching, dissimilarity=dissimilarity_score(groups, sims, node_costs),
+                         gflops=gflops, compute=gflops / singles, ms=float("nan")))
+    return order_by_budget(rows, budget)
+
+
+def order_by_budget(rows, budget):
+    """Sort rows (dicts with dissimilarity and compute) in place: the trees whose compute is at most `budget` first,
+    then the others, each part least dissimilar first (ties: the cheaper first); set "fits" and "rank" (1 = the
+    recommendation). Returns rows."""
     for r in rows:
-        r["dissimilarity_rel"] = r["dissimilarity"] / worst
-        r["score"] = (r["dissimilarity_rel"] + r["compute"]) / 2
-    rows.sort(key=lambda r: (r["score"], r["compute"]))
+        r["fits"] = r["compute"] <= budget + 1e-9
+    # rounded: equal sums added in another order may differ in the last bits, and a tie must go to the cheaper tree
+    rows.sort(key=lambda r: (not r["fits"], round(r["dissimilarity"], 9), r["compute"]))
     for rank, r in enumerate(rows, 1):
         r["rank"] = rank
     return rows
@@ -159,4 +192,4 @@ def best_within(rows, budget):
     """The least dissimilar tree whose compute is at most `budget` (a fraction of the single models'), ties to the
     cheaper one; None when no tree fits."""
     fitting = [r for r in rows if r["compute"] <= budget + 1e-9]
-    return min(fitting, key=lambda r: (r["dissimilarity"], r["compute"])) if fitting else None
+    return min(fitting, key=lambda r: (round(r["dissimilarity"], 9), r["compute"])) if fitting else None

@@ -2,11 +2,12 @@
 layers the tasks should share.
 
 Every task's single-task model runs over rsa_images val images of every task (letterboxed as in evaluation); the
-similarity of two tasks at a layer is the CKA of their models' RDMs (yolo/research/rsa.py), averaged over the image sets.
-Every branching tree the grammar allows is then scored (yolo/research/tree_search.py). Writes to <runs_dir>/rsa/
-(rsa2/, rsa3/ ... when it exists):
-similarity.png (a heatmap per layer), similarity_depth.png, similarity.json, trees.csv (every candidate, best
-first), recommended.txt (the `self.branching = ...` line and the best tree per compute budget) and tree.png.
+similarity of two tasks at a layer is the Spearman correlation (or CKA: rsa_measure) of their models' RDMs
+(yolo/research/rsa.py), averaged over the image sets. Every branching tree the grammar allows is then ranked
+(yolo/research/tree_search.py); the recommendation is the least dissimilar tree within rsa_budget x the compute of the
+single-task models. Writes to <runs_dir>/rsa/ (rsa2/, rsa3/ ... when it exists):
+similarity.png (a heatmap per layer), similarity_depth.png, similarity.json, trees.csv (every candidate, ranked),
+recommended.txt (the `self.branching = ...` line and the best tree per compute budget) and tree.png.
 """
 import csv
 import json
@@ -15,7 +16,7 @@ from pathlib import Path
 from loguru import logger
 
 from ..branching import NECK_BLOCK_NAMES, neck_groups
-from ..research.tree_search import best_within, rank_trees
+from ..research.tree_search import best_within, rank_trees, time_trees
 from ..config import task_configs
 from ..data.dataset import build_loader, read_records
 from ..engine.folders import next_free_dir
@@ -26,18 +27,22 @@ from ..viz.figures import save_figure
 from ..viz.model import draw_branching
 from ..viz.rsa import draw_similarity_heatmaps, plot_similarity_depth
 
-BUDGETS = (0.6, 0.8, 1.0)  # compute budgets (fractions of one single-task model per task) reported besides the best
+BUDGETS = (0.6, 0.8, 1.0)  # compute budgets (fractions of one single-task model per task) reported beside rsa_budget
 
 
 def run(cfg, measure_ms=True):
     """Returns {"out_dir", "similarities" ({layer: T x T list}), "trees" (ranked rows), "recommended" (branching),
-    "budgets" ({budget: row or None})}."""
+    "budgets" ({budget: row or None}: rsa_budget and BUDGETS)}. measure_ms: time the trees recommended.txt names."""
     setup_logging()
     models, model_cfg = single_task_models(cfg, "rsa_ckpts")
     image_sets = [val_images(task, cfg.rsa_images) for task in task_configs(model_cfg)]
-    similarities = similarity_matrices(models, image_sets)
-    rows = rank_trees(model_cfg, similarities, measure_ms)
-    budgets = {b: best_within(rows, b) for b in BUDGETS}
+    similarities = similarity_matrices(models, image_sets, measure=cfg.rsa_measure)
+    rows = rank_trees(model_cfg, similarities, cfg.rsa_budget)
+    best = recommended_tree(rows, cfg.rsa_budget)
+    budgets = {b: best_within(rows, b) for b in sorted({cfg.rsa_budget, *BUDGETS})}
+    if measure_ms:  # only the trees the report names: building and timing every tree takes hours for 5 tasks
+        named = [best] + [r for r in budgets.values() if r is not None]
+        time_trees(model_cfg, list({id(r): r for r in named}.values()))
     out_dir = next_free_dir(Path(cfg.runs_dir) / "rsa")  # rsa, then rsa2 ...: an earlier analysis is kept
     names = list(model_cfg.task_names)
     save_figure(draw_similarity_heatmaps(similarities, names), out_dir / "similarity.png")
@@ -46,8 +51,7 @@ def run(cfg, measure_ms=True):
         {"tasks": names, "images_per_task": [sum(len(b) for b in s) for s in image_sets],
          "layers": {k: v.tolist() for k, v in similarities.items()}}, indent=1))
     write_trees_csv(rows, out_dir / "trees.csv")
-    best = rows[0]
-    text = recommendation(best, budgets, rows)
+    text = recommendation(best, budgets, rows, cfg)
     (out_dir / "recommended.txt").write_text(text + "\n")
     save_figure(draw_branching(neck_groups(best["branching"], len(names)), names, NECK_BLOCK_NAMES),
                            out_dir / "tree.png")
@@ -68,24 +72,37 @@ def val_images(task_cfg, count):
     return [images for images, *_ in build_loader(task_cfg, records, train=False)]
 
 
+def recommended_tree(rows, budget):
+    """The least dissimilar tree within `budget` (rank 1 of rank_trees); when none fits, the cheapest tree, logged."""
+    if rows[0]["fits"]:
+        return rows[0]
+    cheapest = min(rows, key=lambda r: (r["compute"], r["dissimilarity"]))
+    logger.warning(f"no tree fits within rsa_budget = {budget} x the compute of the single-task models; recommending "
+                   f"the cheapest, {cheapest['branching']!r} ({cheapest['compute']:.2f} x)")
+    return cheapest
+
+
 def write_trees_csv(rows, path):
-    fields = ["rank", "branching", "score", "dissimilarity", "dissimilarity_rel", "compute", "gflops", "ms"]
+    """Every tree in rank order; ms is empty for the trees that were not timed."""
+    fields = ["rank", "branching", "fits", "dissimilarity", "compute", "gflops", "ms"]
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         for r in rows:
-            writer.writerow({**r, "branching": repr(r["branching"]),
-                             **{k: f"{r[k]:.4f}" for k in fields[2:]}})
+            writer.writerow({**r, "branching": repr(r["branching"]), "fits": int(r["fits"]),
+                             **{k: f"{r[k]:.4f}" if r[k] == r[k] else "" for k in fields[3:]}})
 
 
-def recommendation(best, budgets, rows):
+def recommendation(best, budgets, rows, cfg):
     """The line to paste, and the best tree within each compute budget."""
+    timed = f", {best['ms']:.1f} ms on this CPU" if best["ms"] == best["ms"] else ""
     lines = [f"self.branching = {best['branching']!r}",
-             f"# rank 1 of {len(rows)}: dissimilarity {best['dissimilarity']:.3f}, compute {best['compute']:.2f} x "
-             f"the single-task models ({best['gflops']:.2f} GFLOPs, {best['ms']:.1f} ms on this CPU)",
+             f"# rank {best['rank']} of {len(rows)} ({cfg.rsa_measure} RSA, least dissimilar within rsa_budget = "
+             f"{cfg.rsa_budget:g} x the compute of the single-task models): dissimilarity {best['dissimilarity']:.3f}, "
+             f"compute {best['compute']:.2f} x ({best['gflops']:.2f} GFLOPs{timed})",
              "# least dissimilar tree within a compute budget (x the single-task models):"]
     for budget, row in budgets.items():
-        lines.append(f"#   <= {budget:.1f}: " + ("none fits" if row is None else
+        lines.append(f"#   <= {budget:g}: " + ("none fits" if row is None else
                      f"{row['branching']!r} (dissimilarity {row['dissimilarity']:.3f}, compute {row['compute']:.2f})"))
     return "\n".join(lines)
 

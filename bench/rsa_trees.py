@@ -1,0 +1,289 @@
+"""Does the tree RSA recommends beat the trees it ranks low? Three built-in tasks, one single-task model per task,
+`--task rsa`'s ranking, and multi-task trees trained across that ranking; rows in a CSV, a markdown table at the end.
+
+    python bench/rsa_trees.py --stage singles [--max_minutes 120]   # one single-task model per task
+    python bench/rsa_trees.py --stage rsa                            # similarities and ranking -> rsa.json
+    python bench/rsa_trees.py --stage trees [--max_minutes 120]      # the chosen trees (rerun until done)
+    python bench/rsa_trees.py --stage report                         # the table, the correlation, the targets
+    python bench/rsa_trees.py                                        # every stage in order (hours of CPU)
+    python bench/rsa_trees.py --smoke                                # tiny sizes: checks the plumbing in minutes
+
+Tasks: "shapes" (circle, square, triangle; generator seed 0) and "shapes_b" (the same objects, generator seed 1) are
+close; "symbols" (star, cross, ring; seed 2) is far. Each at 256 px, 1000 train and 200 val images, the model and
+schedule of configs/multitask_shapes.py, `--epochs` 7 (any `--field value` overrides a config field).
+Trees: RSA's pick (the least dissimilar within rsa_budget), all shared, split right after the backbone, and trees
+evenly spaced over the dissimilarity order up to --num_trees; seed 0 for each, and seed 1 for the first three.
+
+Every training appends its row to <out_dir>/results.csv as it finishes, so a rerun skips what is done (a training cut
+off in the middle resumes from its last.pt). --max_minutes starts no new training after that many minutes.
+"""
+import argparse
+import copy
+import csv
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from bench.common import emit  # noqa: E402
+from bench.multitask_compare import last_row, last_scores  # noqa: E402
+from yolo.config import apply_overrides, load_config, task_configs  # noqa: E402
+from yolo.engine.trainer import train  # noqa: E402
+from yolo.research.rsa import average_ranks  # noqa: E402
+from yolo.tasks import rsa  # noqa: E402
+
+SHAPES, SYMBOLS = ["circle", "square", "triangle"], ["star", "cross", "ring"]
+TASKS = [dict(name="shapes", class_names=SHAPES, shapes_seed=0),     # close to shapes_b: the same objects
+         dict(name="shapes_b", class_names=SHAPES, shapes_seed=1),
+         dict(name="symbols", class_names=SYMBOLS, shapes_seed=2)]   # far: other objects
+FULL = dict(img_size=256, shapes_num_train=1000, shapes_num_val=200, epochs=7, rsa_images=100)
+SMOKE = dict(img_size=64, shapes_num_train=32, shapes_num_val=8, epochs=1, rsa_images=8)
+TWO_SEEDS = ("pick", "all_shared", "split_backbone")  # the trees trained with a second seed
+
+
+def bench_config(args, overrides):
+    """The multi-task config of the three tasks, sized by FULL or SMOKE, then the command line's overrides."""
+    cfg = load_config("configs/multitask_shapes.py")
+    for key, value in (SMOKE if args.smoke else FULL).items():
+        setattr(cfg, key, value)
+    cfg.tasks = [dict(spec, data_root=str(args.data_dir / spec["name"])) for spec in TASKS]
+    cfg.branching, cfg.task_weights, cfg.tensorboard = None, None, False
+    cfg = apply_overrides(cfg, overrides)
+    cfg.val_interval = cfg.epochs  # scores of the last epoch only: evaluations in between would cost time
+    return cfg.finalize()
+
+
+# ------------------------------------------------------------------------------------------------- results.csv
+def score_fields(names):
+    return [f"{m}_{n}" for n in names for m in ("map50", "map")]
+
+
+def read_rows(path):
+    if not path.is_file():
+        return []
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def append_row(path, row, names):
+    fields = ["kind", "label", "branching", "seed", "rsa_rank", "dissimilarity", "compute", "map50_mean", "map_mean",
+              *score_fields(names), "train_s", "run_dir"]
+    new = not path.is_file()
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        if new:
+            writer.writeheader()
+        writer.writerow({k: row.get(k, "") for k in fields})
+
+
+def done(rows, kind, label, seed):
+    return any(r["kind"] == kind and r["label"] == label and r["seed"] == str(seed) for r in rows)
+
+
+def trained(cfg):
+    """Train cfg into runs_dir/run_name; a run of that name cut off before (its last.pt exists) is resumed."""
+    last = Path(cfg.runs_dir) / cfg.run_name / "last.pt"
+    cfg.resume, cfg.resume_path = last.is_file(), str(last) if last.is_file() else None
+    _, run_dir = train(cfg)
+    return Path(run_dir)
+
+
+class Clock:
+    """--max_minutes: whether a new training may start."""
+
+    def __init__(self, minutes):
+        self.start, self.minutes = time.time(), minutes
+
+    def out_of_time(self, left):
+        if self.minutes is None or time.time() - self.start < 60 * self.minutes:
+            return False
+        print(f"stopped after {self.minutes:g} minutes with {left} training(s) left: run the same command again")
+        return True
+
+
+# ------------------------------------------------------------------------------------------------- stages
+def stage_singles(cfg, args, clock):
+    """One single-task model per task (seed 0): the baseline and RSA's input."""
+    results = args.out_dir / "results.csv"
+    jobs = [task for task in task_configs(cfg) if not done(read_rows(results), "single", task.task_name, 0)]
+    print(f"single-task models: {len(cfg.task_names) - len(jobs)} done, {len(jobs)} to train")
+    for k, task in enumerate(jobs):
+        if clock.out_of_time(len(jobs) - k):
+            return False
+        single = copy.copy(task)
+        single.runs_dir, single.run_name, single.seed = str(args.out_dir / "singles"), f"{task.task_name}_seed0", 0
+        run_dir = trained(single.finalize())
+        (m50, m), = last_scores(run_dir, [task.task_name])
+        append_row(results, dict(kind="single", label=task.task_name, seed=0, compute=1.0, map50_mean=m50,
+                                 map_mean=m, **{f"map50_{task.task_name}": m50, f"map_{task.task_name}": m},
+                                 train_s=last_row(run_dir)["time_s"], run_dir=run_dir), cfg.task_names)
+    return True
+
+
+def stage_rsa(cfg, args):
+    """--task rsa on the single-task models' best.pt; the ranking and the trees to train -> rsa.json."""
+    out = args.out_dir / "rsa.json"
+    if out.is_file():
+        print(f"{out} exists: the ranking is kept (delete it to rank again)")
+        return True
+    singles = {r["label"]: r["run_dir"] for r in read_rows(args.out_dir / "results.csv") if r["kind"] == "single"}
+    missing = [n for n in cfg.task_names if n not in singles]
+    if missing:
+        sys.exit(f"error: no single-task model of {missing} in {args.out_dir / 'results.csv'}: run --stage singles")
+    rsa_cfg = copy.copy(cfg)
+    rsa_cfg.rsa_ckpts = [str(Path(singles[n]) / "best.pt") for n in cfg.task_names]
+    rsa_cfg.runs_dir = str(args.out_dir)
+    result = rsa.run(rsa_cfg.finalize())
+    keep = ("branching", "dissimilarity", "compute", "rank", "fits")
+    ranked = [{k: r[k] for k in keep} for r in result["trees"]]
+    out.write_text(json.dumps({"measure": cfg.rsa_measure, "budget": cfg.rsa_budget, "rsa_dir": str(result["out_dir"]),
+                               "similarities": result["similarities"], "trees": ranked,
+                               "chosen": chosen_trees(ranked, result["recommended"], len(cfg.task_names),
+                                                      args.num_trees)}, indent=1))
+    print(f"ranking and the {args.num_trees} trees to train -> {out}")
+    return True
+
+
+def chosen_trees(ranked, pick, num_tasks, count):
+    """[(label, branching)]: RSA's pick, all shared, split right after the backbone, then trees evenly spaced over the
+    order of dissimilarity (least to most) until `count` trees, each tree once."""
+    chosen = [("pick", pick), ("all_shared", None), ("split_backbone", [[-1, [[t] for t in range(num_tasks)]]])]
+    chosen = [c for k, c in enumerate(chosen) if c[1] not in [b for _, b in chosen[:k]]]
+    order = [r["branching"] for r in sorted(ranked, key=lambda r: (r["dissimilarity"], r["compute"]))]
+    for q in np.linspace(0, 1, max(count - len(chosen), 0)):
+        free = [k for k, b in enumerate(order) if b not in [c for _, c in chosen]]
+        if not free:
+            break
+        target = q * (len(order) - 1)
+        chosen.append((f"spread_{len(chosen)}", order[min(free, key=lambda k: abs(k - target))]))
+    return chosen
+
+
+def stage_trees(cfg, args, clock):
+    """Train the trees of rsa.json: seed 0 each, seed 1 for TWO_SEEDS."""
+    plan = json.loads((args.out_dir / "rsa.json").read_text()) if (args.out_dir / "rsa.json").is_file() else None
+    if plan is None:
+        sys.exit(f"error: no {args.out_dir / 'rsa.json'}: run --stage rsa first")
+    by_branching = {repr(r["branching"]): r for r in plan["trees"]}
+    jobs = [(label, b, seed) for label, b in plan["chosen"] for seed in ((0, 1) if label in TWO_SEEDS else (0,))]
+    todo = [j for j in jobs if not done(read_rows(args.out_dir / "results.csv"), "tree", j[0], j[2])]
+    print(f"trees: {len(jobs) - len(todo)} trainings done, {len(todo)} to train")
+    jobs = todo
+    for k, (label, branching, seed) in enumerate(jobs):
+        if clock.out_of_time(len(jobs) - k):
+            return False
+        tree = copy.copy(cfg)
+        tree.branching, tree.seed = branching, seed
+        tree.runs_dir, tree.run_name = str(args.out_dir / "trees"), f"{label}_seed{seed}"
+        run_dir = trained(tree.finalize())
+        scores = last_scores(run_dir, cfg.task_names)
+        ranked = by_branching[repr(branching)]
+        append_row(args.out_dir / "results.csv", dict(
+            kind="tree", label=label, branching=repr(branching), seed=seed, rsa_rank=ranked["rank"],
+            dissimilarity=ranked["dissimilarity"], compute=ranked["compute"],
+            map50_mean=float(np.mean([s[0] for s in scores])), map_mean=float(np.mean([s[1] for s in scores])),
+            **{f"{m}_{n}": s[i] for n, s in zip(cfg.task_names, scores) for i, m in enumerate(("map50", "map"))},
+            train_s=last_row(run_dir)["time_s"], run_dir=run_dir), cfg.task_names)
+    return True
+
+
+# ------------------------------------------------------------------------------------------------- report
+def rank_correlation(x, y):
+    """Spearman correlation of two sequences (ties at their mean rank); nan with fewer than 3 pairs."""
+    if len(x) < 3:
+        return float("nan")
+    rx, ry = average_ranks(np.asarray(x, float)), average_ranks(np.asarray(y, float))
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    norms = np.linalg.norm(rx) * np.linalg.norm(ry)
+    return float(rx @ ry / norms) if norms > 0 else float("nan")
+
+
+def stage_report(cfg, args):
+    rows = read_rows(args.out_dir / "results.csv")
+    names = list(cfg.task_names)
+    singles = {r["label"]: r for r in rows if r["kind"] == "single"}
+    trees = {}
+    for r in (r for r in rows if r["kind"] == "tree"):
+        trees.setdefault(r["label"], []).append(r)
+    if len(singles) < len(names) or not trees:
+        sys.exit(f"error: {args.out_dir / 'results.csv'} has {len(singles)} single model(s) and {len(trees)} "
+                 f"tree(s): run --stage singles, rsa and trees first")
+    base = {n: float(singles[n][f"map_{n}"]) for n in names}
+    base_mean = float(np.mean(list(base.values())))
+
+    def mean_of(runs, field):
+        return float(np.mean([float(r[field]) for r in runs]))
+
+    spreads = {label: abs(float(runs[0]["map_mean"]) - float(runs[1]["map_mean"]))
+               for label, runs in trees.items() if len(runs) > 1}
+    spread = max(spreads.values()) if spreads else float("nan")
+    lines = [f"{len(names)} tasks {names}, {cfg.img_size} px, {cfg.shapes_num_train} train / {cfg.shapes_num_val} "
+             f"val images per task, {cfg.epochs} epoch(s); mAP at the last epoch, the mean over the seeds trained; "
+             f"loss = the single models' mean mAP@0.5:0.95 ({base_mean:.3f}) minus the tree's", "",
+             "| tree | branching | RSA rank | dissimilarity | compute x singles | seeds | mAP@0.5 | mAP@0.5:0.95 | "
+             + " | ".join(f"{n} @0.5:0.95" for n in names) + " | loss |",
+             "|---|---|---:|---:|---:|---:|---:|---:|" + "---:|" * (len(names) + 1)]
+    lines.append(f"| single models | | | | 1.00 | 1 | {mean_of(singles.values(), 'map50_mean'):.3f} | "
+                 f"{base_mean:.3f} | " + " | ".join(f"{base[n]:.3f}" for n in names) + " | |")
+    loss = {}
+    for label, runs in sorted(trees.items(), key=lambda item: float(item[1][0]["dissimilarity"])):
+        loss[label] = base_mean - mean_of(runs, "map_mean")
+        lines.append(f"| {label} | `{runs[0]['branching']}` | {runs[0]['rsa_rank']} | "
+                     f"{float(runs[0]['dissimilarity']):.3f} | {float(runs[0]['compute']):.2f} | {len(runs)} | "
+                     f"{mean_of(runs, 'map50_mean'):.3f} | {mean_of(runs, 'map_mean'):.3f} | "
+                     + " | ".join(f"{mean_of(runs, f'map_{n}'):.3f}" for n in names) + f" | {loss[label]:+.3f} |")
+    labels = list(loss)
+    rho = rank_correlation([float(trees[k][0]["dissimilarity"]) for k in labels], [loss[k] for k in labels])
+    lines += ["", f"Spearman correlation of dissimilarity and loss over {len(labels)} trees: {rho:.2f} "
+              f"(target >= 0.7: {'met' if rho >= 0.7 else 'not met'})",
+              f"seed spread (largest |seed 0 - seed 1| of mean mAP@0.5:0.95 over {sorted(spreads)}): {spread:.3f}"]
+    if "pick" in trees:
+        pick, fits = loss["pick"], float(trees["pick"][0]["compute"]) <= 0.7 + 1e-9
+        met = pick <= min(spread, 0.02) and fits
+        lines.append(f"RSA's pick: loss {pick:+.3f} at {float(trees['pick'][0]['compute']):.2f} x compute (target: "
+                     f"within the seed spread and 0.02, at <= 0.7 x: {'met' if met else 'not met'})")
+    if "all_shared" in trees:
+        far = names[-1]
+        far_loss = base[far] - mean_of(trees["all_shared"], f"map_{far}")
+        lines.append(f"all shared: {far} (the far task) loses {far_loss:+.3f} mAP@0.5:0.95 (target: more than the "
+                     f"seed spread: {'met' if far_loss > spread else 'not met'})")
+    emit("\n".join(lines), args.out_dir / "report.md")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stage", choices=("all", "singles", "rsa", "trees", "report"), default="all")
+    parser.add_argument("--out_dir", type=Path, default=None,
+                        help="default runs/rsa_trees (--smoke: runs/rsa_trees_smoke)")
+    parser.add_argument("--data_dir", type=Path, default=None, help="the tasks' data; default data/rsa_trees "
+                                                                    "(--smoke: <out_dir>/data)")
+    parser.add_argument("--num_trees", type=int, default=8, help="trees to train (at least 6)")
+    parser.add_argument("--max_minutes", type=float, default=None, help="start no training after this many minutes")
+    parser.add_argument("--smoke", action="store_true", help="32 images per task, 64 px, 1 epoch: checks the plumbing")
+    args, overrides = parser.parse_known_args()
+    if args.num_trees < 3:
+        sys.exit("error: --num_trees must be at least 3 (the pick, all shared, split at the backbone)")
+    args.out_dir = args.out_dir or Path("runs/rsa_trees_smoke" if args.smoke else "runs/rsa_trees")
+    args.data_dir = args.data_dir or (args.out_dir / "data" if args.smoke else Path("data/rsa_trees"))
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    cfg = bench_config(args, overrides)
+    clock = Clock(args.max_minutes)
+    if args.stage in ("all", "singles") and not stage_singles(cfg, args, clock):
+        return
+    if args.stage in ("all", "rsa"):
+        stage_rsa(cfg, args)
+    if args.stage in ("all", "trees") and not stage_trees(cfg, args, clock):
+        return
+    if args.stage in ("all", "report"):
+        stage_report(cfg, args)
+
+
+if __name__ == "__main__":
+    main()
