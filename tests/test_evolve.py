@@ -173,7 +173,8 @@ def test_task_dict_loss_gain_reaches_that_tasks_loss():
 
 # ------------------------------------------------------------------------------------------------- main.py
 TINY = ["--shapes_num_train", "16", "--shapes_num_val", "8", "--img_size", "128", "--width", "0.25", "--batch_size",
-        "8", "--num_workers", "0", "--epochs", "1", "--cache_images", "true", "--evolve_params", "lr,box_weight,zoom"]
+        "8", "--num_workers", "0", "--epochs", "1", "--cache_images", "true", "--evolve_params", "lr,box_weight,zoom",
+        "--evolve_confirm_seeds", "0"]  # the confirmation's own tests: tests/test_evolve_confirm.py
 
 
 @pytest.fixture(scope="module")
@@ -308,7 +309,7 @@ def test_a_diverged_trial_scores_zero_and_the_search_goes_on(tmp_path, monkeypat
     """The search's command with the training replaced: generation 2 diverges (the trainer's FloatingPointError)."""
     from yolo.tasks import evolve as command
 
-    def fake_train_trial(base, genes, trial_dir, report=None):
+    def fake_train_trial(base, genes, trial_dir, report=None, mlflow_parent=None):
         if trial_dir.name == "gen2":
             raise FloatingPointError("loss is not finite")
         trial_dir.mkdir(parents=True)

@@ -12,7 +12,8 @@ A *gene* is one number of the config: a field (`lr`), the zoom range as one numb
 
 The draws of generation g come from numpy's Generator seeded with (seed, g) and depend only on the results before
 it, so the same command repeats the same search, and a search resumed from its evolve.csv continues exactly as
-if it had not stopped. The mutation is multiplicative: a gene at 0 stays at 0 (give it a start value to evolve it).
+if it had not stopped. The mutation is multiplicative: a gene at 0 that mutates starts from its start value
+(ZERO_START: mosaic_prob 0.2, ...), so fields that are off in the config can still be switched on.
 Nothing here trains: `run_search` calls the trial function it is given (yolo/tasks/evolve.py trains one config).
 """
 import copy
@@ -37,6 +38,8 @@ EVOLVE_SPACE = {
     "momentum": (0.3, 0.6, 0.98),           # SGD momentum / Adam beta1
     "weight_decay": (1.0, 0.0, 5e-3),
     "warmup_epochs": (1.0, 0.0, 3.0),
+    "warmup_momentum": (0.3, 0.3, 0.98),    # momentum at the warmup's start (config None: the momentum itself)
+    "warmup_bias_lr": (1.0, 0.0, 0.1),      # biases' lr at the warmup's start (0: no bias warmup)
     "box_weight": (1.0, 0.5, 20.0),         # loss gains (default 5.0, 1.0, 0.5)
     "obj_weight": (1.0, 0.1, 5.0),
     "cls_weight": (1.0, 0.05, 5.0),
@@ -45,12 +48,23 @@ EVOLVE_SPACE = {
     "zoom": (1.0, 0.0, 0.9),                # s of affine_scale = (1 - s, 1 + s)
     "hflip_prob": (1.0, 0.0, 1.0),
     "mosaic_prob": (1.0, 0.0, 1.0),
+    "mosaic_off_epochs": (1.0, 0.0, 10.0),  # whole epochs: the config gets the rounded value
+    "min_box_size": (1.0, 0.0, 8.0),        # pixels: smaller boxes after augmentation are dropped
+    "min_visibility": (1.0, 0.0, 0.9),      # boxes keeping less of their area after augmentation are dropped
     "ignore_iou_thres": (1.0, 0.3, 0.9),    # objectness: negatives overlapping a GT by more are ignored
     "match_iou_thres": (1.0, 0.1, 0.7),     # assignment: anchor-GT IoU of a positive
     "task_weights": (1.0, 0.1, 5.0),        # multi-task only: each task's loss weight
 }
-# evolved once per task in a multi-task config, through the task dicts (task_weights through cfg.task_weights)
-PER_TASK = ("task_weights", "box_weight", "obj_weight", "cls_weight")
+# evolved once per task in a multi-task config: every field a task dict may set that is a gene (through the task
+# dicts), and task_weights (through cfg.task_weights)
+PER_TASK = ("task_weights", *(f for f in TASK_FIELDS if f in EVOLVE_SPACE))
+# a gene at 0 would stay there under a multiplicative mutation: when it mutates it starts from this value instead
+# (this project's default where there is one; mosaic_prob 0.2, warmup_bias_lr 0.01 = 5x the AdamW default lr,
+# mosaic_off_epochs 1). A gene whose low bound is above 0 starts from its low bound.
+ZERO_START = {"weight_decay": 5e-4, "warmup_epochs": 1.0, "warmup_bias_lr": 0.01, "color_jitter": 0.3,
+              "affine_translate": 0.1, "zoom": 0.25, "hflip_prob": 0.5, "mosaic_prob": 0.2, "mosaic_off_epochs": 1.0,
+              "min_box_size": 2.0, "min_visibility": 0.3}
+INTEGER_GENES = ("mosaic_off_epochs",)  # the gene evolves as a number, the config gets it rounded
 MUTATION_PROB, SIGMA, PARENTS = 0.8, 0.2, 5
 SIGNIFICANT_DIGITS = 5
 
@@ -106,6 +120,8 @@ def start_genes(cfg, space):
         if name == "zoom":
             low, high = cfg.affine_scale
             genes[gene] = (high - low) / 2
+        elif name == "warmup_momentum" and cfg.warmup_momentum is None:
+            genes[gene] = float(cfg.momentum)  # None: no momentum warmup, i.e. it starts at the momentum
         elif task is None:
             genes[gene] = float(getattr(cfg, name))
         elif name == "task_weights":
@@ -122,6 +138,7 @@ def apply_genes(cfg, genes):
     cfg = copy.deepcopy(cfg)
     for gene, value in genes.items():
         name, task = split_gene(gene)
+        value = round(value) if name in INTEGER_GENES else value  # round() of a float: an int
         if name == "zoom":
             # 10 decimals, not 5 digits: 1 + 0.20583 must stay 1.20583 (and 1 - 0.25 print as 0.75)
             cfg.affine_scale = (round(1 - value, 10), round(1 + value, 10))
@@ -171,18 +188,22 @@ def select_parent(history, rng):
 
 def mutate(genes, space, rng, max_tries=1000):
     """child = round(clamp(parent * v)) with v = clip(gain * [u < 0.8] * N(0,1) * U(0,1) * 0.2 + 1, 0.3, 3);
-    drawn again until the child differs from the parent (after clamping and rounding)."""
+    drawn again until the child differs from the parent (after clamping and rounding). A parent gene at 0 that
+    mutates (v != 1) is replaced by its start value first (ZERO_START, else its low bound)."""
     keys = list(space)
     gains = np.array([space[k][0] for k in keys])
     parent = np.array([genes[k] for k in keys])
+    starts = np.array([ZERO_START.get(split_gene(k)[0], space[k][1]) for k in keys])
     for _ in range(max_tries):
         u, normal, scale = rng.random(len(keys)), rng.standard_normal(len(keys)), rng.random()
-        v = np.clip(gains * (u < MUTATION_PROB) * normal * scale * SIGMA + 1, 0.3, 3.0)
-        child = {k: min(max(round_value(p * f), space[k][1]), space[k][2]) for k, p, f in zip(keys, parent, v)}
+        step = gains * (u < MUTATION_PROB) * normal * scale * SIGMA
+        v = np.clip(step + 1, 0.3, 3.0)
+        base = np.where((parent == 0) & (step != 0), starts, parent)
+        child = {k: min(max(round_value(p * f), space[k][1]), space[k][2]) for k, p, f in zip(keys, base, v)}
         if any(child[k] != genes[k] for k in keys):
             return child
-    raise ValueError(f"no mutation of {genes} changes a gene in {max_tries} draws: every evolved gene is 0 or "
-                     f"has gain 0; give a gene a non-zero start value or evolve other fields")
+    raise ValueError(f"no mutation of {genes} changes a gene in {max_tries} draws: every evolved gene has gain 0; "
+                     f"evolve other fields")
 
 
 def next_child(history, space, seed, generation):
@@ -214,6 +235,11 @@ def write_result(path, result, space):
     row = {"generation": result.generation, "parent": "" if result.parent is None else result.parent,
            "fitness": repr(result.fitness), **{k: repr(float(v)) for k, v in result.metrics.items()},
            **{g: repr(result.genes[g]) for g in space}, **result.extra}
+    append_csv_row(path, row)
+
+
+def append_csv_row(path, row):
+    """Append a dict as one CSV row (the header first, from its keys)."""
     path = Path(path)
     lines = io.StringIO(newline="")
     writer = csv.DictWriter(lines, fieldnames=list(row))
