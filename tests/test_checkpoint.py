@@ -121,3 +121,20 @@ def test_a_file_that_is_not_a_checkpoint_of_this_project_names_what_it_lacks(tmp
     with pytest.raises(ValueError, match="no 'model'"):
         from yolo.engine.trainer import train
         train(cfg)
+
+
+def test_loading_a_checked_checkpoint_keeps_the_models_parameters(tmp_path):
+    """Reading a checkpoint checks its weights on a meta model (load_state_dict with assign=True); the weights a resumed
+    run then copies into its model must keep that model's parameters -- the ones its optimizer updates."""
+    from yolo.engine.model_files import CHECKPOINT_FORMAT, load_model_checkpoint, load_weights
+    from yolo.models.detector import build_model
+
+    cfg = tiny_cfg(tmp_path)
+    save_checkpoint({"model": build_model(cfg).state_dict(), "config": cfg.to_dict(), "format": CHECKPOINT_FORMAT},
+                    tmp_path / "last.pt")
+    ckpt = load_model_checkpoint(tmp_path / "last.pt", ("model", "config"))
+    model = build_model(cfg)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    load_weights(model, ckpt["model"], "last.pt")
+    held = {id(p) for p in optimizer.param_groups[0]["params"]}
+    assert all(id(p) in held for p in model.parameters()), "the optimizer no longer holds the model's parameters"

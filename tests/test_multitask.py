@@ -308,3 +308,49 @@ def test_dev_config_raccoon_and_coco128(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     header = (tmp_path / "runs" / "raccoon_coco128" / "metrics.csv").read_text().splitlines()[0]
     assert "map50_raccoon" in header and "map50_coco128" in header
+
+
+def test_hand_computed_update_with_unequal_task_batches_and_sampled_tasks():
+    """Per-task batch sizes (2 and 3 images): each task's loss is the mean over its own batch, so with every task per
+    step the update is still sum_k w_k * grad(loss_k), shared parameters / n. With one sampled task per step
+    (task_sampling "balanced") each update is that task's w_k * grad(loss_k) alone: a shared parameter then serves
+    one task of the step and is not divided."""
+    torch.manual_seed(0)
+    two = [dict(name="a", batch_size=2), dict(name="b", class_names=["star", "cross"], batch_size=3)]
+    cfg = multitask_cfg(tasks=two, branching=[[2, [[0], [1]]]], task_weights=[1.0, 0.5], grad_clip=0.0)
+    assert [t.batch_size for t in task_configs(cfg)] == [2, 3]
+    model = build_model(cfg)
+    model.eval()  # BN statistics frozen so the hand computation sees the same forward
+    model.train = lambda mode=True: model
+    batches = [(torch.randint(0, 256, (n, 3, 64, 64), dtype=torch.uint8),
+                torch.tensor([[0, k, 30.0, 30.0, 20.0, 24.0], [n - 1, 1, 40.0, 20.0, 30.0, 16.0]]), list(range(n)), 2)
+               for k, n in enumerate((2, 3))]
+    per_task = []
+    for k, (images, targets, *_) in enumerate(batches):
+        model.zero_grad()
+        loss, _, _ = YOLOLoss(task_configs(cfg)[k])(model(images, task=k), targets, model.decoding)
+        (cfg.task_weights[k] * loss).backward()
+        per_task.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    model.zero_grad()
+    shared = {id(p) for p, _ in model.tasks_sharing()}
+    averaged, _ = run_step(model, cfg, batches, average=True)
+    for n, p in model.named_parameters():
+        expected = sum(g[n] for g in per_task if n in g) / (2 if id(p) in shared else 1)
+        torch.testing.assert_close(averaged[n], expected, rtol=1e-4, atol=1e-6)
+
+    from yolo.engine.multitask import task_schedule
+    cfg.task_sampling = "balanced"
+    updates = []
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    optimizer.register_step_pre_hook(lambda opt, a, k: updates.append(
+        {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    t = Training(model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: 1.0),
+                 torch.amp.GradScaler("cpu", enabled=False), None, [YOLOLoss(task) for task in task_configs(cfg)],
+                 DistInfo(), None, 1, tuple(cfg.task_weights), cfg.task_names, model.tasks_sharing())
+    stats = train_one_epoch(t, [[batch] for batch in batches], cfg, epoch=0)
+    drawn = [tasks[0] for tasks in task_schedule([1, 1], "balanced", cfg.seed, epoch=0)]
+    assert len(updates) == 2 and "loss_a" in stats
+    for update, k in zip(updates, drawn):
+        assert update.keys() == per_task[k].keys()  # the other task's head and branch: no gradient
+        for n in update:
+            torch.testing.assert_close(update[n], per_task[k][n], rtol=1e-4, atol=1e-6)

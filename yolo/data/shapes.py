@@ -62,12 +62,14 @@ def render_shapes_image(
     *,
     num_objects: int | None = None,
     plain_background: bool = False,
+    class_weights=None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Draw one image. Returns image (H, W, 3) uint8, boxes (N, 4) float32 x1, y1, x2, y2, labels (N,) int64.
 
     Boxes are the tight boxes of the drawn shape pixels in continuous coordinates: a shape covering pixel columns
     c0..c1 has x1 = c0, x2 = c1 + 1. num_objects: fixed count instead of the random 0..8 (may place fewer if the
     image is too crowded). plain_background: one flat colour, no texture and no noise (for tests and figures).
+    class_weights: relative frequency of each class (None = equal, the images drawn without it).
     """
     _check_class_names(class_names)
     if plain_background:
@@ -77,7 +79,7 @@ def render_shapes_image(
         canvas = _textured_background(rng, width, height)  # (H, W, 3) float32
 
     boxes, labels = [], []
-    for label, x0, y0, size in _place_objects(rng, width, height, class_names, num_objects):
+    for label, x0, y0, size in _place_objects(rng, width, height, class_names, num_objects, class_weights):
         mask = _shape_mask(rng, class_names[label], size)  # (size, size) bool
         region = canvas[y0 : y0 + size, x0 : x0 + size]  # a view: drawing into it draws on the canvas
         region[mask] = _contrasting_colour(rng, region[mask].mean(axis=0))
@@ -114,13 +116,17 @@ def _textured_background(rng, width, height) -> np.ndarray:
     return np.asarray(background, dtype=np.float32)
 
 
-def _place_objects(rng, width, height, class_names, num_objects) -> list[tuple[int, int, int, int]]:
+def _place_objects(rng, width, height, class_names, num_objects, class_weights=None) -> list[tuple[int, int, int, int]]:
     """(label, x0, y0, size) of square slots, largest first. Largest-first drawing means a later object covers
     at most MAX_COVERED_FRACTION of any earlier one's box, and is itself fully visible."""
     if num_objects is None:
         num_objects = 0 if rng.random() < EMPTY_IMAGE_FRACTION else int(rng.integers(1, MAX_OBJECTS + 1))
     max_size = MAX_SIZE_FRACTION * min(width, height)
-    labels = rng.integers(0, len(class_names), num_objects)
+    if class_weights is None:  # (kept apart: the same random numbers as ever, so the same images)
+        labels = rng.integers(0, len(class_names), num_objects)
+    else:
+        p = np.asarray(class_weights, np.float64)
+        labels = rng.choice(len(class_names), num_objects, p=p / p.sum())
     min_sizes = np.array([MIN_SIZE[class_names[i]] for i in labels], np.float64)
     sizes = np.exp(rng.uniform(np.log(min_sizes), np.log(max_size))).astype(int)  # log-uniform
     sizes = sizes.clip(1, min(width, height))  # only matters for tiny images (notebooks)
@@ -199,11 +205,11 @@ def _check_class_names(class_names):
 # ------------------------------------------------------------------------------------------- the dataset
 
 
-def render_dataset_image(seed: int, split: str, index: int, class_names=DEFAULT_CLASSES):
+def render_dataset_image(seed: int, split: str, index: int, class_names=DEFAULT_CLASSES, class_weights=None):
     """Image `index` of `split` exactly as ensure_shapes_dataset draws it (before JPEG): (image, boxes, labels)."""
     rng = np.random.default_rng([seed, SPLIT_CODE[split], index])
     width, height = (int(v) for v in rng.integers(IMAGE_SIDE_RANGE[0], IMAGE_SIDE_RANGE[1] + 1, 2))
-    return render_shapes_image(rng, width, height, class_names)
+    return render_shapes_image(rng, width, height, class_names, class_weights=class_weights)
 
 
 def ensure_shapes_dataset(
@@ -214,6 +220,7 @@ def ensure_shapes_dataset(
     class_names=DEFAULT_CLASSES,
     *,
     num_workers: int | None = None,
+    class_weights=None,
 ) -> str:
     """Generate the shapes dataset in VOC layout under root unless root/meta.json shows these exact parameters.
 
@@ -221,12 +228,15 @@ def ensure_shapes_dataset(
     written before anything else, marked complete last, so an interrupted generation is redone on the next call);
     any other folder is a user's and raises DataError. Returns root.
     num_workers: processes for generation (default: up to 8 available cores; 1 = in this process).
+    class_weights: relative frequency of each class, both splits (None = equal).
     """
     _check_class_names(class_names)
     if num_train < 0 or num_val < 0:
         raise ValueError(f"num_train and num_val must be >= 0, got {num_train}, {num_val}")
     params = {"generator": GENERATOR, "version": GENERATOR_VERSION, "num_train": int(num_train),
               "num_val": int(num_val), "seed": int(seed), "class_names": list(class_names)}
+    if class_weights is not None:  # only then: a folder generated without weights stays valid as it is
+        params["class_weights"] = [float(w) for w in class_weights]
     meta_path = os.path.join(root, "meta.json")
     if _read_meta(meta_path) == {**params, "complete": True} and all(
         os.path.isfile(os.path.join(root, "ImageSets", "Main", f"{s}.txt")) for s in SPLIT_CODE
@@ -245,7 +255,7 @@ def ensure_shapes_dataset(
         os.makedirs(os.path.join(root, sub), exist_ok=True)
 
     jobs = [(split, i) for split, n in (("train", num_train), ("val", num_val)) for i in range(n)]
-    write = partial(_write_dataset_image, root, int(seed), tuple(class_names))
+    write = partial(_write_dataset_image, root, int(seed), tuple(class_names), params.get("class_weights"))
     if num_workers is None:
         num_workers = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     if num_workers > 1 and len(jobs) > 50 and not multiprocessing.current_process().daemon:
@@ -264,7 +274,8 @@ def ensure_shapes_dataset(
     return root
 
 
-def require_shapes_dataset(root: str, num_train: int, num_val: int, seed: int, class_names=DEFAULT_CLASSES) -> dict:
+def require_shapes_dataset(root: str, num_train: int, num_val: int, seed: int, class_names=DEFAULT_CLASSES, *,
+                           class_weights=None) -> dict:
     """Check, writing nothing, that root holds a finished generation of the built-in dataset for class_names, and
     return its meta.json. Commands that only read data (val, predict, export, rsa, check) call this instead of
     ensure_shapes_dataset: evaluating a model of other classes must not delete the images a training may be reading.
@@ -286,11 +297,12 @@ def require_shapes_dataset(root: str, num_train: int, num_val: int, seed: int, c
         raise NotGenerated(f"data_root {root} holds the built-in shapes dataset generated for classes "
                            f"{meta.get('class_names')}, not {class_names}, and only training regenerates it; for data "
                            f"of these classes train into a new folder: {_train_command('NEW_FOLDER', class_names)}")
-    stored = (meta.get("num_train"), meta.get("num_val"), meta.get("seed"))
-    if stored != (num_train, num_val, seed):
+    stored = (meta.get("num_train"), meta.get("num_val"), meta.get("seed"), meta.get("class_weights"))
+    weights = None if class_weights is None else [float(w) for w in class_weights]
+    if stored != (num_train, num_val, seed, weights):
         logger.info(f"reading the built-in shapes dataset in {root} as it was generated ({stored[0]} train + "
-                    f"{stored[1]} val images, seed {stored[2]}; the config says {num_train} + {num_val}, seed {seed}): "
-                    f"only training regenerates it")
+                    f"{stored[1]} val images, seed {stored[2]}, class weights {stored[3]}; the config says "
+                    f"{num_train} + {num_val}, seed {seed}, class weights {weights}): only training regenerates it")
     return meta
 
 
@@ -354,10 +366,10 @@ def _remove_previous(root: str):
                     os.remove(os.path.join(folder, name))
 
 
-def _write_dataset_image(root: str, seed: int, class_names: tuple, job: tuple[str, int]):
+def _write_dataset_image(root: str, seed: int, class_names: tuple, class_weights, job: tuple[str, int]):
     split, index = job
     image_id = _image_id(split, index)
-    image, boxes, labels = render_dataset_image(seed, split, index, class_names)
+    image, boxes, labels = render_dataset_image(seed, split, index, class_names, class_weights)
     Image.fromarray(image).save(os.path.join(root, "JPEGImages", image_id + ".jpg"), quality=JPEG_QUALITY)
     height, width = image.shape[:2]
     objects = "".join(

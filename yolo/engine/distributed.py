@@ -17,6 +17,8 @@ from loguru import logger
 from torch import nn
 from torch.utils.data import DistributedSampler, Sampler
 
+from ..data.sampling import WeightedEpochSampler
+
 
 @dataclass
 class DistInfo:
@@ -80,14 +82,21 @@ def wrap_model(model, cfg, info):
         elif cfg.sync_bn:
             logger.warning("sync_bn is ignored: torch's SyncBatchNorm runs on GPUs only")
         device_ids = [info.device.index] if info.device.type == "cuda" else None
-        # a frozen backbone has parameters without gradients, which DDP must be told to expect
         return nn.parallel.DistributedDataParallel(model, device_ids=device_ids,
-                                                   find_unused_parameters=cfg.freeze_backbone_epochs > 0)
+                                                   find_unused_parameters=parameters_may_go_unused(cfg))
     if info.device.type == "cuda" and torch.cuda.device_count() > 1 and cfg.device in ("auto", "cuda"):
         logger.info(f"{torch.cuda.device_count()} GPUs visible: nn.DataParallel splits each batch between them "
                     f"(torchrun + DDP is faster)")
         return nn.DataParallel(model)
     return model
+
+
+def parameters_may_go_unused(cfg):
+    """Whether some steps leave parameters without a gradient, which DDP must be told to expect (it costs a graph
+    walk per step, so only then): frozen layers, or one sampled task per step (the other tasks' heads and branches
+    idle)."""
+    sampled = bool(cfg.tasks) and len(cfg.tasks) > 1 and cfg.task_sampling != "all"
+    return cfg.freeze_backbone_epochs > 0 or cfg.freeze_shared_epochs > 0 or sampled
 
 
 def unwrap(model):
@@ -103,8 +112,11 @@ def no_sync_unless(model, sync):
 
 
 # ------------------------------------------------------------------------------------------------- data
-def train_sampler(dataset, info, seed):
-    """Each process gets a disjoint, reshuffled-every-epoch part of the data (call set_epoch); None = plain shuffle."""
+def train_sampler(dataset, info, seed, weights=None):
+    """Each process gets a disjoint, reshuffled-every-epoch part of the data (call set_epoch); None = plain shuffle.
+    weights (class_balanced): draws by weight with replacement instead, the same draw cut into one part per process."""
+    if weights is not None:
+        return WeightedEpochSampler(weights, info.world_size, info.rank, seed)
     if not info.is_distributed:
         return None
     return DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=seed,

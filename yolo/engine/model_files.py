@@ -11,6 +11,7 @@ import torch
 
 from ..config import config_from_dict
 from ..models.detector import build_model
+from ..models.search_cell import OLDER_FORMATS, format_problem, genotype_format
 
 # the layout of a checkpoint (checkpoint.py's docstring), saved as its "format"; a file without one is format 1. Bump it
 # when a checkpoint changes so that older code would misread it (a key renamed, or given another meaning): older
@@ -107,6 +108,7 @@ def check_contents(ckpt, path, weights_fit_config):
     if "config" not in ckpt:
         return
     saved = checkpoint_config(ckpt, path)
+    check_searched_head(saved, path)
     try:
         with torch.device("meta"):
             model = build_model(saved)
@@ -114,7 +116,24 @@ def check_contents(ckpt, path, weights_fit_config):
         raise ValueError(f"checkpoint {path} holds a malformed config: it describes no model this code can build "
                          f"({type(e).__name__}: {first_line(e)})") from None
     if weights_fit_config and "model" in ckpt:
-        load_weights(model, state, path, assign=True)  # assign: meta tensors hold no values to copy into
+        # assign: meta tensors hold no values to copy into. A copy of the dict: load_state_dict(assign=True) writes its
+        # flag into the dict's _metadata, and a later load of the same dict into a real model would then replace
+        # that model's parameters (those its optimizer holds) instead of copying into them
+        load_weights(model, dict(state), path, assign=True)
+
+
+def check_searched_head(saved, path):
+    """A searched head is the cells of the genotype text its config carries, whose format line says what that text
+    means: a text of another format (e.g. before the class tower's inputs were reordered) would rebuild another
+    head under the same weights, so its checkpoint is refused in one line."""
+    if saved.head != "searched" or not isinstance(saved.genotype, str):
+        return
+    version = genotype_format(saved.genotype)
+    problem = format_problem(version)
+    if problem:
+        todo = ("train the head again with this code, on a genotype of a new search (python main.py --task "
+                "search_head)" if version in OLDER_FORMATS else "update this project to use it")
+        raise ValueError(f"checkpoint {path}: its searched head's genotype is {problem}; {todo}")
 
 
 def load_weights(model, state, path, assign=False):

@@ -11,13 +11,13 @@ from ..branching import neck_groups
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from .backbones import build_backbone
 from .head import REACH, BoxDecoding
+from .heads import build_head
 from .neck import YOLONeck
-from .search_cell import build_head
 
 
 class Detector(nn.Module):
     def __init__(self, cfg, head=None):
-        """head: the kind of head (yolo/models/search_cell.py build_head); None = config `head`."""
+        """head: the kind of head (yolo/models/heads.py build_head); None = config `head`."""
         super().__init__()
         num_tasks = len(cfg.task_num_classes)
         self.backbone = build_backbone(cfg.backbone, cfg.width)
@@ -56,11 +56,15 @@ class Detector(nn.Module):
         """
         if isinstance(images, (list, tuple)):
             return [self.forward(batch, t) for t, batch in enumerate(images)]
-        x = ((images.to(self.mean.dtype) - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
         tasks = list(range(self.num_tasks)) if task is None else [task]
-        pyramids = self.neck(self.backbone(x), tasks)
-        outputs = [self.heads[t](p) for t, p in zip(tasks, pyramids)]
+        outputs = [self.heads[t](p) for t, p in zip(tasks, self.pyramids(images, tasks))]
         return outputs if task is None else outputs[0]
+
+    def pyramids(self, images, tasks):
+        """What the heads of `tasks` read: for each task the neck's outputs [P3, P4, P5] of the images (the head
+        search caches them)."""
+        x = ((images.to(self.mean.dtype) - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+        return self.neck(self.backbone(x), tasks)
 
     def tasks_sharing(self):
         """(parameter, number of tasks that use it) for every parameter used by more than one task."""
@@ -68,6 +72,12 @@ class Detector(nn.Module):
         for copies, block_groups in zip(self.neck.blocks, self.neck.groups):
             shared += [(p, len(group)) for copy, group in zip(copies, block_groups) for p in copy.parameters()]
         return [(p, n) for p, n in shared if n > 1]
+
+    def shared_layers(self):
+        """The shared layers in forward order: the backbone (always the first; a single-task model's only one), then
+        every neck block copy that more than one task runs."""
+        return [self.backbone] + [copy for copies, block_groups in zip(self.neck.blocks, self.neck.groups)
+                                  for copy, group in zip(copies, block_groups) if len(group) > 1]
 
 
 def build_model(cfg, head=None):
