@@ -8,13 +8,7 @@ from yolo.models.search_ops import OPS, MixedEdge, RepShare, StackedOp
 CHANNELS = 8
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Hundreds of tiny convs: one thread is several times faster than two fighting over a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: one torch thread (tiny convs)
 
 
 def random_input(seed=0):
@@ -187,7 +181,8 @@ from yolo.models.head import YOLOHead  # noqa: E402
 from yolo.postprocess import postprocess  # noqa: E402
 
 GENOTYPE = ("box: 2 = std_x2(0) + sep_x1(1); 3 = sep_x2_dil(1) + std_x1_dil(2); 4 = sep_x3(0) + std_x2_dil(3)\n"
-            "cls: 2 = std_x1(0) + sep_x3(1); 3 = std_x3(0) + sep_x1(2); 4 = sep_x1_dil(1) + std_x2(2)\n")
+            "cls: 2 = std_x1(0) + sep_x3(1); 3 = std_x3(0) + sep_x1(2); 4 = sep_x1_dil(1) + std_x2(2)\n"
+            "# yolo genotype format 2\n")
 
 
 def small_cfg(tmp_path, head="conv1x1", **fields):
@@ -280,7 +275,7 @@ def tiny_search_cfg(tmp_path, **fields):
     fields = {"data_root": str(tmp_path / "data"), "shapes_num_train": 12, "shapes_num_val": 4, "batch_size": 6,
               "num_workers": 0, "cache_images": True, "search_epochs": 2, "search_genotype_interval": 1,
               "head_channels": 8, "cell_channels": 4, "val_interval": 1, "tensorboard": False,
-              "run_name": "t", **fields}
+              "run_name": "t", "search_mode": "end_to_end", **fields}  # the cached search: test_head_search_steps.py
     return small_cfg(tmp_path, **fields)
 
 

@@ -1,26 +1,20 @@
-"""Tower heads: a searched cell (or a hand-made 3x3 tower) in front of the 1x1 prediction convs, and genotypes.
+"""The searched head's cells (the towers of yolo/models/heads.py TowerHead) and their genotypes.
 
 Cell (DARTS-style, Liu et al. 2019): two inputs (states 0, 1), three nodes (states 2, 3, 4); node i sums one edge
 from every earlier state, so 2 + 3 + 4 = 9 edges. Each edge runs its op at a narrow width (`narrow` channels,
 through 1x1 convs from and back to the cell width `channels`), which keeps 9 mixed edges affordable. The cell's
-output is the concat of the three nodes reduced by a 1x1 conv.
-
-    TowerHead, for each scale s (the towers are shared by the scales):
-        p   = proj_s(P_s)                    1x1 conv of the neck output to `channels` (the scales' widths differ)
-        box = box_tower(p, p)                objectness + box feature
-        cls = cls_tower(p, box)              class feature, also seeing the box feature
-        out = YOLOHead conv_s([P_s, box, cls])  the same 1x1 prediction conv and output layout (B, A, H, W, 5 + C)
-                                             as the plain head, so decoding, loss and post-processing are unchanged
-The prediction conv also reads P_s itself, and a trained (non-search) tower's last norm starts at zero scale
-(zero-init residual, Goyal et al. 2017): a tower head starts as the 1x1 head and its towers add what they learn.
-Without the shortcut the towers were a 2 x `channels` bottleneck that short CPU budgets could not train through
-(bench/head_search.py: mAP@0.5 0.13 against the 1x1 head's 0.24).
+output is the concat of the three nodes reduced by a 1x1 conv. The box tower's states 0 and 1 are both the scale's
+feature; the class tower's state 0 is the box tower's feature and state 1 the scale's (the reference's order).
 
 Genotype (what a search keeps): per edge the strongest op other than `none`, then per node the two incoming edges
 whose kept op has the largest softmax weight. As text, one line per tower:
     box: 2 = std_x2(0) + sep_x1(1); 3 = std_x3(0) + std_x1_dil(2); 4 = sep_x2(1) + std_x1(3)
-`n = op(j)` means node n adds op applied to state j.
+`n = op(j)` means node n adds op applied to state j. The reference's form (Zhong et al., ECCV 2020, whose papers
+publish their genotypes so) is read and written too: one line per tower, box then class, each node a list of
+(op, state) with the reference's op names (search_ops.REFERENCE_OPS):
+    Genotype(normal=[[('std_conv_3x3_x2', 0), ('sinSep_conv_3x3', 1)], [...], [...]], normal_concat=range(2, 5))
 """
+import ast
 import os
 import re
 from pathlib import Path
@@ -28,15 +22,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..config_checks import HEADS
-from .head import YOLOHead
-from .search_ops import OPS, MixedEdge, fixed_op, norm, parse_op, unit
+from .search_ops import OPS, REFERENCE_OPS, MixedEdge, fixed_op, norm, parse_op, reference_name
 
 NUM_NODES = 2 + 3  # states: 2 inputs + 3 nodes
-# the layout of a genotype text (module docstring), stated by write_genotype's last line "# yolo genotype format N";
-# a text without that line is format 1. Bump it when the text changes meaning (an op renamed, other nodes): older
-# code then refuses the file in one line instead of building another head from it
-GENOTYPE_FORMAT = 1
+# the meaning of a genotype file (module docstring), stated by write_genotype's last line "# yolo genotype format N";
+# a text without that line is format 1. Bump it when a genotype changes meaning (an op renamed or rebuilt, other
+# nodes or inputs): every other format is then refused in one line instead of building another head from it.
+# Format 2: the class tower reads [box feature, scale feature] (format 1: the other way round) and x2 ops end in
+# their own decouple 1x1. The reference's form needs no line: its meaning is the reference's, whatever the version
+GENOTYPE_FORMAT = 2
 FORMAT_RE = re.compile(r"^#\s*yolo genotype format\s+(\S+)\s*$")
 EDGES = tuple((node, src) for node in range(2, NUM_NODES) for src in range(node))  # (node, source state), 9
 TOWERS = ("box", "cls")
@@ -95,68 +89,6 @@ class FixedCell(nn.Module):
         return self.out(torch.cat(states[2:], 1))
 
 
-class Tower3x3(nn.Module):
-    """The hand-made baseline: `depth` std 3x3 units on the first input (the second is not used)."""
-
-    def __init__(self, channels, depth=2):
-        super().__init__()
-        self.units = nn.Sequential(*(unit("std", channels) for _ in range(depth)))
-
-    def forward(self, s0, s1):
-        return self.units(s0)
-
-
-class TowerHead(nn.Module):
-    """Per-scale projection -> box and class towers shared by the scales -> YOLOHead (module docstring)."""
-
-    def __init__(self, in_channels, num_anchors, num_classes, img_size, strides, channels, box_tower, cls_tower,
-                 zero_init=True):
-        super().__init__()
-        self.proj = nn.ModuleList(conv_norm(c, channels) for c in in_channels)
-        self.box_tower, self.cls_tower = box_tower, cls_tower
-        self.predict = YOLOHead([c + 2 * channels for c in in_channels], num_anchors, num_classes, img_size, strides)
-        if zero_init:  # the towers start silent: the head starts as the 1x1 head on P_s
-            for tower in (box_tower, cls_tower):
-                last_norm = [m for m in tower.modules() if isinstance(m, nn.GroupNorm)][-1]
-                nn.init.zeros_(last_norm.weight)
-        self.num_anchors, self.num_classes = num_anchors, num_classes
-
-    def forward(self, features):
-        tower_features = []
-        for proj, x in zip(self.proj, features):
-            p = proj(x)
-            box = self.box_tower(p, p)
-            tower_features.append(torch.cat([x, box, self.cls_tower(p, box)], 1))
-        return self.predict(tower_features)
-
-    def architecture_parameters(self):
-        """The alphas of search cells (none for other towers)."""
-        return [p for name, p in self.named_parameters() if name.endswith("alphas")]
-
-
-def build_head(kind, in_channels, num_anchors, num_classes, img_size=416, strides=(8, 16, 32), channels=32,
-               narrow=16, genotype=None, genotype_source="genotype"):
-    """kind: one of config HEADS -- conv1x1 (YOLOHead alone) | tower3x3 | searched (needs the genotype text) -- or
-    search (mixed edges: the model --task search_head trains). genotype_source: where the text came from, for errors."""
-    if kind == "conv1x1":
-        return YOLOHead(in_channels, num_anchors, num_classes, img_size, strides)
-    if kind == "tower3x3":
-        towers = Tower3x3(channels), Tower3x3(channels)
-    elif kind == "search":
-        towers = SearchCell(channels, narrow), SearchCell(channels, narrow)
-    elif kind == "searched":
-        if not genotype:
-            raise ValueError("head 'searched' needs a genotype: set config field 'genotype_file' to the genotype.txt "
-                             "of a search (python main.py --task search_head)")
-        nodes = parse_genotype(genotype, genotype_source)
-        towers = FixedCell(channels, narrow, nodes["box"]), FixedCell(channels, narrow, nodes["cls"])
-    else:
-        raise ValueError(f"unknown head {kind!r}; choose one of {HEADS + ('search',)}")
-    # the search's towers are not silenced: the alphas learn from what the mixed edges contribute, from step one
-    return TowerHead(in_channels, num_anchors, num_classes, img_size, strides, channels, *towers,
-                     zero_init=kind != "search")
-
-
 # ------------------------------------------------------------------------------------------------- genotypes
 def derive_nodes(alphas):
     """alphas: (9, len(OPS)) of one cell -> [[(op, source), (op, source)] for each node], sources ascending."""
@@ -178,28 +110,79 @@ def genotype_of(head):
     return {"box": derive_nodes(head.box_tower.alphas), "cls": derive_nodes(head.cls_tower.alphas)}
 
 
-def format_genotype(genotype):
-    """One line per tower (module docstring)."""
-    return "\n".join(f"{tower}: " + "; ".join(f"{n} = " + " + ".join(f"{op}({src})" for op, src in node)
-                                              for n, node in enumerate(genotype[tower], start=2))
-                     for tower in TOWERS) + "\n"
+def format_genotype(genotype, form="text"):
+    """One line per tower (module docstring): this project's text, or with form="reference" the reference's
+    Genotype(...) lines, box then class; then the format line, so the text means the same wherever it goes."""
+    if form == "reference":
+        lines = [f"Genotype(normal={[[(reference_name(op), src) for op, src in node] for node in genotype[t]]!r}, "
+                 f"normal_concat=range(2, {NUM_NODES}))" for t in TOWERS]
+    else:
+        lines = [f"{tower}: " + "; ".join(f"{n} = " + " + ".join(f"{op}({src})" for op, src in node)
+                                          for n, node in enumerate(genotype[tower], start=2)) for tower in TOWERS]
+    return "\n".join(lines + [f"# yolo genotype format {GENOTYPE_FORMAT}"]) + "\n"
+
+
+# what each older format meant, for the line that refuses it
+OLDER_FORMATS = {1: "the class tower read [scale feature, box feature] and x2 ops had no decouple 1x1"}
+SEARCH_AGAIN = "search again (python main.py --task search_head)"
+
+
+def genotype_format(text):
+    """The format a genotype text states in its '# yolo genotype format N' line (an int when it is a number); without
+    one, 1 for this project's text and GENOTYPE_FORMAT for the reference's form, whose meaning is the reference's."""
+    stated = [m.group(1) for m in map(FORMAT_RE.match, (line.strip() for line in text.splitlines())) if m]
+    if stated:
+        return int(stated[-1]) if stated[-1].isdigit() else stated[-1]
+    return GENOTYPE_FORMAT if any(line.strip().startswith("Genotype(") for line in text.splitlines()) else 1
+
+
+def format_problem(version):
+    """Why a genotype of format `version` is not built here, as a clause ("format 1, older than ..."); None if it is."""
+    if version == GENOTYPE_FORMAT:
+        return None
+    if version in OLDER_FORMATS:
+        return f"format {version}, older than the format {GENOTYPE_FORMAT} this code builds ({OLDER_FORMATS[version]})"
+    return (f"format {version}, but this code reads format {GENOTYPE_FORMAT}: another (newer) version of this project "
+            f"wrote it")
+
+
+def check_format(text, source, stated_only):
+    """Refuse a text of another format in one line. stated_only: only a format the text states in its format line
+    (checked before the lines are parsed, so a newer file is refused as such, not for lines this code cannot read)."""
+    stated = any(FORMAT_RE.match(line.strip()) for line in text.splitlines())
+    version = genotype_format(text)
+    problem = format_problem(version)
+    if problem is None or (stated_only and not stated):
+        return
+    if version in OLDER_FORMATS:
+        unstated = "" if stated else " (a text without a '# yolo genotype format N' line is format 1)"
+        raise ValueError(f"{source}: genotype {problem}{unstated}; {SEARCH_AGAIN}, or for a genotype written by hand: "
+                         f"swap states 0 and 1 in its cls line and add the line '# yolo genotype format "
+                         f"{GENOTYPE_FORMAT}'")
+    raise ValueError(f"{source}: genotype {problem}; update this project, or {SEARCH_AGAIN} with this one")
 
 
 NODE_RE = re.compile(r"^\s*(\d+)\s*=\s*(.+?)\s*$")
 EDGE_RE = re.compile(r"^\s*(\w+)\((\d+)\)\s*$")
+REFERENCE_RE = re.compile(r"^Genotype\(\s*normal\s*=\s*(\[.*\])\s*,\s*normal_concat\s*=\s*(.+?)\s*\)$")
 
 
 def parse_genotype(text, source="genotype"):
-    """The text of format_genotype (lines starting with # are ignored) -> {tower: nodes}. Errors name `source`."""
+    """A genotype text in either form (lines starting with # are ignored) -> {tower: nodes}. Errors name `source`."""
+    check_format(text, source, stated_only=True)
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    reference = [line for line in lines if line.startswith("Genotype(")]
+    if reference and len(reference) != len(lines):
+        raise ValueError(f"{source}: holds both forms (Genotype(...) lines and box:/cls: lines); keep one")
+    genotype = parse_reference(reference, source) if reference else parse_text(lines, source)
+    check_format(text, source, stated_only=False)  # a text without a format line: format 1, refused
+    return genotype
+
+
+def parse_text(lines, source):
+    """This project's lines `box: 2 = op(j) + op(k); 3 = ...` -> {tower: nodes}."""
     genotype = {}
-    for line in text.splitlines():
-        version = FORMAT_RE.match(line.strip())
-        if version and version.group(1) != str(GENOTYPE_FORMAT):
-            raise ValueError(f"{source}: genotype format {version.group(1)}, but this code reads format "
-                             f"{GENOTYPE_FORMAT}: another (newer) version of this project wrote it; update this "
-                             f"project, or search again with this one (python main.py --task search_head)")
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
+    for line in lines:
         tower, _, rest = line.partition(":")
         tower = tower.strip()
         if tower not in TOWERS or tower in genotype:
@@ -227,20 +210,63 @@ def parse_node(text, expected, source):
             parse_op(op)
         except ValueError as e:
             raise ValueError(f"{source}: node {expected}: {e}") from None
+        node.append((op, src))
+    return check_node(node, expected, source, text.strip())
+
+
+def check_node(node, expected, source, text):
+    """A node's [(op, state), (op, state)]: two edges from different earlier states."""
+    for _, src in node:
         if src >= expected:
             raise ValueError(f"{source}: node {expected} may only read states 0..{expected - 1}, got {src}")
-        node.append((op, src))
     if len(node) != 2 or node[0][1] == node[1][1]:
-        raise ValueError(f"{source}: node {expected} needs two edges from different states, got {text.strip()!r}")
+        raise ValueError(f"{source}: node {expected} needs two edges from different states, got {text!r}")
     return node
 
 
-def write_genotype(genotype, path, header=""):
-    """Write atomically (the search rewrites it while it runs; a reader never sees half a file)."""
+def parse_reference(lines, source):
+    """The reference's form: Genotype(normal=[[(op, state), (op, state)], ...], normal_concat=range(2, 5)) for the box
+    tower, then for the class tower. Read with ast.literal_eval (plain literals only: never code)."""
+    if len(lines) != len(TOWERS):
+        raise ValueError(f"{source}: the reference's form needs {len(TOWERS)} lines Genotype(...), box tower then "
+                         f"class tower; got {len(lines)}")
+    genotype = {}
+    for tower, line in zip(TOWERS, lines):
+        where = f"{source}: {tower} tower"
+        match = REFERENCE_RE.match(line)
+        if not match:
+            raise ValueError(f"{where}: {line[:60]!r}... is not Genotype(normal=[...], normal_concat=range(2, 5))")
+        if match.group(2).replace(" ", "") not in (f"range(2,{NUM_NODES})", "[2,3,4]"):
+            raise ValueError(f"{where}: needs normal_concat=range(2, {NUM_NODES}) (its {NUM_NODES - 2} nodes "
+                             f"concatenated), got {match.group(2)!r}")
+        try:
+            nodes = ast.literal_eval(match.group(1))
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            nodes = None
+        if not is_reference_nodes(nodes):
+            raise ValueError(f"{where}: normal=... is not a list of {NUM_NODES - 2} nodes [(op, state), (op, state)]")
+        genotype[tower] = []
+        for n, node in enumerate(nodes, start=2):
+            unknown = [op for op, _ in node if op not in REFERENCE_OPS]
+            if unknown:
+                raise ValueError(f"{where}, node {n}: unknown op {unknown[0]!r} (the reference's ops this search "
+                                 f"space has: {', '.join(REFERENCE_OPS)})")
+            genotype[tower].append(check_node([(REFERENCE_OPS[op], src) for op, src in node], n, where, str(node)))
+    return genotype
+
+
+def is_reference_nodes(nodes):
+    def edge(e):
+        return isinstance(e, tuple) and len(e) == 2 and isinstance(e[0], str) and type(e[1]) is int and e[1] >= 0
+    return (isinstance(nodes, list) and len(nodes) == NUM_NODES - 2
+            and all(isinstance(node, (list, tuple)) and all(edge(e) for e in node) for node in nodes))
+
+
+def write_genotype(genotype, path, header="", form="text"):
+    """Write atomically (the search rewrites it while it runs; a reader never sees half a file), in either form."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text("".join(f"# {line}\n" for line in header.splitlines()) + format_genotype(genotype)
-                   + f"# yolo genotype format {GENOTYPE_FORMAT}\n")
+    tmp.write_text("".join(f"# {line}\n" for line in header.splitlines()) + format_genotype(genotype, form))
     os.replace(tmp, path)
 
 

@@ -12,14 +12,19 @@ Search and Beyond", ECCV 2020): the five candidates of a family are prefixes of 
 family costs three units plus two dilated branches instead of 1 + 2 + 3 + 2 + 3 = 11 units:
 
     x -> unit1 -> unit2 -> unit3 -> x3
-           |        |-> dil2 -> x2_dil
-           |        '----------> x2
-           |-> dil1 ---------> x1_dil
-           '-> decouple 1x1 -> x1
+           |        |-> dil2 ----------> x2_dil
+           |        '-> decouple2 1x1 -> x2
+           |-> dil1 ----------> x1_dil
+           '-> decouple1 1x1 -> x1
 
-unit1's output feeds four other candidates; the 1x1 "decouple" conv lets the x1 candidate differ from what the
-deeper candidates build on. A searched (fixed) edge is the stand-alone `StackedOp` of the same layout, so a chain's
-outputs equal stand-alone ops with the same weights (tested).
+As in the reference's RepShare, the outputs that deeper units build on (unit1's and unit2's) reach their own
+candidates through a 1x1 "decouple" conv each: x1 and x2 can then differ from what the deeper candidates read,
+instead of one tensor serving two purposes. A searched (fixed) edge is the stand-alone `StackedOp` of the same
+layout, so a chain's outputs equal stand-alone ops with the same weights (tested). (The reference's stand-alone
+ops drop the decouple conv; ours keep it, so a chain's weights can be copied into them.)
+
+The reference names its candidates std_conv_3x3, std_conv_3x3+dil_conv_3x3, std_conv_3x3_x2, ... and
+sinSep_conv_3x3 ... for the separable family; REFERENCE_OPS maps them to these.
 
 A mixed edge outputs sum_k softmax(alpha)_k * op_k(x) (DARTS, Liu et al., ICLR 2019); the cell owns the alphas.
 """
@@ -66,8 +71,18 @@ def parse_op(name):
     return family, depth, dilated
 
 
+def reference_name(name):
+    """The reference's name of a candidate: std_x1 -> std_conv_3x3, sep_x2_dil -> sinSep_conv_3x3_x2+dil_conv_3x3."""
+    family, depth, dilated = parse_op(name)
+    stacked = "" if depth == 1 else f"_x{depth}"
+    return f"{'std' if family == 'std' else 'sinSep'}_conv_3x3{stacked}{'+dil_conv_3x3' if dilated else ''}"
+
+
+REFERENCE_OPS = {reference_name(name): name for name in OPS[1:]}  # the reference's names -> ours
+
+
 class StackedOp(nn.Module):
-    """One candidate on its own (a searched cell's fixed edge): `depth` units, then the decouple 1x1 (x1 only) or
+    """One candidate on its own (a searched cell's fixed edge): `depth` units, then the decouple 1x1 (x1, x2) or
     the dilated unit (the _dil candidates). Submodule names match RepShare's, so its weights can be copied in."""
 
     def __init__(self, name, channels):
@@ -75,7 +90,7 @@ class StackedOp(nn.Module):
         family, depth, dilated = parse_op(name)
         self.name = name
         self.units = nn.ModuleList(unit(family, channels) for _ in range(depth))
-        self.decouple = nn.Conv2d(channels, channels, 1, bias=False) if depth == 1 and not dilated else None
+        self.decouple = nn.Conv2d(channels, channels, 1, bias=False) if depth < 3 and not dilated else None
         self.dil = dilated_unit(channels) if dilated else None
 
     def forward(self, x):
@@ -93,7 +108,8 @@ class RepShare(nn.Module):
         super().__init__()
         self.family = family
         self.units = nn.ModuleList(unit(family, channels) for _ in range(3))
-        self.decouple = nn.Conv2d(channels, channels, 1, bias=False)
+        self.decouple1 = nn.Conv2d(channels, channels, 1, bias=False)
+        self.decouple2 = nn.Conv2d(channels, channels, 1, bias=False)
         self.dil1, self.dil2 = dilated_unit(channels), dilated_unit(channels)
 
     def forward(self, x):
@@ -101,7 +117,7 @@ class RepShare(nn.Module):
         y1 = self.units[0](x)
         y2 = self.units[1](y1)
         y3 = self.units[2](y2)
-        return [self.decouple(y1), y2, y3, self.dil1(y1), self.dil2(y2)]
+        return [self.decouple1(y1), self.decouple2(y2), y3, self.dil1(y1), self.dil2(y2)]
 
     def stand_alone_state(self, name):
         """The state dict of StackedOp(name) holding this chain's weights for that candidate."""
@@ -111,8 +127,8 @@ class RepShare(nn.Module):
             part, _, rest = key.partition(".")
             if part == "units" and int(rest.split(".")[0]) < depth:
                 state[key] = value
-            elif part == "decouple" and depth == 1 and not dilated:
-                state[key] = value
+            elif part == f"decouple{depth}" and not dilated:
+                state[f"decouple.{rest}"] = value
             elif part == f"dil{depth}" and dilated:
                 state[f"dil.{rest}"] = value
         return state

@@ -51,7 +51,7 @@ def draw_cells(genotype, path, title="", palette=False):
     """The cells of a genotype side by side: inputs, nodes, kept edges labelled with their op, the concat."""
     colours = op_colours()
     fig, axes = plt.subplots(1, len(TOWERS), figsize=(6.5 * len(TOWERS), 4.2), squeeze=False)
-    input_names = {"box": ("p", "p"), "cls": ("p", "box")}
+    input_names = {"box": ("p", "p"), "cls": ("box", "p")}  # the class tower reads [box feature, p]
     for ax, tower in zip(axes[0], TOWERS):
         draw_cell(ax, genotype[tower], input_names[tower], colours)
         ax.set_title(f"{tower} tower", fontsize=11)
