@@ -52,7 +52,7 @@ def load_image_rgb(path: str, max_side: int | None = None) -> np.ndarray:
         with Image.open(path) as image:
             if max_side is not None:
                 image.draft(None, (max_side, max_side))  # JPEG: decode at 1/2 .. 1/8 scale, a fraction of the memory
-            rgb = _rgb_array(image)
+            rgb = rgb_array(image)
     except IMAGE_ERRORS as e:
         raise DataError(f"cannot read image {path}: {_image_error(e)}") from e
     if max_side is not None and max(rgb.shape[:2]) > max_side:
@@ -62,7 +62,7 @@ def load_image_rgb(path: str, max_side: int | None = None) -> np.ndarray:
     return rgb
 
 
-def _rgb_array(image: Image.Image) -> np.ndarray:
+def rgb_array(image: Image.Image) -> np.ndarray:
     """(H, W, 3) uint8 of an open image. PIL's convert("RGB") clips the integer modes at 255, which turns a 16-bit
     grayscale image (I;16, I;16B, or I as older PIL opens 16-bit PNGs) white; those are scaled by their bit depth
     instead: the high byte (value >> 8), which is what PIL itself does to 16-bit RGB PNGs, so a 16-bit file looks as
@@ -110,7 +110,7 @@ def checked_image_size(path: str, problems: Problems, decode: bool = False) -> t
             if decode or _looks_truncated(path, image.format):
                 image.load()
                 if image.mode.startswith("I"):
-                    _rgb_array(image)  # the range check of the integer modes, as training will meet it
+                    rgb_array(image)  # the range check of the integer modes, as training will meet it
     except IMAGE_ERRORS as e:
         problems.add("unreadable image", path, f"cannot read image: {_image_error(e)}")
         return None

@@ -1,11 +1,13 @@
 """YOLO txt (Ultralytics / Roboflow): images/<split>/*, labels/<split>/<stem>.txt with normalised `class cx cy w h`
-lines, class names in data.yaml. Follows the bad-input rules of checks.py (see records.py)."""
+lines, class names in data.yaml. Follows the bad-input rules of checks.py (see records.py). A data.yaml given as
+config field `data`, whose entries name the split folders or image lists, is read by data_yaml.py."""
 from __future__ import annotations
 
 import math
 import os
 
 import numpy as np
+import yaml
 
 from .checks import DataError, DataFileNotFound, Problems, clean_boxes
 from .records import (IMAGE_EXTENSIONS, Record, checked_image_size, class_index, finish_reading,
@@ -23,27 +25,38 @@ def read_yolo_txt(root: str, split: str, class_names: list[str] | None = None,
     """
     own = problems is None
     problems = problems or Problems(f"YOLO txt {root} [{split}]")
-    names = yaml_names(os.path.join(root, "data.yaml"))
+    yaml_path = os.path.join(root, "data.yaml")
+    names = yaml_names(yaml_path)
+    image_dir, label_dir = _yolo_dirs(root, split)
+    image_names = sorted(n for n in os.listdir(image_dir) if os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS)
+    report_orphans(label_dir, {os.path.splitext(n)[0] for n in image_names}, problems)
+    pairs = [(os.path.join(image_dir, n), os.path.join(label_dir, os.path.splitext(n)[0] + ".txt"))
+             for n in image_names]
+    records, class_names = read_labelled_images(pairs, names, class_names, yaml_path, problems)
+    return finish_reading(problems, own, records, f"YOLO txt {root} [{split}]"), class_names
+
+
+def report_orphans(label_dir: str, image_stems: set, problems: Problems):
+    """Record every label file of label_dir whose image is not among image_stems."""
+    for name in sorted(os.listdir(label_dir)) if os.path.isdir(label_dir) else []:
+        if name.endswith(".txt") and name[:-4] not in image_stems:
+            problems.add("orphan annotation", os.path.join(label_dir, name), "label file without an image, ignored")
+
+
+def read_labelled_images(pairs, names: list[str], class_names: list[str] | None, yaml_path: str,
+                         problems: Problems) -> tuple[list[Record], list[str]]:
+    """Records of (image path, label file path) pairs; names: the dataset's classes (of yaml_path), class_names: the
+    config's (None = names). Unusable images and lines are recorded in `problems` and skipped."""
     class_names = names if class_names is None else class_names
     index = class_index(class_names)
     label_of_id = [index.get(name.strip().lower()) for name in names]  # dataset class id -> config index or None
-    require_class_overlap(label_of_id, names, os.path.join(root, "data.yaml"))
-    image_dir, label_dir = _yolo_dirs(root, split)
-    image_names = sorted(n for n in os.listdir(image_dir) if os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS)
-    stems = {os.path.splitext(n)[0] for n in image_names}
-    label_names = sorted(os.listdir(label_dir)) if os.path.isdir(label_dir) else []
-    for name in label_names:
-        if name.endswith(".txt") and name[:-4] not in stems:
-            problems.add("orphan annotation", os.path.join(label_dir, name), "label file without an image, ignored")
-
+    require_class_overlap(label_of_id, names, yaml_path)
     records = []
-    for name in image_names:
-        image_path = os.path.join(image_dir, name)
+    for image_path, label_path in pairs:
         size = checked_image_size(image_path, problems, problems.decode_images)
         if size is None:
             continue
         width, height = size
-        label_path = os.path.join(label_dir, os.path.splitext(name)[0] + ".txt")
         objects = _read_yolo_label_file(label_path, label_of_id, names, width, height, problems)
         if objects is None:
             continue
@@ -51,7 +64,7 @@ def read_yolo_txt(root: str, split: str, class_names: list[str] | None = None,
         boxes, labels, difficult = clean_boxes(boxes, labels, np.zeros(len(labels), bool), width, height,
                                                label_path, problems)
         records.append(Record(image_path, int(width), int(height), boxes, labels, difficult))
-    return finish_reading(problems, own, records, f"YOLO txt {root} [{split}]"), list(class_names)
+    return records, list(class_names)
 
 
 def _yolo_dirs(root: str, split: str) -> tuple[str, str]:
@@ -110,53 +123,39 @@ def _yolo_line(line: str) -> tuple[int, list[float]]:
     raise ValueError(f"expected 'class cx cy w h' (or a polygon), got {len(fields)} fields: {line.strip()!r}")
 
 
-def yaml_names(path: str) -> list[str]:
-    """The `names:` entry of an Ultralytics data.yaml, without a YAML library. Accepted forms:
-    names: [a, b]  |  names: {0: a, 1: b}  |  names:\n  - a\n  - b  |  names:\n  0: a\n  1: b."""
+def read_yaml(path: str) -> dict:
+    """The mapping of a data.yaml (PyYAML's safe loader: plain data, no code)."""
     if not os.path.isfile(path):
         raise DataFileNotFound(f"data.yaml not found: {path}")
     try:
         with open(path, encoding="utf-8") as f:
-            lines = [line.split(" #")[0].rstrip() for line in f]
+            data = yaml.safe_load(f)
     except UnicodeDecodeError as e:
         raise DataError(f"{path} is not a text file: {e}") from None
-    starts = [i for i, line in enumerate(lines) if line.startswith("names:")]
-    if not starts:
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where else ""
+        raise DataError(f"{path} is not valid YAML{line}: {getattr(e, 'problem', None) or e}") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path} must be a mapping of keys (names:, train:, val: ...), got {type(data).__name__}")
+    return data
+
+
+def yaml_names(path: str, data: dict | None = None) -> list[str]:
+    """The class names of a data.yaml's `names:`, a list (names: [a, b], or one `- a` per line) or a mapping of
+    the ids 0 .. n-1 (names: {0: a, 1: b}, or one `0: a` per line). data: the file's mapping when read already."""
+    names = read_yaml(path).get("names") if data is None else data.get("names")
+    if names is None:
         raise DataError(f"{path}: no top-level 'names:' entry")
-    first = starts[0]
-    inline = lines[first].split(":", 1)[1].strip()
-    if inline.startswith("["):
-        text, i = inline, first
-        while "]" not in text and i + 1 < len(lines):  # an inline list may wrap over lines
-            i += 1
-            text += " " + lines[i].strip()
-        names = [_unquote(n) for n in text.strip("[] ").split(",") if n.strip()]
-    elif inline and not inline.startswith("{"):
-        raise DataError(f"{path}: cannot read 'names: {inline}' (expected a list or a mapping)")
-    else:
-        block = [item.strip() for item in inline.strip("{} ").split(",") if item.strip()]  # {0: a, 1: b}
-        for line in lines[first + 1:] if not inline else []:
-            if line and not line[0].isspace():  # the next top-level key ends the block
-                break
-            if line.strip():
-                block.append(line.strip())
-        names = _names_from_block(block, path)
+    if isinstance(names, dict):
+        if set(names) != set(range(len(names))):
+            raise DataError(f"{path}: 'names:' indices must be 0..{len(names) - 1}, got {sorted(names, key=str)}")
+        names = [names[i] for i in range(len(names))]
+    elif not isinstance(names, list):
+        raise DataError(f"{path}: cannot read 'names: {names}' (expected a list or a mapping)")
     if not names:
         raise DataError(f"{path}: 'names:' is empty")
-    return names
-
-
-def _names_from_block(block: list[str], path: str) -> list[str]:
-    if all(item.startswith("-") for item in block):
-        return [_unquote(item[1:]) for item in block]
-    try:
-        mapping = {int(k): _unquote(v) for k, v in (item.split(":", 1) for item in block)}
-    except ValueError:
-        raise DataError(f"{path}: cannot read the 'names:' block {block[:5]}") from None
-    if sorted(mapping) != list(range(len(mapping))):
-        raise DataError(f"{path}: 'names:' indices must be 0..{len(mapping) - 1}, got {sorted(mapping)}")
-    return [mapping[i] for i in range(len(mapping))]
-
-
-def _unquote(text: str) -> str:
-    return text.strip().strip("'\"")
+    for i, name in enumerate(names):  # YAML reads a bare no / yes / null / 1.5 as no name: those must be quoted
+        if not isinstance(name, (str, int)) or isinstance(name, bool) or not str(name).strip():
+            raise DataError(f"{path}: class {i} of 'names:' is {name!r}, not a name; quote it ('{name}')")
+    return [str(name) for name in names]
