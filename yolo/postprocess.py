@@ -115,3 +115,17 @@ def postprocess(outputs, decoding, conf_thres=0.005, nms_iou=0.5, max_det=100, m
     kept = torch.cat(kept)
     return list(zip(boxes.index_select(0, kept).split(per_image), scores.index_select(0, kept).split(per_image),
                     labels.index_select(0, kept).split(per_image)))
+
+
+def split_detections(rows, batch_size, conf_thres=0.0):
+    """An end-to-end model's (N, 7) output (image, x1, y1, x2, y2, score, class: yolo/models/onnx_nms.py) as
+    postprocess returns detections: one (boxes (K, 4) xyxy input pixels, scores (K,), labels (K,) int64) per image,
+    best first. Rows scoring conf_thres or less are dropped: a threshold above the graph's own filters further."""
+    rows = rows[rows[:, 5] > conf_thres]
+    image = rows[:, 0].long()
+    per_image = []
+    for index in range(batch_size):
+        mine = rows[image == index]
+        mine = mine[mine[:, 5].argsort(descending=True, stable=True)]  # the graph sorts them; kept so for any input
+        per_image.append((mine[:, 1:5], mine[:, 5], mine[:, 6].long()))
+    return per_image

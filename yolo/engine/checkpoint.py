@@ -11,6 +11,7 @@ A training checkpoint (last.pt / best.pt) holds:
     rng           python / numpy / torch (/ cuda) generator states and the loss's generator
     config        the run's config as a dict;   best_fitness, evals_without_improvement, elapsed_s
     map50, map    (best.pt) the scores of this checkpoint
+    mlflow_run_id the run's MLflow run, when config mlflow_uri is set (a resumed run continues it)
     format        CHECKPOINT_FORMAT, the version of this layout (every checkpoint the project writes has it)
 """
 import os
@@ -174,6 +175,11 @@ def load_onnx_model(cfg, path):
     source = model.meta["source"] if isinstance(model.meta["source"], dict) else {}
     logger.info(f"loaded {onnx_path} (ONNX Runtime, CPU; exported from {source.get('checkpoint', 'unknown')}, "
                 f"sha256 {source.get('sha256', 'unknown')})")
+    if model.end_to_end:
+        nms = model.nms
+        logger.info(f"{onnx_path.name} decodes and runs NMS inside (fixed at export: score > {nms['conf_thres']:g}, "
+                    f"IoU {nms['nms_iou']:g}, max_det {nms['max_det']}, pre_nms_topk {nms['pre_nms_topk']}; every "
+                    f"class above the threshold per box); config nms_iou, max_det and pre_nms_topk are not used")
     return model.eval(), torch.device("cpu"), onnx_path
 
 

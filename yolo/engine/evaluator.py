@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from ..data.transforms import boxes_to_original
 from ..metrics import evaluate_detections
-from ..postprocess import postprocess
+from ..postprocess import postprocess, split_detections
 from .distributed import gather_detections, is_main_process, unwrap
 
 
@@ -20,17 +20,26 @@ def predict_loader(model, loader, cfg, device, show_progress=True, multi_label=F
     """Detections of task `task`'s head for every image of the loader's dataset, in original-image pixels:
     index -> (boxes, scores, labels).
 
-    multi_label=True keeps every class above conf_thres for a box (for mAP); False only its best class (to draw)."""
+    multi_label=True keeps every class above conf_thres for a box (for mAP); False only its best class (to draw).
+    A model with its post-processing inside (an ONNX export with export_nms) returns detections itself: every class
+    above its own threshold, whatever multi_label says; conf_thres filters them further."""
     model.eval()
     records = loader.dataset.records
     detections = {}
     decoding = unwrap(model).decoding
     capped = []  # candidate counts of the images that had more than pre_nms_topk
+    end_to_end = getattr(unwrap(model), "nms", None)
+    if end_to_end and cfg.conf_thres < end_to_end["conf_thres"]:
+        logger.warning(f"conf_thres {cfg.conf_thres:g} is below the score threshold {end_to_end['conf_thres']:g} "
+                       f"inside {unwrap(model).path} (fixed at export): detections between are not in its output")
     bar = tqdm(loader, desc="eval", leave=False, disable=not (show_progress and is_main_process()))
     for images, _, indices, _ in bar:
         outputs = model(images.to(device, non_blocking=True), task=task)
-        results = postprocess(outputs, decoding, cfg.conf_thres, cfg.nms_iou, cfg.max_det, multi_label,
-                              cfg.pre_nms_topk, capped)
+        if end_to_end:
+            results = split_detections(outputs, images.shape[0], cfg.conf_thres)
+        else:
+            results = postprocess(outputs, decoding, cfg.conf_thres, cfg.nms_iou, cfg.max_det, multi_label,
+                                  cfg.pre_nms_topk, capped)
         for index, (boxes, scores, labels) in zip(indices, results):
             rec = records[index]
             boxes = boxes_to_original(boxes.cpu().numpy(), rec.width, rec.height, images.shape[-1])

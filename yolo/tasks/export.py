@@ -14,22 +14,33 @@ as evaluation does. Every output must satisfy
 The relative term: outputs are float32 sums over hundreds of products, and a different but equally valid order of
 those sums (fused weights, ORT's kernels) moves the result by a few float32 ulps *of the largest terms*, so logits
 near 20 may move ten times more than logits near 2. Below 1 the bound is absolute.
+
+With export_nms the file's outputs are detections (yolo/models/onnx_nms.py); they must match, one to one, those of
+yolo/postprocess.py (multi-label, the file's thresholds) on the unfused model: same class, boxes within
+PARITY_TOL * max(1, image side) pixels, scores within SCORE_TOL. A detection without a partner passes only when its
+score sits within SCORE_TOL of a cut (conf_thres, or the last score kept in an image cut at max_det), where float
+rounding decides the side. With export_dynamic the check images are also run padded to a wider, non-square size.
 """
 import glob
 import os
 
+import numpy as np
 import torch
 from loguru import logger
 
 from ..config import task_configs
 from ..data.dataset import build_loader, read_records
+from ..data.transforms import PAD_FILL
 from ..engine.checkpoint import MODEL_FIELDS, default_checkpoint, load_model
 from ..engine.exports import export_destination, exported_path, fingerprint
 from ..engine.logs import setup_logging
 from ..models.fuse import fuse_batchnorm
 from ..models.onnx_model import OPSET, OnnxModel, export_onnx, output_names
+from ..models.onnx_nms import detection_output_names
+from ..postprocess import postprocess, split_detections
 
 PARITY_TOL = 1e-4
+SCORE_TOL = 1e-4  # export_nms: |score difference| of two detections paired by the check
 
 
 class ExportCheckError(ValueError):
@@ -44,25 +55,33 @@ def run(cfg):
         raise ValueError(f"ckpt_path {ckpt_path} is already an ONNX file; export reads a .pt checkpoint")
     cfg.ckpt_path, cfg.backend, cfg.device = str(ckpt_path), "torch", "cpu"  # ORT runs on the CPU: compare on it
     model, _, ckpt_path = load_model(cfg)
-    source, options = fingerprint(ckpt_path), {"fuse": cfg.export_fuse, "opset": OPSET}
+    source, options = fingerprint(ckpt_path), export_options(cfg)
     batches = check_batches(task_configs(cfg), cfg.export_check_images)
     exported = fuse_batchnorm(model, batches[0], task=None) if cfg.export_fuse else model
+    if cfg.export_dynamic:  # also checked at a size it was not traced at
+        batches.append(wider(batches[0]))
     base = exported_path(ckpt_path, cfg.runs_dir)
     base.parent.mkdir(parents=True, exist_ok=True)
     remove_killed_exports(base)
     tmp = base.with_name(f".{base.name}.tmp{os.getpid()}")  # checked first, then renamed: no unchecked file is left
     try:
         export_onnx(exported, tmp, batches[0][:1], {f: getattr(cfg, f) for f in MODEL_FIELDS}, cfg.task_names,
-                    source=source, options=options)
+                    source=source, options=options, nms=options.get("nms"), dynamic=cfg.export_dynamic)
         check_graph(tmp)
-        rows = parity(model, OnnxModel(tmp), batches)
+        if cfg.export_nms:
+            rows = detection_parity(model, OnnxModel(tmp), batches, options["nms"])
+            table, failed = detection_table(rows), [r for r in rows if r["unexplained"]]
+            why = (f"have detections without a partner in PyTorch's post-processing (same class, boxes within "
+                   f"{PARITY_TOL:g} x max(1, image side), scores within {SCORE_TOL:g})")
+        else:
+            rows = parity(model, OnnxModel(tmp), batches)
+            table, failed = parity_table(rows), [r for r in rows if r["max_diff"] > r["bound"]]
+            why = f"differ by more than {PARITY_TOL:g} x max(1, max|output|)"
         logger.info(f"ONNX Runtime vs PyTorch on {sum(len(b) for b in batches)} validation images "
-                    f"(fused: {cfg.export_fuse})\n{parity_table(rows)}")
-        failed = [r for r in rows if r["max_diff"] > r["bound"]]
+                    f"(fused: {cfg.export_fuse})\n{table}")
         if failed:
             raise ExportCheckError(f"{tmp.name} does not reproduce {ckpt_path}: output(s) "
-                                    f"{', '.join(r['name'] for r in failed)} differ by more than {PARITY_TOL:g} x "
-                                    f"max(1, max|output|):\n{parity_table(rows)}")
+                                   f"{', '.join(r['name'] for r in failed)} {why}:\n{table}")
         out, replaces = export_destination(ckpt_path, cfg.runs_dir, source, options)
         os.replace(tmp, out)
     finally:
@@ -70,10 +89,25 @@ def run(cfg):
     where = ("replacing the earlier export of the same checkpoint content and options; " if replaces else
              f"a new name: {base.name} ... hold exports of another checkpoint content or other options, kept; "
              if out != base else "")
-    logger.info(f"wrote {out} ({where}opset {OPSET}, fused: {cfg.export_fuse}, input 'images' (B, 3, {cfg.img_size}, "
-                f"{cfg.img_size}) uint8, outputs {', '.join(output_names(len(cfg.task_names), cfg.strides))}); "
-                f"evaluate it: python main.py --task val --ckpt_path {out}")
+    size = "H, W" if cfg.export_dynamic else f"{cfg.img_size}, {cfg.img_size}"
+    names = (detection_output_names(len(cfg.task_names)) if cfg.export_nms
+             else output_names(len(cfg.task_names), cfg.strides))
+    layout = " (N, 7): image, x1, y1, x2, y2, score, class" if cfg.export_nms else ""
+    logger.info(f"wrote {out} ({where}opset {OPSET}, fused: {cfg.export_fuse}, input 'images' (B, 3, {size}) uint8, "
+                f"outputs {', '.join(names)}{layout}); evaluate it: python main.py --task val --ckpt_path {out}")
     return out, rows
+
+
+def export_options(cfg):
+    """How a file is made: recorded in it, and an export of other options never replaces it (exports.py). Options
+    left at their defaults are not written, so a plain export is recognised as the same export it was before."""
+    options = {"fuse": cfg.export_fuse, "opset": OPSET}
+    if cfg.export_nms:
+        options["nms"] = {"conf_thres": cfg.conf_thres, "nms_iou": cfg.nms_iou, "max_det": cfg.max_det,
+                          "pre_nms_topk": cfg.pre_nms_topk}
+    if cfg.export_dynamic:
+        options["dynamic"] = True
+    return options
 
 
 def remove_killed_exports(base):
@@ -107,6 +141,14 @@ def check_batches(tasks, per_task):
     return batches
 
 
+def wider(images, extra=32):
+    """The batch with `extra` more columns on the right, of the letterbox's grey: a non-square size."""
+    b, _, h, w = images.shape
+    out = torch.tensor(PAD_FILL, dtype=torch.uint8).view(1, 3, 1, 1).repeat(b, 1, h, w + extra)
+    out[..., :w] = images
+    return out
+
+
 def check_graph(path):
     import onnx
 
@@ -138,3 +180,56 @@ def parity_table(rows):
               f"{'yes' if r['max_diff'] <= r['bound'] else 'NO'} |" for r in rows]
     return "\n".join(lines)
 
+
+
+@torch.no_grad()
+def detection_parity(model, onnx_model, batches, nms):
+    """export_nms: one row per task output: the graph's detections paired one to one with postprocess's
+    (multi-label, the graph's thresholds) on `model` (module docstring): counts of pairs, of unpaired detections at
+    a cut and of unexplained ones, and the largest box and score differences of the pairs."""
+    rows = []
+    for task, name in enumerate(onnx_model.names):
+        row = {"name": name, "matched": 0, "at_cut": 0, "unexplained": 0, "max_box_diff": 0.0, "bound": 0.0,
+               "max_score_diff": 0.0}
+        for images in batches:
+            bound = PARITY_TOL * max(1.0, *images.shape[2:])
+            row["bound"] = max(row["bound"], bound)
+            expected = postprocess(model(images, task=task), model.decoding, nms["conf_thres"], nms["nms_iou"],
+                                   nms["max_det"], True, nms["pre_nms_topk"])
+            for e, g in zip(expected, split_detections(onnx_model(images, task=task), len(images))):
+                pair_detections(e, g, bound, nms, row)
+        rows.append(row)
+    return rows
+
+
+def pair_detections(expected, got, bound, nms, row):
+    """Pair one image's expected detections, best first, each with the closest free detection of `got` of its class
+    within the bounds; add the counts and differences to `row`."""
+    (e_boxes, e_scores, e_labels), (g_boxes, g_scores, g_labels) = [[t.numpy() for t in d] for d in (expected, got)]
+    free, unpaired = np.ones(len(g_scores), bool), []
+    for box, score, label in zip(e_boxes, e_scores, e_labels):
+        box_diff = np.abs(g_boxes - box).max(1) if len(g_boxes) else np.zeros(0)
+        score_diff = np.abs(g_scores - score)
+        fits = free & (g_labels == label) & (box_diff <= bound) & (score_diff <= SCORE_TOL)
+        if not fits.any():
+            unpaired.append(score)
+            continue
+        best = np.flatnonzero(fits)[np.argmin(box_diff[fits])]
+        free[best] = False
+        row["matched"] += 1
+        row["max_box_diff"] = max(row["max_box_diff"], float(box_diff[best]))
+        row["max_score_diff"] = max(row["max_score_diff"], float(score_diff[best]))
+    # a cut: the threshold, and the last score kept in an image that reached max_det on either side
+    cuts = [nms["conf_thres"]] + [float(s.min()) for s in (e_scores, g_scores) if len(s) >= nms["max_det"]]
+    for score in unpaired + g_scores[free].tolist():
+        at_cut = any(abs(score - cut) <= SCORE_TOL for cut in cuts)
+        row["at_cut" if at_cut else "unexplained"] += 1
+
+
+def detection_table(rows):
+    lines = ["| output | pairs | unpaired at a cut | unexplained | max box diff (px) | bound | max score diff | ok |",
+             "|---|---:|---:|---:|---:|---:|---:|---|"]
+    lines += [f"| {r['name']} | {r['matched']} | {r['at_cut']} | {r['unexplained']} | {r['max_box_diff']:.2e} | "
+              f"{r['bound']:.2e} | {r['max_score_diff']:.2e} | {'yes' if not r['unexplained'] else 'NO'} |"
+              for r in rows]
+    return "\n".join(lines)
