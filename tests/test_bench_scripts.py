@@ -11,7 +11,8 @@ SCRIPTS = sorted(p.name for p in (ROOT / "bench").glob("*.py") if p.name != "com
 
 
 def test_every_bench_script_is_listed():
-    assert {"pipeline.py", "predict.py", "assign.py", "profile_pipeline.py", "multitask_compare.py"} <= set(SCRIPTS)
+    assert {"pipeline.py", "predict.py", "assign.py", "profile_pipeline.py", "multitask_compare.py",
+            "rsa_trees.py"} <= set(SCRIPTS)
 
 
 @pytest.mark.slow

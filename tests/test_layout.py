@@ -21,6 +21,7 @@ LAYERS = [
     ["yolo.engine"],
     ["yolo.research"],  # evolution, RSA, the tree search, merge / peel: built on the engine, apart from training
     ["yolo.tasks"],
+    ["yolo.api", "yolo.cli"],  # the Python API and the command line (yolo-lab, main.py): the commands' callers
 ]
 
 
@@ -135,3 +136,16 @@ def test_task_names_are_checked_against_the_registry():
     check_task_name("train")
     with pytest.raises(ValueError, match="config field 'task' = 'dance' is not a command; choose one of train"):
         check_task_name("dance")
+
+
+def test_every_head_is_built_in_models_heads():
+    """build_head (every head, the plain 1x1 one included) and the hand-made tower live in yolo/models/heads.py;
+    search_cell.py and search_ops.py hold only the searched head's parts; the detector asks heads.py."""
+    def defined(path):
+        tree = ast.parse((ROOT / path).read_text())
+        return {node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+
+    assert {"build_head", "Tower3x3", "TowerHead"} <= defined("yolo/models/heads.py")
+    for path in ("yolo/models/search_cell.py", "yolo/models/search_ops.py"):
+        assert not {"build_head", "Tower3x3", "TowerHead"} & defined(path), path
+    assert "yolo.models.heads" in imported_modules(ROOT / "yolo" / "models" / "detector.py")

@@ -25,6 +25,9 @@ class BaseConfig:
         self.seed = 0                          # seeds python, numpy and torch
         # ---- data
         self.dataset = "shapes"                # shapes (built-in, generated on first use) | voc | coco | yolo (txt)
+        self.data = None                       # an Ultralytics / Roboflow data.yaml: sets dataset yolo, data_root and
+                                               # class_names; its train / val / test entries are the splits named
+                                               # train_split / val_split (docs/data.md)
         self.data_root = "data/shapes"         # dataset root (for shapes: where it is generated)
         self.train_dirs = None                 # folders inside data_root whose splits are concatenated, e.g. VOC's
         self.val_dirs = None                   # ["VOC2007", "VOC2012"]; None = data_root itself
@@ -37,10 +40,15 @@ class BaseConfig:
         self.val_split_file = None
         self.val_from_train = 0.0              # > 0: this seeded fraction of the train split is the val split (the
                                                # val split is not read): tune and pick best.pt without the test images
+        self.train_images = 0                  # > 0: train on a fixed random subset of this many train images (the same
+                                               # whatever the seed): a cheap proxy of the full run; 0 = all of them
+        self.val_images = 0                    # > 0: evaluate on a fixed subset of this many val images; 0 = all
         self.class_names = ["circle", "square", "triangle"]
         self.shapes_num_train = 2000           # size of the built-in dataset
         self.shapes_num_val = 200
         self.shapes_seed = 0                   # the built-in dataset's generator seed (another seed, other images)
+        self.shapes_class_weights = None       # the built-in dataset's relative class frequencies, one number per
+                                               # class (None = equal): [1, 1, 0.1] makes the third class 10x rarer
         self.img_size = 320                    # network input side (multiple of 32); images are letterboxed to it
         self.batch_size = 16                   # images per process: per GPU under DDP, in total under DataParallel/CPU
         self.num_workers = 2                   # data-loader processes (0 = load in the main process)
@@ -58,6 +66,9 @@ class BaseConfig:
         self.min_box_size = 2.0                # boxes smaller than this (pixels, after augmentation) are dropped
         self.min_visibility = 0.3              # augmented boxes keeping less than this fraction of their area are dropped
         self.cache_images = False              # keep all images resized to img_size in RAM (small datasets: faster)
+        self.class_balanced = False            # draw training images (with replacement) weighted by 1 / the number of
+                                               # images holding their rarest class: rare classes seen about as often
+                                               # as common ones (a task dict may set it for its task)
         # ---- multi-task (several datasets, one model; see configs/multitask_shapes.py and yolo/models/neck.py)
         self.tasks = None                      # None = one task, the data fields above; else a list of dicts, one per
                                                # dataset: {"name": ..., + any of TASK_FIELDS, e.g. "dataset",
@@ -67,6 +78,10 @@ class BaseConfig:
                                                # its own copy of the remaining neck layers. None = whole neck shared
         self.task_weights = None               # weight of each task's loss in the sum (None = all 1)
         self.average_shared_grads = True       # divide a shared parameter's gradient by the number of tasks using it
+        self.task_sampling = "all"             # all: each step one batch of every task (an epoch = the longest task's
+                                               # pass) | proportional: each step one task's batch, the task drawn by
+                                               # its batches per pass | balanced: drawn uniformly (these two: an epoch
+                                               # = the sum of the tasks' passes); docs/multitask.md
         # ---- model
         self.backbone = "resnet18"             # one of BACKBONES
         self.width = 0.5                       # channel width multiplier of backbone and neck
@@ -76,6 +91,8 @@ class BaseConfig:
         self.init_ckpt = None                  # start from this checkpoint's weights (fine-tuning): tensors whose
                                                # shape differs, e.g. heads of another class count, are skipped
         self.freeze_backbone_epochs = 0        # keep the backbone frozen (weights and BN statistics) this many epochs
+        self.freeze_shared_epochs = 0          # keep every shared layer frozen this many epochs: the backbone and the
+                                               # neck blocks several tasks run (after --task merge: heads adapt first)
         # ---- anchors and label assignment
         self.anchors = [[(14, 14), (22, 22), (30, 30)],        # stride 8 (small objects), pixels at img_size
                         [(42, 42), (58, 58), (80, 80)],        # stride 16
@@ -104,6 +121,10 @@ class BaseConfig:
         self.momentum = 0.937                  # SGD momentum / Adam beta1
         self.weight_decay = 5e-4               # applied to conv/linear weights only, never to BN or biases
         self.warmup_epochs = 1.0               # linear warmup length, then cosine decay to lr * final_lr_ratio
+        self.warmup_momentum = None            # momentum (Adam beta1) at the warmup's start, rising linearly to momentum
+                                               # over the warmup (YOLOv5: 0.8); None = momentum all along
+        self.warmup_bias_lr = 0.0              # biases' lr at the warmup's start, falling linearly to the scheduled lr
+                                               # (YOLOv5: 0.1 with SGD lr 0.01); 0 = they warm up like every weight
         self.final_lr_ratio = 0.05             # cosine schedule's last lr as a fraction of lr
         self.grad_clip = 10.0                  # max gradient norm (0 = off)
         self.nominal_batch_size = None         # images per optimizer step, all processes together: gradients are
@@ -129,6 +150,9 @@ class BaseConfig:
         self.deterministic = False             # deterministic kernels; with seed, CPU and num_workers 0 runs repeat exactly
         self.tensorboard = True                # TensorBoard scalars + prediction grids in run_dir/tensorboard
         self.log_interval = 10                 # iterations between two TensorBoard points of the loss terms and lr
+        self.mlflow_uri = None                 # MLflow tracking (None = off): a folder (an SQLite store in it, e.g.
+                                               # "runs/mlflow") or a tracking server URL; pip install mlflow
+        self.mlflow_experiment = "yolo"        # the MLflow experiment runs are logged to (created when missing)
         # ---- distributed (launch with torchrun; batch_size is per process, see nominal_batch_size for lr)
         self.sync_bn = False                   # DDP: batch-norm statistics over all processes (SyncBatchNorm)
         self.dist_backend = "auto"             # auto (nccl on GPU, gloo on CPU) | nccl | gloo
@@ -142,9 +166,16 @@ class BaseConfig:
         self.eval_backend = "pycocotools"      # pycocotools | faster_coco_eval
         self.ckpt_path = None                  # checkpoint for val/predict (None = best.pt of the newest run of run_name)
         # ---- prediction
-        self.predict_source = None             # folder or image file (None = a few built-in val images)
+        self.predict_source = None             # image, folder (searched recursively), glob ("photos/**/*.jpg"), .txt
+                                               # list of image paths, video file, or webcam index (0); None = a few
+                                               # built-in val images (docs/predict.md)
         self.predict_conf = 0.3                # score threshold for drawn predictions
         self.predict_max_images = 8            # how many built-in val images predict uses by default
+        self.predict_vid_stride = 1            # video / webcam: predict every k-th frame (the video written has those)
+        self.predict_max_frames = 0            # video / webcam: stop after this many frames read (0 = to the end;
+                                               # a webcam: until it stops or Ctrl-C)
+        self.predict_save_txt = False          # also write labels/<image>.txt: YOLO format class cx cy w h, normalised
+        self.predict_save_conf = False         # predict_save_txt: add each box's score as a 6th column
         # ---- debug
         self.num_debug_batch = 1               # --task debug: batches of augmented training data to draw
         self.debug_demos = False               # --task debug: also redraw the pictures of docs/how_it_works.md,
@@ -157,6 +188,9 @@ class BaseConfig:
         # ---- export (python main.py --task export writes an .onnx file; docs/export.md)
         self.export_fuse = True                # fold every BatchNorm into its conv first (same outputs, faster)
         self.export_check_images = 8           # validation images per task on which ONNX Runtime must match PyTorch
+        self.export_nms = False                # decoding, score threshold (conf_thres) and NMS (nms_iou, max_det,
+                                               # pre_nms_topk) inside the graph: one (N, 7) output per task
+        self.export_dynamic = False            # any input height and width (multiples of 32), not only img_size
         self.predict_fuse = True               # --task predict (backend torch) folds BatchNorm into convs first:
                                                # the same detections, a faster forward (bench/predict.py)
         self.backend = "torch"                 # val / predict: torch | onnxruntime (runs the .onnx file; a ckpt_path
@@ -171,7 +205,16 @@ class BaseConfig:
                                                # config.json and checkpoints carry it without the file
         self.head_channels = 32                # tower heads: the width every scale is projected to (towers shared)
         self.cell_channels = 16                # searched / search cells: the narrow width their edges run at
-        self.search_epochs = 4                 # --task search_head: passes over the weights' part of the train split
+        self.search_mode = "cached"            # --task search_head: cached (the towers alone, on the backbone + neck
+                                               # features of a trained detector, computed once) | end_to_end (the
+                                               # whole model trains, augmented batches; docs/head_search.md)
+        self.search_steps = 2000               # cached: architecture steps (each followed by one weight step)
+        self.search_batch_size = 4             # cached: images per step; small, as the towers' 9 mixed edges per
+                                               # cell (not the frozen backbone) are what a step costs per image
+        self.search_cache_flip = True          # cached: each image is cached as it is and mirrored (2 views)
+        self.search_order = 1                  # 1: first-order alpha gradient | 2: DARTS's unrolled second order
+        self.search_latency_weight = 0.0       # loss per ms of expected CPU latency of the cells' ops (0 = off)
+        self.search_epochs = 4                 # end_to_end: passes over the weights' part of the train split
         self.search_alpha_split = "heldout"    # images the architecture weights learn on: heldout (a part of the
                                                # train split the weights never see) | same (the weights' batch)
         self.search_heldout_fraction = 0.5     # heldout: fraction of the train split kept for the alphas
@@ -180,19 +223,27 @@ class BaseConfig:
         # ---- evolution (--task evolve: hyperparameter search, yolo/research/evolve.py; trials in runs/<run_name>_evolve/)
         self.evolve_generations = 10           # trials in all (generation 1 trains this config); each trains `epochs`
         self.evolve_params = None              # fields to evolve, a list or "lr,box_weight,zoom" (None = all of
-                                               # yolo.research.evolve.EVOLVE_SPACE); multi-task: task_weights and the loss gains
-                                               # evolve per task
+                                               # yolo.research.evolve.EVOLVE_SPACE); multi-task: task_weights and every
+                                               # numeric task-dict field evolve per task
+        self.evolve_confirm_seeds = 2          # after the search: generation 1 and the best evolve_confirm_top results
+                                               # train again with seed + 1 .. seed + this; the winner is the best mean
+                                               # of those retrainings (2: the fewest that give a spread); 0 = off
+        self.evolve_confirm_top = 3            # how many of the best results are confirmed (besides generation 1)
         self.evolve_backend = "genetic"        # genetic (mutate the best, one trial at a time) | ray (Ray Tune)
         self.evolve_ray_address = None         # ray: address of a running cluster ("auto", "10.0.0.1:6379"); None = a
                                                # local Ray instance on this machine
         self.evolve_ray_concurrency = 2        # ray: trials trained at the same time
-        self.evolve_ray_searcher = "optuna"    # ray: optuna (TPE) | random
+        self.evolve_ray_searcher = "optuna"    # ray: a Ray Tune searcher (config_checks.RAY_SEARCHERS: optuna = TPE,
+                                               # hyperopt, bayesopt, hebo, nevergrad, ax) or random
         self.evolve_ray_cpus = 1               # ray: CPUs each trial reserves (gpus: 1 each when the cluster has GPUs)
         self.evolve_asha = True                # ray: ASHA stops weak trials early (fitness evaluated every epoch)
         # ---- representation similarity (which layers tasks should share; see docs/multitask_rsa.md)
         self.rsa_ckpts = None                  # --task rsa: one single-task checkpoint per task, in the order of
                                                # `tasks`: "a.pt,b.pt" or a list of paths
         self.rsa_images = 100                  # --task rsa: val images of each task every model runs over (>= 4)
+        self.rsa_measure = "spearman"          # --task rsa: spearman (rank correlation of the RDMs, the reference's) | cka
+        self.rsa_budget = 0.7                  # --task rsa: recommend the least dissimilar tree within this compute
+                                               # (a fraction of one single-task model per task)
         self.merge_ckpts = None                # --task merge: single-task checkpoints, one per task, in task order
         self.merge_average = False             # --task merge: shared layers = the mean of the tasks sharing them
                                                # (False: taken from the first of those tasks)

@@ -14,8 +14,12 @@ from .branching import neck_groups
 BACKBONES = ("resnet18", "resnet34", "resnet50", "darknet53", "mobilenet_v3_small", "mobilenet_v3_large")
 STRATEGIES = ("single_grid", "nearby_grid", "all_grid")  # label assignment, yolo/assign.py
 EVAL_BACKENDS = ("pycocotools", "faster_coco_eval")     # COCO evaluation, yolo/metrics.py
-HEADS = ("conv1x1", "tower3x3", "searched")             # detection head, yolo/models/search_cell.py
+HEADS = ("conv1x1", "tower3x3", "searched")             # detection head, yolo/models/heads.py
 ACTIVATIONS = ("leaky", "silu", "relu")                 # neck activation, yolo/models/neck.py
+# Ray Tune searchers of --task evolve (yolo/research/evolve_ray.py), each with the package it needs: pip install <it>
+RAY_SEARCHERS = {"optuna": "optuna", "hyperopt": "hyperopt", "bayesopt": "bayesian-optimization", "hebo": "HEBO",
+                 "nevergrad": "nevergrad", "ax": "ax-platform"}
+RSA_MEASURES = ("spearman", "cka")                      # comparison of two RDMs, yolo/research/rsa.py
 
 ALLOWED = {
     "dataset": ("shapes", "voc", "coco", "yolo"),
@@ -32,15 +36,18 @@ ALLOWED = {
     "backend": ("torch", "onnxruntime"),
     "head": HEADS,
     "search_alpha_split": ("heldout", "same"),
+    "search_mode": ("cached", "end_to_end"),
     "evolve_backend": ("genetic", "ray"),
-    "evolve_ray_searcher": ("optuna", "random"),
+    "evolve_ray_searcher": ("random", *RAY_SEARCHERS),
+    "task_sampling": ("all", "proportional", "balanced"),  # multi-task steps, yolo/engine/multitask.py
+    "rsa_measure": RSA_MEASURES,
 }
 TASK_NAME = re.compile(r"[A-Za-z0-9_.-]+")  # a task name: one plain folder name, never a path
 # what a task dict of config `tasks` may set: the data fields and the loss gains (everything else is shared)
 TASK_FIELDS = ("dataset", "data_root", "train_dirs", "val_dirs", "ann_dir", "img_dir", "train_split", "val_split",
                "train_split_file", "val_split_file", "class_names", "shapes_num_train", "shapes_num_val",
-               "shapes_seed", "augmentations", "mosaic_prob", "cache_images",
-               "box_weight", "obj_weight", "cls_weight")
+               "shapes_seed", "shapes_class_weights", "augmentations", "mosaic_prob", "cache_images",
+               "batch_size", "class_balanced", "box_weight", "obj_weight", "cls_weight")
 
 
 # the range of every numeric field: ">= a", "> a" or an interval "[a, b)"; NaN and infinity never pass. Their types
@@ -48,25 +55,31 @@ TASK_FIELDS = ("dataset", "data_root", "train_dirs", "val_dirs", "ann_dir", "img
 RANGES = {
     # data
     "seed": ">= 0", "shapes_seed": ">= 0", "shapes_num_train": ">= 1", "shapes_num_val": ">= 1",
-    "val_from_train": "[0, 1)", "img_size": ">= 32", "batch_size": ">= 1", "num_workers": ">= 0",
+    "val_from_train": "[0, 1)", "train_images": ">= 0", "val_images": ">= 0", "img_size": ">= 32",
+    "batch_size": ">= 1", "num_workers": ">= 0",
     "hflip_prob": "[0, 1]", "affine_translate": "[0, 1)", "color_jitter": "[0, 1)", "mosaic_prob": "[0, 1]",
     "mosaic_off_epochs": ">= 0", "min_box_size": ">= 0", "min_visibility": "[0, 1]",
     # model, assignment, loss
-    "width": "(0, 2]", "freeze_backbone_epochs": ">= 0", "match_iou_thres": "[0, 1]", "auto_anchor_bpr": "[0, 1]",
+    "width": "(0, 2]", "freeze_backbone_epochs": ">= 0", "freeze_shared_epochs": ">= 0", "match_iou_thres": "[0, 1]",
+    "auto_anchor_bpr": "[0, 1]",
     "box_weight": ">= 0", "obj_weight": ">= 0", "cls_weight": ">= 0", "ignore_iou_thres": "[0, 1]",
     # training
     "epochs": ">= 1", "lr": "> 0", "momentum": "[0, 1)", "weight_decay": ">= 0", "warmup_epochs": ">= 0",
-    "final_lr_ratio": "[0, 1]", "grad_clip": ">= 0", "lr_step_factor": "> 0", "restart_epochs": "> 0",
-    "restart_mult": ">= 1", "ema_decay": "[0, 1)", "ema_tau": "> 0", "multiscale_interval": ">= 1",
-    "patience": ">= 0", "log_interval": ">= 1",
+    "warmup_bias_lr": ">= 0", "final_lr_ratio": "[0, 1]", "grad_clip": ">= 0", "lr_step_factor": "> 0",
+    "restart_epochs": "> 0", "restart_mult": ">= 1", "ema_decay": "[0, 1)", "ema_tau": "> 0",
+    "multiscale_interval": ">= 1", "patience": ">= 0", "log_interval": ">= 1",
     # evaluation, prediction, debug, export
     "val_interval": ">= 1", "conf_thres": "[0, 1]", "nms_iou": "[0, 1]", "max_det": ">= 1", "pre_nms_topk": ">= 1",
     "predict_conf": "[0, 1]", "predict_max_images": ">= 1", "num_debug_batch": ">= 1", "confusion_conf": "[0, 1]",
     "confusion_iou": "[0, 1]", "export_check_images": ">= 1",
+    "predict_vid_stride": ">= 1", "predict_max_frames": ">= 0",
     # head search, evolution, representation similarity (the unbiased HSIC needs 4 images)
     "head_channels": ">= 1", "cell_channels": ">= 1", "search_epochs": ">= 1", "search_heldout_fraction": "(0, 1)",
     "search_alpha_lr": "> 0", "search_genotype_interval": ">= 1", "evolve_generations": ">= 1",
+    "search_steps": ">= 1", "search_batch_size": ">= 1", "search_order": "[1, 2]", "search_latency_weight": ">= 0",
+    "evolve_confirm_seeds": ">= 0", "evolve_confirm_top": ">= 1",
     "evolve_ray_concurrency": ">= 1", "evolve_ray_cpus": ">= 1", "rsa_images": ">= 4",
+    "rsa_budget": "> 0",
 }
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")  # whether that device exists: engine/distributed.py select_device
 
@@ -105,6 +118,7 @@ def validate(cfg, defaults):
     validate_task_values(cfg, defaults)
     validate_head_fields(cfg)
     validate_rsa_fields(cfg)
+    validate_predict_source(cfg.predict_source)
 
 
 def field_problem(name, value, default):
@@ -181,6 +195,17 @@ def validate_data_fields(cfg):
     if not 0 < low <= high:
         raise ValueError(f"config field 'affine_scale' = {cfg.affine_scale!r} must be a (low, high) zoom range with "
                          f"0 < low <= high, e.g. (0.75, 1.25)")
+    data = cfg.data
+    if data is not None and (not isinstance(data, str) or Path(data).suffix.lower() not in (".yaml", ".yml")):
+        raise ValueError(f"config field 'data' = {cfg.data!r} must be None or the path of a data.yaml (.yaml / .yml)")
+    if cfg.data is not None and cfg.tasks:
+        raise ValueError("config field 'data' names one dataset: with 'tasks', give each task its dataset, data_root "
+                         "and class_names (a task dict cannot read a data.yaml)")
+    weights = cfg.shapes_class_weights
+    if weights is not None and (not is_numbers(weights, len(cfg.class_names)) or min(weights) < 0
+                                or not sum(weights)):
+        raise ValueError(f"config field 'shapes_class_weights' = {weights!r} must be None or one number >= 0 per "
+                         f"class of class_names ({len(cfg.class_names)}), not all 0: the classes' relative frequencies")
     for name in ("train_dirs", "val_dirs"):
         dirs = getattr(cfg, name)
         if dirs is not None and (isinstance(dirs, str) or not all(isinstance(d, str) for d in dirs)):
@@ -200,6 +225,9 @@ def validate_engine_fields(cfg):
         raise ValueError(f"config field 'nominal_batch_size' = {cfg.nominal_batch_size!r} must be None or an int >= 1")
     if cfg.time_budget is not None and (not is_numbers([cfg.time_budget]) or cfg.time_budget <= 0):
         raise ValueError(f"config field 'time_budget' = {cfg.time_budget!r} must be None or minutes > 0")
+    if cfg.warmup_momentum is not None and (type_problem(cfg.warmup_momentum, 0.0)
+                                            or not in_range(cfg.warmup_momentum, "[0, 1)")):
+        raise ValueError(f"config field 'warmup_momentum' = {cfg.warmup_momentum!r} must be None or a number in [0, 1)")
     steps = cfg.lr_steps
     if not is_numbers(steps) or list(steps) != sorted(steps) or any(not 0 < s < 1 for s in steps):
         raise ValueError(f"config field 'lr_steps' = {cfg.lr_steps!r} must be increasing fractions of training in (0, 1)")
@@ -207,6 +235,11 @@ def validate_engine_fields(cfg):
     if (not is_numbers(sizes, 2) or sizes[0] > sizes[1] or sizes[0] < 32
             or any(not isinstance(s, numbers.Integral) or s % 32 for s in sizes)):
         raise ValueError(f"config field 'multiscale_sizes' = {sizes!r} must be (min, max), multiples of 32, min <= max")
+    uri = cfg.mlflow_uri
+    if uri is not None and (not isinstance(uri, str) or not uri.strip()):
+        raise ValueError(f"config field 'mlflow_uri' = {uri!r} must be None (off), a folder or a tracking server URL")
+    if not cfg.mlflow_experiment.strip():
+        raise ValueError("config field 'mlflow_experiment' must name an experiment, got an empty string")
 
 
 def validate_task_fields(cfg):
@@ -241,7 +274,7 @@ def validate_task_fields(cfg):
 
 def validate_head_fields(cfg):
     """The head-search fields; a searched head's genotype text is read from genotype_file here (parsed when the
-    model is built, yolo/models/search_cell.py)."""
+    model is built, yolo/models/heads.py)."""
     if cfg.head == "searched" and cfg.genotype is None:
         if not cfg.genotype_file:
             raise ValueError("config field 'head' = 'searched' needs 'genotype_file' (the genotype.txt of "
@@ -250,6 +283,14 @@ def validate_head_fields(cfg):
         if not path.is_file():
             raise FileNotFoundError(f"config field 'genotype_file': {path} does not exist")
         cfg.genotype = path.read_text()
+
+
+def validate_predict_source(source):
+    """None, a path or glob (a string), or a webcam index (an int >= 0: the command line reads `0` as one)."""
+    webcam = isinstance(source, numbers.Integral) and not isinstance(source, bool) and source >= 0
+    if not (source is None or webcam or (isinstance(source, str) and source.strip())):
+        raise ValueError(f"config field 'predict_source' = {source!r} must be None, a path (image, folder, glob, "
+                         f".txt list, video) or a webcam index (an int >= 0)")
 
 
 def validate_rsa_fields(cfg):

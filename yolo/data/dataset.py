@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from .checks import DataError, Problems
 from .coco import read_coco
+from .data_yaml import read_yaml_split
 from .mosaic import mosaic4
 from .records import load_image_rgb
 from .shapes import ensure_shapes_dataset, require_shapes_dataset
@@ -101,6 +102,9 @@ def collate(batch):
     return torch.stack(images), torch.cat(rows) if rows else torch.zeros(0, 6), list(indices), sum(boxes_in)
 
 
+SUBSET_SEED = 0  # the draw of train_images / val_images: not the config's seed, which a run's repeats change
+
+
 def read_records(cfg, split, problems=None, generate=True):
     """The records of the train or val split of the configured dataset (generating the built-in one if needed).
     With config val_from_train > 0 both come from the train split: val is its held-out part, train the rest.
@@ -112,16 +116,31 @@ def read_records(cfg, split, problems=None, generate=True):
     """
     if cfg.val_from_train:
         kept, held_out = split_off_val(cfg, read_split(cfg, "train", problems, generate))
-        return kept if split == "train" else held_out
-    return read_split(cfg, split, problems, generate)
+        records = kept if split == "train" else held_out
+    else:
+        records = read_split(cfg, split, problems, generate)
+    return fixed_subset(records, cfg.train_images if split == "train" else cfg.val_images, split)
 
 
 def read_train_val(cfg):
     """(train records, val records) as read_records gives them, reading the train split once when val is carved
     from it."""
     if cfg.val_from_train:
-        return split_off_val(cfg, read_split(cfg, "train"))
-    return read_split(cfg, "train"), read_split(cfg, "val")
+        train, val = split_off_val(cfg, read_split(cfg, "train"))
+    else:
+        train, val = read_split(cfg, "train"), read_split(cfg, "val")
+    return fixed_subset(train, cfg.train_images, "train"), fixed_subset(val, cfg.val_images, "val")
+
+
+def fixed_subset(records, count, split):
+    """`count` of the records (all when count is 0 or not below their number), drawn with a fixed seed and kept in
+    file order (config fields train_images, val_images): the same images whatever the config's seed, so a cheap
+    proxy of a run (evolve's trials, their retrainings with other seeds) always sees the same data."""
+    if not count or count >= len(records):
+        return records
+    keep = set(random.Random(SUBSET_SEED).sample(range(len(records)), count))
+    logger.info(f"{split}_images {count}: a fixed {count} of the {len(records)} {split} images")
+    return [r for i, r in enumerate(records) if i in keep]
 
 
 def split_off_val(cfg, train_records):
@@ -149,7 +168,8 @@ def read_split(cfg, split, problems=None, generate=True):
     """read_records for one split as the config names it (its folders, split name or split file)."""
     if cfg.dataset == "shapes":
         prepare = ensure_shapes_dataset if generate else require_shapes_dataset
-        prepare(cfg.data_root, cfg.shapes_num_train, cfg.shapes_num_val, cfg.shapes_seed, tuple(cfg.class_names))
+        prepare(cfg.data_root, cfg.shapes_num_train, cfg.shapes_num_val, cfg.shapes_seed, tuple(cfg.class_names),
+                class_weights=cfg.shapes_class_weights)
     name = cfg.train_split if split == "train" else cfg.val_split
     split_file = cfg.train_split_file if split == "train" else cfg.val_split_file
     dirs = cfg.train_dirs if split == "train" else cfg.val_dirs
@@ -165,6 +185,8 @@ def read_split(cfg, split, problems=None, generate=True):
         records = [rec for root in roots for rec in read_coco(coco_json_path(cfg, root, name, split_file),
                                                               os.path.join(root, cfg.img_dir.format(split=name)),
                                                               names, problems)[0]]
+    elif cfg.data:  # a data.yaml names the split's image folders or image lists
+        records = read_yaml_split(cfg.data, name, names, problems)[0]
     else:
         records = [rec for root in roots for rec in read_yolo_txt(root, name, names, problems)[0]]
     if own:
@@ -195,8 +217,10 @@ def coco_json_path(cfg, root, split_name, split_file):
     return os.path.join(root, cfg.ann_dir, f"instances_{split_name}.json")
 
 
-def build_loader(cfg, records, train, sampler=None):
-    cache = cache_images(records, cfg.img_size) if cfg.cache_images else None
+def build_loader(cfg, records, train, sampler=None, images=None):
+    """images: the records' decoded RGB images, (H, W, 3) uint8 at the records' sizes, when they are in memory
+    already (the Python API's arrays): used instead of the files, through the same letterbox."""
+    cache = images if images is not None else cache_images(records, cfg.img_size) if cfg.cache_images else None
     dataset = DetectionDataset(records, build_transform(cfg, train), cfg.img_size, cfg.mosaic_prob if train else 0.0,
                                cache, cfg.min_visibility, cfg.min_box_size)
     return DataLoader(dataset, batch_size=cfg.batch_size, shuffle=train and sampler is None, sampler=sampler,

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from loguru import logger
-from torch.utils.data import DistributedSampler
 
 from ..anchors import refit_if_poor
 from ..data.dataset import build_loader, read_train_val
+from ..data.sampling import class_balanced_weights, class_shares
 from ..data.transforms import letterboxed_box_sizes
 from ..loss import YOLOLoss
 from ..models.detector import build_model
@@ -23,7 +23,8 @@ from .distributed import (DistInfo, average_over_ranks, broadcast_object, eval_s
                           train_sampler, unwrap, wrap_model)
 from .ema import ModelEMA
 from .folders import next_free_dir
-from .schedules import build_lr_lambda
+from .multitask import steps_per_epoch
+from .schedules import build_scheduler
 
 
 @dataclass
@@ -61,15 +62,24 @@ def build_loaders(tasks, cfg, info):
     for task_cfg in tasks:
         with main_process_first(info):  # rank 0 generates the built-in dataset, the others then read it
             train_records, val_records = read_train_val(task_cfg)
+        weights = class_balanced_weights(train_records) if task_cfg.class_balanced else None
+        if weights is not None:
+            logger.info(f"{task_label(task_cfg, tasks)}class_balanced: share of drawn images holding each class, "
+                        f"uniform -> by weight: {class_shares(train_records, task_cfg.class_names, weights)}")
         # the samplers only need len(): records stand in for the datasets build_loader wraps them in
         train_loader = build_loader(task_cfg, train_records, train=True,
-                                    sampler=train_sampler(train_records, info, cfg.seed))
+                                    sampler=train_sampler(train_records, info, cfg.seed, weights))
         if cfg.num_workers > 0:
             train_loader.worker_init_fn = partial(seed_worker_augmentation, rank=info.rank)
         val_loader = build_loader(task_cfg, val_records, train=False, sampler=eval_sampler(val_records, info))
         train_loaders.append(train_loader)
         val_loaders.append(val_loader)
     return train_loaders, val_loaders
+
+
+def task_label(task_cfg, tasks):
+    """'task <name>: ' in front of a log line about one task, with several tasks; '' with one."""
+    return f"task {task_cfg.task_name}: " if len(tasks) > 1 else ""
 
 
 def refit_anchors(cfg, tasks, train_loaders, info):
@@ -100,7 +110,7 @@ def start_epoch(loader, epoch, cfg, info):
         dataset.mosaic_on.fill_(mosaics)
         logger.info(f"epoch {epoch + 1}: mosaics {'on' if mosaics else 'off'} "
                     f"(mosaic_prob {dataset.mosaic_prob:g}, mosaic_off_epochs {cfg.mosaic_off_epochs})")
-    if isinstance(loader.sampler, DistributedSampler):
+    if hasattr(loader.sampler, "set_epoch"):  # DDP shards, class-balanced draws
         loader.sampler.set_epoch(epoch)
     if cfg.num_workers == 0:
         seed = np.random.SeedSequence([cfg.seed, epoch, info.rank]).generate_state(1)[0]
@@ -120,7 +130,7 @@ def build_training(cfg, tasks, info, iters_per_epoch):
     ema = ModelEMA(model, cfg.ema_decay, cfg.ema_tau) if cfg.ema else None
     model = wrap_model(model, cfg, info)
     optimizer = build_optimizer(unwrap(model), cfg)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, build_lr_lambda(cfg, iters_per_epoch))
+    scheduler = build_scheduler(optimizer, cfg, iters_per_epoch)
     amp_dtype = autocast_dtype(cfg.precision, info.device)
     scaler = torch.amp.GradScaler(info.device.type, enabled=amp_dtype == torch.float16)
     shared = unwrap(model).tasks_sharing() if cfg.average_shared_grads else []
@@ -153,12 +163,16 @@ def autocast_dtype(precision, device):
 
 
 def build_optimizer(model, cfg):
-    """Weight decay on conv/linear weights only: decaying BN scales and biases only fights normalisation."""
-    decay, no_decay = [], []
-    for p in model.parameters():
+    """Weight decay on conv/linear weights only: decaying BN scales and biases only fights normalisation. With
+    warmup_bias_lr > 0 the biases are a third group, named "bias", whose lr warms up on its own (schedules.py)."""
+    decay, no_decay, biases = [], [], []
+    split_biases = cfg.warmup_bias_lr > 0
+    for name, p in model.named_parameters():
         if p.requires_grad:
-            (decay if p.ndim > 1 else no_decay).append(p)
+            (decay if p.ndim > 1 else biases if split_biases and name.endswith("bias") else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if split_biases:
+        groups.append({"params": biases, "weight_decay": 0.0, "name": "bias"})
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
     adam = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
@@ -181,12 +195,31 @@ def load_initial_weights(model, cfg):
             logger.info(f"  skipped {line}")
 
 
-def set_backbone_frozen(model, frozen):
-    """Frozen = no gradients and BN in eval mode, so the statistics of pretrained weights are kept too."""
-    for p in model.backbone.parameters():
-        p.requires_grad_(not frozen)
-    if frozen:
-        model.backbone.eval()
+def frozen_layers(model, epoch, cfg):
+    """The layers that do not train in epoch `epoch` (0-based): all shared layers (Detector.shared_layers: the
+    backbone, then the neck blocks several tasks run) in the first freeze_shared_epochs epochs, the backbone -- the
+    first shared layer -- in the first freeze_backbone_epochs."""
+    shared = model.shared_layers()
+    if epoch < cfg.freeze_shared_epochs:
+        return shared
+    return shared[:1] if epoch < cfg.freeze_backbone_epochs else []
+
+
+def freeze_shared_layers(model, epoch, cfg):
+    """Freeze the frozen_layers of this epoch -- no gradients, and BN in eval mode so that their statistics (of
+    pretrained or merged weights) are kept too -- and let the other shared layers train. Call after model.train()."""
+    if not cfg.freeze_backbone_epochs and not cfg.freeze_shared_epochs:
+        return
+    frozen = frozen_layers(model, epoch, cfg)
+    for layer in model.shared_layers():
+        layer.requires_grad_(not any(layer is f for f in frozen))
+    for layer in frozen:
+        layer.eval()
+    before = frozen_layers(model, epoch - 1, cfg) if epoch else []
+    if len(frozen) != len(before):
+        neck = f" and {len(frozen) - 1} shared neck block(s)" if len(frozen) > 1 else ""
+        logger.info(f"epoch {epoch + 1}: the backbone{neck} frozen" if frozen else
+                    f"epoch {epoch + 1}: the shared layers train")
 
 
 def seed_everything(seed, deterministic=False):
@@ -215,13 +248,19 @@ def resume_run_dir(resume_path, cfg, info):
 
 
 def log_setup(cfg, info, t, run_dir, train_loaders, val_loaders):
-    step_images = cfg.batch_size * info.world_size * t.accumulate
+    # images of a task per optimizer step: one number per distinct task batch size
+    step_images = "/".join(str(size * info.world_size * t.accumulate)
+                           for size in sorted({loader.batch_size for loader in train_loaders}))
     logger.info(f"run folder {run_dir} | device {info.device} | {info.world_size} process(es) | "
                 f"torch threads {torch.get_num_threads()} | precision {t.amp_dtype or torch.float32}")
     for name, train_loader, val_loader in zip(t.task_names, train_loaders, val_loaders):
         task = f"task {name}: " if len(train_loaders) > 1 else ""
         logger.info(f"{task}{len(train_loader.dataset)} train / {len(val_loader.dataset)} val images, "
-                    f"{len(train_loader)} iterations per pass of {cfg.batch_size} per process")
-    per_task = f" per task ({len(train_loaders)} tasks, weights {t.task_weights})" if len(train_loaders) > 1 else ""
-    logger.info(f"{max(len(loader) for loader in train_loaders)} iterations per epoch; {t.accumulate} batch(es) per "
-                f"update = {step_images} images{per_task} per optimizer step at lr {cfg.lr}")
+                    f"{len(train_loader)} iterations per pass of {train_loader.batch_size} per process")
+    per_task = ""
+    if len(train_loaders) > 1:
+        each = "of one drawn task" if cfg.task_sampling != "all" else "per task"
+        per_task = f" {each} (task_sampling {cfg.task_sampling}, task weights {t.task_weights})"
+    iters = steps_per_epoch([len(loader) for loader in train_loaders], cfg.task_sampling)
+    logger.info(f"{iters} iterations per epoch; {t.accumulate} batch(es) per update = {step_images} images{per_task} "
+                f"per optimizer step at lr {cfg.lr}")

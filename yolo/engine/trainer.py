@@ -5,10 +5,10 @@ being resumed; a new one for a checkpoint outside runs_dir), data, model and opt
 evaluate every val_interval epochs, write metrics.csv, last.pt and best.pt, stop early when the metric stalls.
 `train_one_epoch` is the inner loop.
 
-Multi-task (config `tasks`): every task has its own loaders and loss; each step takes one batch of every task, sums
-the task losses with `task_weights`, and (average_shared_grads) divides the gradient of each shared parameter by the
-number of tasks using it, so the backbone learns from the tasks' mean rather than their sum. A single-task run is
-the one-task case of the same loop.
+Multi-task (config `tasks`): every task has its own loaders and loss; each step takes one batch of every task (or of
+one drawn task: task_sampling, multitask.py), sums the task losses with `task_weights`, and (average_shared_grads)
+divides the gradient of each shared parameter by the number of tasks using it, so the backbone learns from the
+tasks' mean rather than their sum. A single-task run is the one-task case of the same loop.
 """
 import copy
 import math
@@ -32,25 +32,30 @@ from .distributed import (all_ranks_true, barrier, broadcast_object, cleanup_dis
                           no_sync_unless, sum_over_ranks, sync_buffers_from_main, unwrap)
 from .evaluator import evaluate_tasks
 from .logs import MetricsCSV, TensorBoard, log_dropped_boxes, log_resumed_config, setup_logging
-from .multitask import score_names, task_batches, tasks_loss
+from .mlflow_log import RUN_ID_KEY, MLflowLog
+from .multitask import (epoch_means, forward_tasks, score_names, steps_per_epoch, task_batches, task_schedule,
+                        tasks_loss)
 from .setup import (build_loaders, build_training, log_setup, new_run_dir, refit_anchors, resume_run_dir,
-                    seed_everything, set_backbone_frozen, start_epoch)
+                    seed_everything, freeze_shared_layers, start_epoch)
 
 # with gradient accumulation the scheduler steps (every batch) before the optimizer's first update: intended
 warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
 
 
-def train(cfg, on_epoch=None):
+def train(cfg, on_epoch=None, mlflow_parent=None):
     """Train as configured, or continue a run when cfg.resume. Returns (best fitness, run folder). on_epoch(row) is
-    called with every epoch's metrics.csv row on the main process (hyperparameter search reads the mAP there)."""
+    called with every epoch's metrics.csv row on the main process (hyperparameter search reads the mAP there).
+    mlflow_parent: the id of the MLflow run this training's run nests in (an evolve trial's search)."""
+    mlflow = MLflowLog(cfg.mlflow_uri, mlflow_parent)  # asked for but not installed: stops here, before any file
     info = init_distributed(cfg.device, cfg.dist_backend)
     try:
-        return run_training(cfg, info, on_epoch)
+        return run_training(cfg, info, on_epoch, mlflow)
     finally:
+        mlflow.end()  # a run still open here ended by an exception: FAILED
         cleanup_distributed(info)
 
 
-def run_training(cfg, info, on_epoch=None):
+def run_training(cfg, info, on_epoch, mlflow):
     resume_path, ckpt = load_resume_checkpoint(cfg, info) if cfg.resume else (None, None)
     given = cfg
     cfg, ignored = resumed_config(cfg, ckpt) if ckpt else (copy.copy(cfg), [])  # a time budget changes epochs
@@ -72,7 +77,7 @@ def run_training(cfg, info, on_epoch=None):
         refit_anchors(cfg, tasks, train_loaders, info)
     if info.is_main:
         save_config(cfg, run_dir / "config.json")
-    iters_per_epoch = max(len(loader) for loader in train_loaders)  # shorter task loaders cycle
+    iters_per_epoch = steps_per_epoch([len(loader) for loader in train_loaders], cfg.task_sampling)
     t = build_training(cfg, tasks, info, iters_per_epoch)
     log_setup(cfg, info, t, run_dir, train_loaders, val_loaders)
     if ckpt is not None:
@@ -83,6 +88,8 @@ def run_training(cfg, info, on_epoch=None):
         metrics.keep_until(t.epoch)
     tb = TensorBoard(run_dir / "tensorboard", cfg.tensorboard and info.is_main,
                      purge_step=t.epoch * iters_per_epoch if ckpt else None)
+    if info.is_main:  # a resumed run continues its own MLflow run; the other processes log nothing
+        mlflow.start(cfg, run_dir, run_id=ckpt.get(RUN_ID_KEY) if ckpt else None)
     start = time.time() - (ckpt["elapsed_s"] if ckpt else 0.0)
     budget = TimeBudget(cfg.time_budget, ckpt["elapsed_s"] if ckpt else 0.0) if cfg.time_budget else None
     if budget:
@@ -118,7 +125,8 @@ def run_training(cfg, info, on_epoch=None):
                 best_evaluation = (t.epoch, t.evaluation)
         if info.is_main:
             metrics.append(row)  # before the checkpoints: see MetricsCSV.keep_until
-            state = checkpoint_state(t, cfg, elapsed_s=time.time() - start)
+            mlflow.log_metrics(row, step=t.epoch)
+            state = {**checkpoint_state(t, cfg, elapsed_s=time.time() - start), **mlflow.checkpoint_fields()}
             if improved:
                 save_checkpoint({**state, **scores}, run_dir / "best.pt")
                 logger.info(f"new best {cfg.best_metric} {t.best_fitness:.4f} -> {run_dir / 'best.pt'}")
@@ -138,6 +146,7 @@ def run_training(cfg, info, on_epoch=None):
     tb.close()
     if info.is_main:
         plot_results(metrics.read(), run_dir / "results.png")
+        mlflow.finish(run_dir, folders=t.task_names)  # the plots, tables, config, log and best.pt; then FINISHED
     barrier(info)  # every process returns once rank 0's files are complete
     logger.info(f"done in {time.time() - start:.0f} s; best {cfg.best_metric} {t.best_fitness:.4f}; "
                 f"results in {run_dir}")
@@ -155,17 +164,18 @@ def fit_to_budget(cfg, budget, done, info):
 
 
 def train_one_epoch(t, loaders, cfg, epoch, tb=None):
-    """One pass over the task loaders (one per task; a pass lasts as long as the longest). Returns the epoch's mean
-    loss terms and assignment statistics, and the last lr."""
+    """One epoch over the task loaders (one per task), each step training the tasks task_sampling draws for it
+    (multitask.py). Returns the epoch's mean loss terms and assignment statistics, and the last lr."""
     model = t.model
     model.train()
-    set_backbone_frozen(unwrap(model), epoch < cfg.freeze_backbone_epochs)
-    iters, sums, seen = max(len(loader) for loader in loaders), {}, 0
+    freeze_shared_layers(unwrap(model), epoch, cfg)
+    schedule = task_schedule([len(loader) for loader in loaders], cfg.task_sampling, cfg.seed, epoch)
+    iters, sums, counts, seen = len(schedule), {}, {}, 0
     boxes_in = boxes_kept = 0  # boxes before / after augmentation: the difference was dropped (crops, tiny, hidden)
-    bar = tqdm(task_batches(loaders, iters), total=iters, desc=f"epoch {epoch + 1}/{cfg.epochs}", dynamic_ncols=True,
-               disable=not t.dist.is_main)
+    bar = tqdm(zip(schedule, task_batches(loaders, schedule, epoch)), total=iters,
+               desc=f"epoch {epoch + 1}/{cfg.epochs}", dynamic_ncols=True, disable=not t.dist.is_main)
     tick = time.perf_counter()
-    for it, batches in enumerate(bar):
+    for it, (tasks, batches) in enumerate(bar):
         step = epoch * iters + it  # iteration of the whole run: x-axis of the schedule, multiscale and TensorBoard
         images = [b[0].to(t.device, non_blocking=True) for b in batches]
         targets = [b[1].to(t.device) for b in batches]
@@ -178,20 +188,19 @@ def train_one_epoch(t, loaders, cfg, epoch, tb=None):
         group_size = accumulation_group_size(it, iters, t.accumulate)
         with no_sync_unless(model, update):  # DDP: average gradients over the processes only before an update
             with torch.autocast(t.device.type, dtype=t.amp_dtype, enabled=t.amp_dtype is not None):
-                # several tasks: one forward call with a batch per task (DDP then sees every parameter used)
-                outputs = model(images) if len(images) > 1 else [model(images[0])]
-            loss, values, stats = tasks_loss(t, outputs, targets)
+                outputs = forward_tasks(model, images, tasks)
+            loss, values, stats = tasks_loss(t, outputs, targets, tasks)
             values = {"loss": finite_or_raise(loss, t.dist, epoch, it), **values}
             # / group size: the summed gradients of the group's batches are those of their mean, as one large batch
             t.scaler.scale(loss / group_size).backward()
-        if update:
-            optimizer_update(t, cfg.grad_clip)
+        if update:  # a step of one drawn task: its gradient serves that task alone, nothing to average
+            optimizer_update(t, cfg.grad_clip, average_shared=len(tasks) > 1)
         lr = t.optimizer.param_groups[0]["lr"]  # the lr this batch used, before the scheduler moves it on
         t.scheduler.step()
 
         values.update(pos_per_gt=stats["pos_per_gt"], unmatched_pct=stats["unmatched_pct"])
         for k, v in values.items():
-            sums[k] = sums.get(k, 0.0) + v
+            sums[k], counts[k] = sums.get(k, 0.0) + v, counts.get(k, 0) + 1
         seen += sum(len(x) for x in images) * t.dist.world_size
         speed = seen / (time.perf_counter() - tick)
         bar.set_postfix(loss=f"{values['loss']:.3f}", box=f"{values['box']:.3f}", obj=f"{values['obj']:.3f}",
@@ -203,7 +212,7 @@ def train_one_epoch(t, loaders, cfg, epoch, tb=None):
             tb.scalars(stats, step, "assign/")
     boxes_in, boxes_kept = sum_over_ranks([boxes_in, boxes_kept], t.dist)
     dropped_pct = 100.0 * (boxes_in - boxes_kept) / max(boxes_in, 1)
-    return {**{k: v / max(iters, 1) for k, v in sums.items()}, "lr": lr if iters else float("nan"),
+    return {**epoch_means(sums, counts, t.task_names), "lr": lr if iters else float("nan"),
             "boxes_dropped_pct": round(dropped_pct, 2)}
 
 
@@ -224,8 +233,10 @@ def finite_or_raise(loss, info, epoch, it):
     return value
 
 
-def optimizer_update(t, grad_clip):
-    for p, num_tasks in t.shared_params:  # before unscaling and clipping: they then see the averaged gradients
+def optimizer_update(t, grad_clip, average_shared=True):
+    """average_shared: the update's steps trained every task, so each shared parameter gets the mean of the gradients
+    of the tasks using it (average_shared_grads); before unscaling and clipping, which then see the averaged ones."""
+    for p, num_tasks in t.shared_params if average_shared else ():
         if p.grad is not None:
             p.grad.div_(num_tasks)
     if grad_clip > 0:
