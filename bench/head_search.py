@@ -216,7 +216,7 @@ def table_row(head, runs, ms, found):
 
 
 def verdict(trained, ms, found):
-    """The issue's target on this config, or what is missing to judge it."""
+    """The bench's target on this config, or what is missing to judge it."""
     base, tower, searched = (trained[h] for h in HEADS)
     seeds = [r["seed"] for r in searched]
     if not (base and tower and searched and ms and found) or [r["seed"] for r in base] != seeds:

@@ -102,6 +102,25 @@ def test_default_checkpoint_prefers_the_runs_own_then_the_newest(tmp_path, log_l
         default_checkpoint(cfg)
 
 
+def test_resume_continues_the_newest_numbered_run_with_a_last_pt(tmp_path, log_lines):
+    """--resume true without resume_path: last.pt of the newest run named run_name (x, x2, ... as default_checkpoint
+    picks them), so a killed x2 continues, not x; a newer folder without a last.pt yet is passed over."""
+    runs = tmp_path / "runs"
+    for name in ("x", "x2"):
+        save_checkpoint({"epoch": 1}, runs / name / "last.pt")
+    (runs / "x3").mkdir()  # killed before its first epoch ended
+    save_checkpoint({"epoch": 1}, runs / "x_evolve" / "last.pt")  # another name, not a numbered run of x
+    cfg = BaseConfig()
+    cfg.runs_dir, cfg.run_name, cfg.resume = str(runs), "x", True
+    assert checkpoint.resume_checkpoint_path(cfg) == runs / "x2" / "last.pt"
+    assert any(str(runs / "x2" / "last.pt") in line and "newest run named x" in line for line in log_lines)
+    cfg.run_name = "never_trained"
+    with pytest.raises(FileNotFoundError, match="resume_path"):
+        checkpoint.resume_checkpoint_path(cfg)
+    cfg.resume_path = str(runs / "x" / "last.pt")  # named: that one
+    assert checkpoint.resume_checkpoint_path(cfg) == runs / "x" / "last.pt"
+
+
 def test_outputs_go_to_the_run_folder_or_runs_dir_never_beside_a_users_file(tmp_path):
     runs = tmp_path / "runs"
     assert output_folder(runs / "exp" / "best.pt", runs, "predictions") == (runs / "exp" / "predictions").resolve()

@@ -55,10 +55,12 @@ def test_per_task_genes_round_trip_through_best_config(tmp_path):
 
 def test_warmup_genes_start_where_the_config_is():
     cfg = BaseConfig()
-    space = search_space(cfg, ["warmup_momentum", "warmup_bias_lr"])
-    assert start_genes(cfg, space) == {"warmup_momentum": 0.937, "warmup_bias_lr": 0.0}  # None: the momentum
-    child = apply_genes(cfg, {"warmup_momentum": 0.8, "warmup_bias_lr": 0.02}).finalize()
-    assert (child.warmup_momentum, child.warmup_bias_lr) == (0.8, 0.02) and cfg.warmup_momentum is None
+    space = search_space(cfg, ["warmup_momentum_ratio", "warmup_bias_lr"])
+    assert start_genes(cfg, space) == {"warmup_momentum_ratio": 1.0, "warmup_bias_lr": 0.0}  # None: the momentum
+    assert apply_genes(cfg, start_genes(cfg, space)).warmup_momentum is None
+    child = apply_genes(cfg, {"warmup_momentum_ratio": 0.8, "warmup_bias_lr": 0.02}).finalize()
+    assert (child.warmup_momentum, child.warmup_bias_lr) == (round(0.8 * 0.937, 10), 0.02)
+    assert cfg.warmup_momentum is None
 
 
 def test_every_numeric_augmentation_field_is_a_gene():
@@ -115,3 +117,29 @@ def test_new_genes_keep_their_config_rule_inside_the_bounds(field):
     _, low, high = EVOLVE_SPACE[field]
     for value in (low, high):
         apply_genes(BaseConfig(), {field: value}).finalize()
+
+
+def test_a_child_whose_momentum_mutates_gets_no_momentum_warmup():
+    cfg = BaseConfig()  # warmup_momentum None: no momentum warmup
+    space = search_space(cfg)
+    child_genes = {**start_genes(cfg, space), "momentum": 0.8}  # only the momentum mutated
+    child = apply_genes(cfg, child_genes).finalize()
+    assert child.momentum == 0.8 and child.warmup_momentum in (None, 0.8)
+
+
+def test_the_warmup_momentum_gene_is_a_ratio_of_the_childs_momentum():
+    cfg = BaseConfig()
+    cfg.warmup_momentum = 0.8  # 0.8 / 0.937 of the momentum
+    space = search_space(cfg, ["momentum", "warmup_momentum_ratio"])
+    genes = start_genes(cfg, space)
+    assert genes["warmup_momentum_ratio"] == pytest.approx(0.8 / 0.937, abs=1e-5)
+    assert apply_genes(cfg, genes).warmup_momentum == pytest.approx(0.8, abs=1e-5)
+    child = apply_genes(cfg, {**genes, "momentum": 0.9}).finalize()
+    assert child.warmup_momentum == pytest.approx(0.9 * 0.8 / 0.937, abs=1e-5) and child.warmup_momentum < 0.9
+
+
+def test_a_warmup_momentum_ratio_of_momentum_0_is_refused():
+    cfg = BaseConfig()
+    cfg.momentum, cfg.warmup_momentum = 0.0, 0.5
+    with pytest.raises(ValueError, match="warmup_momentum_ratio"):
+        start_genes(cfg, search_space(cfg, ["warmup_momentum_ratio"]))

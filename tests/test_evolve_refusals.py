@@ -98,3 +98,18 @@ def test_main_refuses_an_empty_evolve_params_before_training(tmp_path, monkeypat
                    "--run_name", "x", *tiny, "--evolve_params", ""])
     assert "config field 'evolve_params'" in str(e.value.code)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_resume_continues_the_newest_numbered_search_folder_only(tmp_path):
+    from yolo.config import BaseConfig
+    from yolo.tasks.evolve import search_dir
+
+    cfg = BaseConfig()
+    cfg.runs_dir, cfg.run_name, cfg.resume = str(tmp_path), "t", True
+    for name in ("t_evolve", "t_evolve02", "t_evolve1"):  # _evolve02 and _evolve1 are no name next_free_dir makes
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "evolve.csv").write_text("generation\n")
+    assert search_dir(cfg) == tmp_path / "t_evolve"
+    (tmp_path / "t_evolve2").mkdir()
+    (tmp_path / "t_evolve2" / "evolve.csv").write_text("generation\n")
+    assert search_dir(cfg) == tmp_path / "t_evolve2"

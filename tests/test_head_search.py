@@ -337,3 +337,19 @@ def test_search_writes_its_files_and_a_genotype_the_searched_head_builds(tmp_pat
     model = build_model(searched_cfg.finalize())
     assert parse(searched_cfg.genotype) == genotype
     assert [edge.op.name for edge in model.heads[0].box_tower.edges] == [op for n in genotype["box"] for op, _ in n]
+
+
+def test_the_search_warms_up_the_momentum_and_the_biases_lr_as_training_does(tmp_path, monkeypatch):
+    cfg = tiny_search_cfg(tmp_path, warmup_momentum=0.5, warmup_bias_lr=0.05, warmup_epochs=3.0, search_epochs=6)
+    seen, train_step = [], search_head.train_step
+
+    def spy(model, loss_fn, images, targets, optimizer, **kwargs):
+        groups = {g.get("name", i): g for i, g in enumerate(optimizer.param_groups)}
+        seen.append((groups[0]["betas"][0], groups[0]["lr"], groups["bias"]["lr"]))
+        return train_step(model, loss_fn, images, targets, optimizer, **kwargs)
+
+    monkeypatch.setattr(search_head, "train_step", spy)
+    search_head.run(cfg)
+    momentum, weight_lr, bias_lr = seen[0]  # the first weight step of a 3-step warmup (1 step a pass): p = 1/3
+    assert momentum == pytest.approx(0.5 + (cfg.momentum - 0.5) / 3)
+    assert weight_lr == pytest.approx(cfg.lr / 3) and bias_lr == pytest.approx(0.05 * 2 / 3 + cfg.lr / 3)

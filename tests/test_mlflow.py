@@ -191,3 +191,46 @@ def test_a_head_search_is_a_run_with_its_losses_and_files(tmp_path):
     assert steps == list(range(1, len(steps) + 1)) and len(steps) >= 2
     assert {"genotype.txt", "alphas.png", "cells.png", "config.json"} <= {
         a.path for a in client.list_artifacts(run.info.run_id)}
+
+
+class FailingMLflow:
+    """An MLflowLog whose start fails as one that cannot reach its store does."""
+    starts = 0
+
+    def start(self, cfg, run_dir, run_id=None, id_file=None):
+        self.starts += 1
+        raise ValueError(f"config field 'mlflow_uri' = {cfg.mlflow_uri!r}: cannot start an MLflow run (no server)")
+
+
+def test_mlflow_starts_before_the_model_is_built_and_a_failure_stops_there(tmp_path, monkeypatch):
+    """Under DDP the model is wrapped (a collective) in build_training: MLflow starts before it, so a store that
+    cannot be reached stops every process with the same error instead of leaving the others waiting."""
+    from yolo.engine import trainer
+    from yolo.engine.distributed import DistInfo
+
+    built = []
+    monkeypatch.setattr(trainer, "build_training", lambda *args: built.append(args) or pytest.fail("model built"))
+    mlflow = FailingMLflow()
+    with pytest.raises(ValueError, match="cannot start an MLflow run"):
+        trainer.run_training(tiny_cfg(tmp_path), DistInfo(), None, mlflow)
+    assert mlflow.starts == 1 and not built
+
+
+def test_every_process_raises_the_error_of_rank_0s_mlflow_start(tmp_path, monkeypatch):
+    """A process other than rank 0 starts no MLflow run; it gets rank 0's outcome (the broadcast) and raises the
+    same error."""
+    from yolo.engine import trainer
+    from yolo.engine.distributed import DistInfo
+
+    error = ValueError("config field 'mlflow_uri' = 'x': cannot start an MLflow run (no server)")
+    sent = []
+    # rank 0's broadcast sends its own outcome; another process receives what rank 0 sent (`error`)
+    monkeypatch.setattr(trainer, "broadcast_object",
+                        lambda obj, info: sent.append(obj) or (obj if info.is_main else error))
+    mlflow = FailingMLflow()
+    with pytest.raises(ValueError, match="cannot start an MLflow run") as raised:
+        trainer.start_mlflow(mlflow, tiny_cfg(tmp_path), tmp_path / "run", None, DistInfo(rank=1, world_size=2))
+    assert raised.value is error and sent == [None] and mlflow.starts == 0
+    with pytest.raises(ValueError, match="no server") as raised:  # rank 0: its own error, handed to the others
+        trainer.start_mlflow(mlflow, tiny_cfg(tmp_path), tmp_path / "run", None, DistInfo())
+    assert mlflow.starts == 1 and raised.value is sent[-1]

@@ -229,3 +229,16 @@ def test_genotype_files_carry_their_format_and_a_newer_one_is_refused(tmp_path):
     # the searched head of a config that names it: the error names the file too
     with pytest.raises(ValueError, match=rf"newer\.txt.*format {GENOTYPE_FORMAT + 1}"):
         build_model(tiny_cfg(head="searched", genotype_file=str(newer)))
+
+
+def test_an_unknown_config_field_of_a_checkpoint_is_warned_once_per_file(tmp_path, log_lines):
+    from yolo.engine.checkpoint import load_model
+
+    cfg = tiny_cfg()
+    path = tmp_path / "old.pt"
+    save_checkpoint({"model": build_model(cfg).state_dict(), "config": {**cfg.to_dict(), "old_field": 3},
+                     "epoch": 1}, path)
+    load_model(tiny_cfg(ckpt_path=str(path)))  # reads the checkpoint's config more than once
+    load_model(tiny_cfg(ckpt_path=str(path)))
+    warnings = [line for line in log_lines if "old_field" in line]
+    assert len(warnings) == 1 and "WARNING" in warnings[0] and str(path) in warnings[0]

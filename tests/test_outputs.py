@@ -93,6 +93,24 @@ def test_resuming_a_checkpoint_outside_runs_dir_leaves_its_folder_alone(tmp_path
     assert f"new run folder {resumed_dir}" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("rank", [0, 1])
+def test_the_resumed_run_folder_is_rank_0s_choice_on_every_process(tmp_path, monkeypatch, rank):
+    """Rank 0 decides the folder (its checkpoint's, or a new one outside runs_dir) and every process takes part in
+    the broadcast that hands it over, whichever folder it is: a process deciding alone could skip the collective."""
+    from yolo.engine import setup
+    from yolo.engine.distributed import DistInfo
+
+    chosen = tmp_path / "rank0s_choice"
+    sent = []
+    monkeypatch.setattr(setup, "broadcast_object",
+                        lambda obj, info: sent.append(obj) or (obj if info.is_main else chosen))
+    cfg = tiny_cfg(tmp_path, run_name="r")
+    inside = tmp_path / "runs" / "r" / "last.pt"
+    got = setup.resume_run_dir(inside, cfg, DistInfo(rank=rank, world_size=2))
+    assert len(sent) == 1  # every process calls the collective, also for a checkpoint inside runs_dir
+    assert got == (inside.parent if rank == 0 else chosen) and sent[0] == (inside.parent if rank == 0 else None)
+
+
 # ------------------------------------------------------------------------------------------ results never replaced
 def test_val_and_predict_write_a_new_folder_beside_an_earlier_one(tmp_path, capsys):
     torch.set_num_threads(1)

@@ -229,3 +229,30 @@ def test_ctrl_c_stops_a_webcam_and_keeps_what_was_read(checkpoint, tmp_path, mon
     out_dir = predict.run(config(checkpoint, tmp_path, 0))
     assert frame_count(out_dir / "webcam0.mp4") == 3
     assert {r["frame"] for r in json.loads((out_dir / "predictions.json").read_text())} <= {0, 1, 2}
+
+
+def test_an_int_source_naming_an_existing_folder_is_that_folder(checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setattr(cv2, "VideoCapture", FakeCamera)
+    FakeCamera.opened = []
+    photo(tmp_path / "2024" / "a.jpg")
+    monkeypatch.chdir(tmp_path)
+    cfg = config(checkpoint, tmp_path, 2024)
+    assert cfg.predict_source == 2024  # the command line reads `2024` as an int
+    assert predict_sources.webcam_index(2024) is None and predict_sources.webcam_index(7) == 7
+    out_dir = predict.run(cfg)
+    assert FakeCamera.opened == [] and drawn(out_dir) == ["a.jpg"]
+
+
+def test_no_image_decoding_leaves_no_empty_predictions_folder(checkpoint, tmp_path, tree, monkeypatch):
+    from yolo.data.checks import DataError
+
+    def undecodable(path):
+        raise DataError(f"{path}: cannot be decoded")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(predict, "load_image_rgb", undecodable)  # read by the loader, then fails to decode when drawn
+        with pytest.raises(DataError, match="no image could be decoded"):
+            predict.run(config(checkpoint, tmp_path, tree))
+    out_dir = predict.run(config(checkpoint, tmp_path, tree))
+    assert out_dir.name == "tiny"  # not tiny2: the failed run left no folder behind
+    assert [p.name for p in out_dir.parent.iterdir()] == ["tiny"]

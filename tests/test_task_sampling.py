@@ -239,3 +239,34 @@ def test_sampling_bench_smoke(tmp_path):
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=ENV, timeout=600)  # nothing left to do
     assert again.returncode == 0 and "already measured" in again.stdout + again.stderr
     assert len((out / "rows.jsonl").read_text().splitlines()) == len(rows)
+
+
+# ------------------------------------------------------------------------------------------------- loader draws
+def all_tasks_batches_reference(loaders, steps):
+    """task_batches for task_sampling "all" as it first was: every loader started before the first step."""
+    iterators = [iter(loader) for loader in loaders]
+    for _ in range(steps):
+        batches = []
+        for k, loader in enumerate(loaders):
+            batch = next(iterators[k], None)
+            if batch is None:
+                iterators[k] = iter(loader)
+                batch = next(iterators[k])
+            batches.append(batch)
+        yield batches
+
+
+def test_all_starts_every_loader_first_so_the_shuffles_repeat_earlier_runs():
+    """Shuffled loaders draw from torch's global generator when they start: under "all" they start together before
+    the first step, so every task's shuffle (the first task's too) is the one earlier runs of the seed had."""
+    from yolo.engine.multitask import task_batches
+
+    def shuffled_loaders():
+        torch.manual_seed(0)
+        return [torch.utils.data.DataLoader(range(6), batch_size=2, shuffle=True),
+                torch.utils.data.DataLoader(range(20, 30), batch_size=3, shuffle=True)]
+
+    schedule = task_schedule([3, 4], "all", seed=0, epoch=0) * 2  # past the end of both passes
+    expected = [[b.tolist() for b in step] for step in all_tasks_batches_reference(shuffled_loaders(), len(schedule))]
+    got = [[b.tolist() for b in step] for step in task_batches(shuffled_loaders(), schedule)]
+    assert got == expected

@@ -146,7 +146,7 @@ class BaseConfig:
         self.best_metric = "map50"             # map50 | map (AP@[.5:.95]): what best.pt and early stopping rank by
         self.patience = 0                      # stop after this many evaluations without a new best (0 = never)
         self.resume = False                    # continue the run of resume_path in its folder (a new one outside runs_dir)
-        self.resume_path = None                # checkpoint to resume from (None = runs_dir/run_name/last.pt)
+        self.resume_path = None                # checkpoint to resume from (None = last.pt of the newest run_name, run_name2 ...)
         self.deterministic = False             # deterministic kernels; with seed, CPU and num_workers 0 runs repeat exactly
         self.tensorboard = True                # TensorBoard scalars + prediction grids in run_dir/tensorboard
         self.log_interval = 10                 # iterations between two TensorBoard points of the loss terms and lr
@@ -164,7 +164,8 @@ class BaseConfig:
         self.pre_nms_topk = 1000               # candidates per image that NMS sees, best first (evaluation warns
                                                # when an image has more)
         self.eval_backend = "pycocotools"      # pycocotools | faster_coco_eval
-        self.ckpt_path = None                  # checkpoint for val/predict (None = best.pt of the newest run of run_name)
+        self.ckpt_path = None                  # checkpoint for val/predict/export (None = best.pt of the newest run
+                                               # named run_name; without one, of the newest run of any name)
         # ---- prediction
         self.predict_source = None             # image, folder (searched recursively), glob ("photos/**/*.jpg"), .txt
                                                # list of image paths, video file, or webcam index (0); None = a few
@@ -223,8 +224,9 @@ class BaseConfig:
         # ---- evolution (--task evolve: hyperparameter search, yolo/research/evolve.py; trials in runs/<run_name>_evolve/)
         self.evolve_generations = 10           # trials in all (generation 1 trains this config); each trains `epochs`
         self.evolve_params = None              # fields to evolve, a list or "lr,box_weight,zoom" (None = all of
-                                               # yolo.research.evolve.EVOLVE_SPACE); multi-task: task_weights and every
-                                               # numeric task-dict field evolve per task
+                                               # yolo.research.evolve.EVOLVE_SPACE); multi-task: task_weights and the
+                                               # task-dict fields that are genes (box/obj/cls_weight, mosaic_prob)
+                                               # evolve per task
         self.evolve_confirm_seeds = 2          # after the search: generation 1 and the best evolve_confirm_top results
                                                # train again with seed + 1 .. seed + this; the winner is the best mean
                                                # of those retrainings (2: the fewest that give a spread); 0 = off
@@ -395,15 +397,17 @@ def save_config(cfg, path):
     Path(path).write_text(json.dumps(cfg.to_dict(), indent=2, default=str))
 
 
-def config_from_dict(d):
-    """Rebuild a config saved in a checkpoint (BaseConfig defaults for fields the dict lacks)."""
+def config_from_dict(d, warn=True):
+    """Rebuild a config saved in a checkpoint (BaseConfig defaults for fields the dict lacks). A key that is no
+    field is ignored, with a warning when `warn` (checkpoint_config warns once per file itself)."""
     cfg = BaseConfig()
     fields = cfg.to_dict()
     for k, v in d.items():
         if k in DERIVED:
             continue
         if k not in fields:  # a field of another version of this code: the rest of the checkpoint still loads
-            logger.warning(f"checkpoint config: '{k}' is not a config field of this version: ignored")
+            if warn:
+                logger.warning(f"checkpoint config: '{k}' is not a config field of this version: ignored")
             continue
         setattr(cfg, k, v)
     return cfg.finalize()

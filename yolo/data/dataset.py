@@ -164,12 +164,18 @@ def hold_out(records, fraction, seed, field):
     return [r for i, r in enumerate(records) if i not in held], [r for i, r in enumerate(records) if i in held]
 
 
+def prepare_shapes(cfg, generate=True):
+    """The built-in dataset of a (task) config: generated when missing or made with other parameters (generate),
+    else only checked (shapes.require_shapes_dataset)."""
+    prepare = ensure_shapes_dataset if generate else require_shapes_dataset
+    prepare(cfg.data_root, cfg.shapes_num_train, cfg.shapes_num_val, cfg.shapes_seed, tuple(cfg.class_names),
+            class_weights=cfg.shapes_class_weights)
+
+
 def read_split(cfg, split, problems=None, generate=True):
     """read_records for one split as the config names it (its folders, split name or split file)."""
     if cfg.dataset == "shapes":
-        prepare = ensure_shapes_dataset if generate else require_shapes_dataset
-        prepare(cfg.data_root, cfg.shapes_num_train, cfg.shapes_num_val, cfg.shapes_seed, tuple(cfg.class_names),
-                class_weights=cfg.shapes_class_weights)
+        prepare_shapes(cfg, generate)
     name = cfg.train_split if split == "train" else cfg.val_split
     split_file = cfg.train_split_file if split == "train" else cfg.val_split_file
     dirs = cfg.train_dirs if split == "train" else cfg.val_dirs

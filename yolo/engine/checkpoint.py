@@ -78,14 +78,21 @@ def newest_checkpoint(runs_dir, name="best.pt"):
     return found[-1] if found else None
 
 
+def newest_own_checkpoint(cfg, name):
+    """The `name` file (best.pt, last.pt) of the newest run named run_name: runs_dir/run_name, run_name2, ...
+    run_name10 (folders.numbered_dirs), the highest number holding one; None when none does."""
+    own = [run / name for run in numbered_dirs(Path(cfg.runs_dir) / cfg.run_name) if (run / name).is_file()]
+    return own[-1] if own else None
+
+
 def default_checkpoint(cfg):
     """The checkpoint val / predict / export use without --ckpt_path: best.pt of the newest run named run_name
-    (runs_dir/run_name, run_name2, ... run_name10: the highest number holding a best.pt), else best.pt of the most
-    recently modified run. The choice is logged, since a silent guess could evaluate the wrong model."""
+    (newest_own_checkpoint), else best.pt of the most recently modified run. The choice is logged, since a silent
+    guess could evaluate the wrong model."""
     if cfg.ckpt_path:
         return Path(cfg.ckpt_path)
-    own = [run / "best.pt" for run in numbered_dirs(Path(cfg.runs_dir) / cfg.run_name) if (run / "best.pt").is_file()]
-    path = own[-1] if own else newest_checkpoint(cfg.runs_dir)
+    own = newest_own_checkpoint(cfg, "best.pt")
+    path = own or newest_checkpoint(cfg.runs_dir)
     if path is None:
         raise FileNotFoundError(f"no checkpoint given (--ckpt_path) and no {cfg.runs_dir}/*/best.pt found; "
                                 f"train first: python main.py --task train")
@@ -184,11 +191,20 @@ def load_onnx_model(cfg, path):
 
 
 def resume_checkpoint_path(cfg):
-    """cfg.resume_path, else runs_dir/run_name/last.pt; it must exist."""
-    path = Path(cfg.resume_path) if cfg.resume_path else Path(cfg.runs_dir) / cfg.run_name / "last.pt"
-    if not path.is_file():
-        raise FileNotFoundError(f"resume=True but checkpoint {path} does not exist; set resume_path to the last.pt "
-                                f"of the run to continue")
+    """cfg.resume_path (it must exist), else last.pt of the newest run named run_name (newest_own_checkpoint: the
+    run a killed training of that name left, as val and predict pick its best.pt), logged."""
+    if cfg.resume_path:
+        path = Path(cfg.resume_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"resume=True but checkpoint {path} does not exist; set resume_path to the "
+                                    f"last.pt of the run to continue")
+        return path
+    path = newest_own_checkpoint(cfg, "last.pt")
+    if path is None:
+        base = Path(cfg.runs_dir) / cfg.run_name
+        raise FileNotFoundError(f"resume=True but no run named {cfg.run_name} holds a last.pt ({base}/last.pt, "
+                                f"{base}2/last.pt ...); set resume_path to the last.pt of the run to continue")
+    logger.info(f"resume: no --resume_path: using {path} (the newest run named {cfg.run_name})")
     return path
 
 
@@ -271,7 +287,7 @@ def restore_training(t, ckpt, path="the checkpoint"):
 def resumed_config(cfg, ckpt):
     """The checkpoint's config, except the fields of RESUME_OVERRIDES, which come from `cfg`.
     Returns (config, names of the fields whose value in `cfg` is ignored)."""
-    saved = config_from_dict(ckpt["config"])
+    saved = config_from_dict(ckpt["config"], warn=False)  # load_model_checkpoint warned of unknown keys
     ignored = [k for k, v in cfg.to_dict().items()
                if k not in RESUME_OVERRIDES and k not in DERIVED and getattr(saved, k, None) != v]
     for name in RESUME_OVERRIDES:

@@ -17,6 +17,8 @@ from pathlib import Path
 
 from loguru import logger
 
+from .model_files import first_line
+
 INSTALL = "pip install mlflow"
 RUN_ID_KEY = "mlflow_run_id"     # a training checkpoint's key for the id of its MLflow run
 RUN_ID_FILE = "mlflow_run_id.txt"  # the same for a folder without checkpoints (an evolve search)
@@ -165,8 +167,3 @@ class MLflowLog:
             method(*args, **kwargs)
         except Exception as e:  # see the class docstring: a warning, never the end of the training
             logger.warning(f"MLflow: {method.__name__} failed ({first_line(e)}); the run folder has the same data")
-
-
-def first_line(error):
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

@@ -8,8 +8,9 @@ import zipfile
 from pathlib import Path
 
 import torch
+from loguru import logger
 
-from ..config import config_from_dict
+from ..config import DERIVED, BaseConfig, config_from_dict
 from ..models.detector import build_model
 from ..models.search_cell import OLDER_FORMATS, format_problem, genotype_format
 
@@ -19,6 +20,9 @@ from ..models.search_cell import OLDER_FORMATS, format_problem, genotype_format
 CHECKPOINT_FORMAT = 1
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive (PyTorch >= 1.6) ...
 LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"  # ... or, before, a pickled magic number
+# checkpoints whose unknown config keys were warned about: a command reads a checkpoint's config several times (its
+# checks, then the model), and says so once per file
+WARNED_FILES = set()
 # what a config that validates may still raise while its model is built (e.g. anchors that are not numbers)
 BUILD_ERRORS = (ValueError, TypeError, AttributeError, KeyError, IndexError, RuntimeError, ZeroDivisionError)
 
@@ -53,8 +57,9 @@ def unreadable_reason(path, error):
 
 
 def first_line(error):
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else "no message"
+    """The first line of an exception's message (its type's name when it has none): one line for an error report."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def load_model_checkpoint(path, needs=("model", "config")):
@@ -90,9 +95,23 @@ def checkpoint_config(ckpt, path):
     try:
         if not isinstance(ckpt["config"], dict):
             raise TypeError(f"it is a {type(ckpt['config']).__name__}, not a dict of fields")
-        return config_from_dict(ckpt["config"])
+        warn_unknown_fields(ckpt["config"], path)
+        return config_from_dict(ckpt["config"], warn=False)
     except (ValueError, TypeError, AttributeError, KeyError, IndexError, FileNotFoundError) as e:
         raise ValueError(f"checkpoint {path} holds a malformed config: {first_line(e)}") from None
+
+
+def warn_unknown_fields(stored, path):
+    """One warning per checkpoint file naming the keys of its config that are no field of this version (ignored:
+    the rest of the checkpoint still loads)."""
+    fields = BaseConfig().to_dict()
+    unknown = [k for k in stored if k not in fields and k not in DERIVED]
+    key = Path(path).resolve()
+    if unknown and key not in WARNED_FILES:
+        WARNED_FILES.add(key)
+        logger.warning(f"checkpoint {path}: config {'keys' if len(unknown) > 1 else 'key'} "
+                       f"{', '.join(map(repr, unknown))} {'are' if len(unknown) > 1 else 'is'} not a config field "
+                       f"of this version: ignored")
 
 
 def check_contents(ckpt, path, weights_fit_config):

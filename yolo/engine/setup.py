@@ -241,10 +241,13 @@ def new_run_dir(cfg):
 def resume_run_dir(resume_path, cfg, info):
     """The folder a resumed run continues in: its checkpoint's folder when that lies inside runs_dir, else a new run
     folder runs_dir/<run_name>N. A folder outside runs_dir is the user's: its files (a metrics.csv, a best.pt) are
-    never appended to or replaced."""
-    if Path(cfg.runs_dir).resolve() in Path(resume_path).resolve().parents:
-        return Path(resume_path).parent
-    return broadcast_object(new_run_dir(cfg) if info.is_main else None, info)
+    never appended to or replaced. Rank 0 decides and every process takes its answer (the broadcast is a collective
+    all of them call: a process resolving the paths on its own machine could decide otherwise and skip it)."""
+    run_dir = None
+    if info.is_main:
+        inside = Path(cfg.runs_dir).resolve() in Path(resume_path).resolve().parents
+        run_dir = Path(resume_path).parent if inside else new_run_dir(cfg)
+    return broadcast_object(run_dir, info)
 
 
 def log_setup(cfg, info, t, run_dir, train_loaders, val_loaders):

@@ -77,6 +77,7 @@ def run_training(cfg, info, on_epoch, mlflow):
         refit_anchors(cfg, tasks, train_loaders, info)
     if info.is_main:
         save_config(cfg, run_dir / "config.json")
+    start_mlflow(mlflow, cfg, run_dir, ckpt, info)  # before the model: under DDP wrapping it is a collective
     iters_per_epoch = steps_per_epoch([len(loader) for loader in train_loaders], cfg.task_sampling)
     t = build_training(cfg, tasks, info, iters_per_epoch)
     log_setup(cfg, info, t, run_dir, train_loaders, val_loaders)
@@ -88,8 +89,6 @@ def run_training(cfg, info, on_epoch, mlflow):
         metrics.keep_until(t.epoch)
     tb = TensorBoard(run_dir / "tensorboard", cfg.tensorboard and info.is_main,
                      purge_step=t.epoch * iters_per_epoch if ckpt else None)
-    if info.is_main:  # a resumed run continues its own MLflow run; the other processes log nothing
-        mlflow.start(cfg, run_dir, run_id=ckpt.get(RUN_ID_KEY) if ckpt else None)
     start = time.time() - (ckpt["elapsed_s"] if ckpt else 0.0)
     budget = TimeBudget(cfg.time_budget, ckpt["elapsed_s"] if ckpt else 0.0) if cfg.time_budget else None
     if budget:
@@ -151,6 +150,22 @@ def run_training(cfg, info, on_epoch, mlflow):
     logger.info(f"done in {time.time() - start:.0f} s; best {cfg.best_metric} {t.best_fitness:.4f}; "
                 f"results in {run_dir}")
     return t.best_fitness, run_dir
+
+
+def start_mlflow(mlflow, cfg, run_dir, ckpt, info):
+    """Start the MLflow run on rank 0 (a resumed run continues its own; the other processes log nothing). Its
+    failure is handed to every process, which all raise it: none waits forever for rank 0 at the next collective."""
+    if not cfg.mlflow_uri:
+        return
+    error = None
+    if info.is_main:
+        try:
+            mlflow.start(cfg, run_dir, run_id=ckpt.get(RUN_ID_KEY) if ckpt else None)
+        except (ValueError, ImportError) as e:
+            error = e
+    error = broadcast_object(error if info.is_main else None, info)
+    if error is not None:
+        raise error
 
 
 def fit_to_budget(cfg, budget, done, info):

@@ -1,8 +1,9 @@
 """Hyperparameter evolution: a genetic search over training fields, after YOLOv5's `--evolve` (Jocher et al.).
 
 A *gene* is one number of the config: a field (`lr`), the zoom range as one number s for affine_scale = (1 - s,
-1 + s) (`zoom`), or, in a multi-task config, a per-task value (`box_weight.shapes`: the box gain of task "shapes",
-`task_weights.symbols`: that task's loss weight). Each gene has a mutation gain and bounds in EVOLVE_SPACE.
+1 + s) (`zoom`), warmup_momentum as a fraction of the child's momentum (`warmup_momentum_ratio`), or, in a multi-task
+config, a per-task value (`box_weight.shapes`: the box gain of task "shapes", `task_weights.symbols`: that task's
+loss weight). Each gene has a mutation gain and bounds in EVOLVE_SPACE.
 
     generation 1  : train the config as it is
     generation g  : parents = the best n = min(5, done) results; draw one with weights fitness - min + 1e-6
@@ -38,7 +39,7 @@ EVOLVE_SPACE = {
     "momentum": (0.3, 0.6, 0.98),           # SGD momentum / Adam beta1
     "weight_decay": (1.0, 0.0, 5e-3),
     "warmup_epochs": (1.0, 0.0, 3.0),
-    "warmup_momentum": (0.3, 0.3, 0.98),    # momentum at the warmup's start (config None: the momentum itself)
+    "warmup_momentum_ratio": (0.3, 0.3, 1.0),  # warmup_momentum / momentum: 1 = no momentum warmup (None)
     "warmup_bias_lr": (1.0, 0.0, 0.1),      # biases' lr at the warmup's start (0: no bias warmup)
     "box_weight": (1.0, 0.5, 20.0),         # loss gains (default 5.0, 1.0, 0.5)
     "obj_weight": (1.0, 0.1, 5.0),
@@ -77,7 +78,10 @@ class Result:
     metrics: dict                     # map50_<task>, map_<task> (single task: map50, map)
     fitness: float
     parent: int | None = None         # None for generation 1
-    extra: dict = field(default_factory=dict)  # time_s, trial folder: written to evolve.csv, never read back
+    # written to evolve.csv after the genes: time_s and trial (the trial folder), which read_history reads back for a
+    # resumed search; a Ray trial's epochs, which confirm reads (under ASHA only trials that trained every epoch are
+    # candidates; a Ray search is never resumed, so read_history skips the column)
+    extra: dict = field(default_factory=dict)
 
 
 # -------------------------------------------------------------------------------------------- the search space
@@ -120,8 +124,8 @@ def start_genes(cfg, space):
         if name == "zoom":
             low, high = cfg.affine_scale
             genes[gene] = (high - low) / 2
-        elif name == "warmup_momentum" and cfg.warmup_momentum is None:
-            genes[gene] = float(cfg.momentum)  # None: no momentum warmup, i.e. it starts at the momentum
+        elif name == "warmup_momentum_ratio":  # None: no momentum warmup, i.e. it starts at the momentum
+            genes[gene] = 1.0 if cfg.warmup_momentum is None else warmup_ratio(cfg)
         elif task is None:
             genes[gene] = float(getattr(cfg, name))
         elif name == "task_weights":
@@ -142,6 +146,8 @@ def apply_genes(cfg, genes):
         if name == "zoom":
             # 10 decimals, not 5 digits: 1 + 0.20583 must stay 1.20583 (and 1 - 0.25 print as 0.75)
             cfg.affine_scale = (round(1 - value, 10), round(1 + value, 10))
+        elif name == "warmup_momentum_ratio":
+            ratio = value  # a ratio of the child's momentum, set below once every gene is
         elif task is None:
             setattr(cfg, name, value)
         elif name == "task_weights":
@@ -151,7 +157,20 @@ def apply_genes(cfg, genes):
             cfg.task_weights = weights
         else:
             next(t for t in cfg.tasks if t["name"] == task)[name] = value
+    if "warmup_momentum_ratio" in genes:
+        # a ratio, not the momentum itself: a child whose momentum mutates keeps its parent's warmup shape (none at
+        # 1) instead of ramping from generation 1's momentum, possibly downward
+        cfg.warmup_momentum = None if ratio == 1 else round(ratio * cfg.momentum, 10)  # 10 decimals: as zoom
     return cfg
+
+
+def warmup_ratio(cfg):
+    """warmup_momentum / momentum of a config that sets warmup_momentum (a ValueError when the momentum is 0)."""
+    if cfg.momentum == 0:
+        raise ValueError(f"config field 'warmup_momentum' = {cfg.warmup_momentum!r} with momentum 0: the gene "
+                         f"warmup_momentum_ratio (warmup_momentum / momentum) cannot evolve; leave it out of "
+                         f"evolve_params")
+    return cfg.warmup_momentum / cfg.momentum
 
 
 def config_lines(cfg, genes):
@@ -161,6 +180,7 @@ def config_lines(cfg, genes):
     for gene in genes:
         name, task = split_gene(gene)
         name = "affine_scale" if name == "zoom" else "tasks" if task and name in TASK_FIELDS else name
+        name = "warmup_momentum" if name == "warmup_momentum_ratio" else name
         if name not in names:
             names.append(name)
     return [f"self.{name} = {getattr(new, name)!r}" for name in names]

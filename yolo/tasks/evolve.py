@@ -12,7 +12,6 @@ search is an MLflow run (fitness per generation; the summary files at the end) a
 import copy
 import functools
 import os
-import re
 import shutil
 import time
 from collections import defaultdict
@@ -21,7 +20,9 @@ from pathlib import Path
 from loguru import logger
 from tqdm import tqdm
 
-from ..config import config_from_dict
+from ..config import config_from_dict, task_configs
+from ..data.dataset import prepare_shapes
+from ..engine.folders import numbered_dirs
 from ..engine.logs import setup_logging
 from ..engine.mlflow_log import RUN_ID_FILE, MLflowLog
 from ..engine.setup import new_run_dir
@@ -163,6 +164,9 @@ def ray_search(cfg, base, space, start, out_dir, tracking):
     trials_dir = (out_dir / "trials").resolve()
     # the config travels as a dict: a user's config class lives in a file Ray workers cannot import by name
     trial_fn = functools.partial(ray_trial, base.to_dict(), str(trials_dir), tracking.run_id)
+    for task in task_configs(base):  # trials train at once: generate the built-in data here, not in two of them
+        if task.dataset == "shapes":
+            prepare_shapes(task)
     history = tune_search(space, start, trial_fn, cfg, out_dir)
     csv_path = out_dir / "evolve.csv"
     for result in history:
@@ -232,12 +236,10 @@ def search_dir(cfg):
     if not cfg.resume:
         return new_run_dir(search)
     base = Path(cfg.runs_dir) / search.run_name
-    pattern = re.compile(re.escape(base.name) + r"(\d*)")
-    found = sorted((int(m.group(1) or 1), p) for p in base.parent.glob(f"{base.name}*")
-                   if (m := pattern.fullmatch(p.name)) and p.is_dir())
-    if not found or not (found[-1][1] / "evolve.csv").exists():
+    found = numbered_dirs(base)  # the folders new_run_dir made: base, base2, base3 ...
+    if not found or not (found[-1] / "evolve.csv").exists():
         raise FileNotFoundError(f"--resume true: no {base}*/evolve.csv to continue; start without --resume")
-    return found[-1][1]
+    return found[-1]
 
 
 def write_summary(cfg, space, history, out_dir, confirmed=None):

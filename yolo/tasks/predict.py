@@ -95,6 +95,7 @@ def run(cfg):
     drawn_set = set(drawn)
     skipped += [rec.image_path for i, rec in enumerate(records) if i not in drawn_set]
     if not drawn:
+        out_dir.rmdir()  # made above and still empty: the next run takes its name, not predictions2/
         raise DataError(f"no image could be decoded: {', '.join(skipped[:10])}")
     # one overview of the first images: detections with a caption each, the ground truth dashed (val images)
     save_figure(prediction_figure([records[i] for i in drawn], [detections[i] for i in drawn], class_names,

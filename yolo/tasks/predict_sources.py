@@ -2,7 +2,8 @@
 file or a webcam index; the names and ids of images in its outputs; YOLO-format label lines.
 
     None                 a few validation images of every task (predict_max_images)
-    0, 1 ...             a webcam (an int; `--predict_source 0` on the command line is one)
+    0, 1 ...             a webcam (an int; `--predict_source 0` on the command line is one), unless a file or
+                         folder of that name exists
     clip.mp4             a video file (VIDEO_EXTENSIONS): every predict_vid_stride-th frame
     photo.jpg            one image
     photos/              every image below the folder, searched recursively
@@ -21,25 +22,27 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".w
 
 
 def webcam_index(source):
-    """The webcam index that predict_source names (an int, or a string of digits that is no existing path), or
-    None when it names files."""
+    """The webcam index that predict_source names (an int, or a string of digits, that is no existing path: the
+    command line reads `--predict_source 2024` as an int, and a folder ./2024 wins), or None when it names files."""
+    if os.path.exists(str(source)):
+        return None
     if isinstance(source, int) and not isinstance(source, bool):
         return source
-    if isinstance(source, str) and source.isascii() and source.isdigit() and not os.path.exists(source):
+    if isinstance(source, str) and source.isascii() and source.isdigit():
         return int(source)
     return None
 
 
 def is_video(source):
     """Whether predict_source is a video file (by its extension, VIDEO_EXTENSIONS)."""
-    path = Path(source) if isinstance(source, (str, Path)) else None
+    path = Path(str(source)) if source is not None else None  # an int names a file when it is no webcam
     return path is not None and path.suffix.lower() in VIDEO_EXTENSIONS and path.is_file()
 
 
 def image_files(source):
     """The image files predict_source names (module docstring), sorted; a listed path that does not exist is kept
     (the caller skips it by name, with a count). Nothing to read is a FileNotFoundError naming the source."""
-    text, path = str(source), Path(source)
+    text, path = str(source), Path(str(source))  # an int (`--predict_source 2024`) that names a path
     if path.is_file() and path.suffix.lower() == ".txt":
         files = listed_files(path)
         if not files:

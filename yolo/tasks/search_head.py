@@ -45,7 +45,7 @@ from ..engine.distributed import select_device
 from ..engine.folders import numbered_dirs
 from ..engine.logs import setup_logging
 from ..engine.mlflow_log import MLflowLog
-from ..engine.schedules import build_lr_lambda
+from ..engine.schedules import build_scheduler
 from ..engine.setup import build_optimizer, load_initial_weights, new_run_dir, seed_everything
 from ..loss import YOLOLoss
 from ..models.detector import build_model
@@ -90,7 +90,8 @@ def search(cfg, tracking):
     named_weights = [(n, p) for n, p in net.named_parameters() if all(p is not a for a in alphas)]
     weights = [p for _, p in named_weights]
     weight_opt = build_optimizer(SimpleNamespace(named_parameters=lambda: iter(named_weights)), search_cfg)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(weight_opt, build_lr_lambda(search_cfg, setup.steps_per_pass))
+    # training's scheduler: the lr schedule, and the warmups of the momentum and the biases' lr when they are set
+    scheduler = build_scheduler(weight_opt, search_cfg, setup.steps_per_pass)
     alpha_opt = torch.optim.Adam(alphas, lr=cfg.search_alpha_lr, betas=ALPHA_BETAS, weight_decay=ALPHA_WEIGHT_DECAY)
     loss_fn = YOLOLoss(setup.data_cfg)
     latency, table = latency_term(head, search_cfg) if cfg.search_latency_weight > 0 else (None, None)
