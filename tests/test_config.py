@@ -94,3 +94,28 @@ def test_every_shipped_config_loads_and_validates(path):
     cfg = load_config(path).finalize()  # a field renamed in BaseConfig but not in a config file would fail here
     unknown = set(cfg.to_dict()) - set(BaseConfig().finalize().to_dict())
     assert not unknown, f"{path.name} sets fields BaseConfig does not have: {sorted(unknown)}"
+
+
+def test_help_shows_the_values_of_the_config_it_would_run(capsys):
+    import main
+
+    main.main(["--config", str(ROOT / "configs" / "raccoon.py"), "--help"])
+    shown = capsys.readouterr().out
+    raccoon = load_config(ROOT / "configs" / "raccoon.py")
+    assert f"  --img_size {raccoon.img_size!r}\n" in shown and raccoon.img_size != BaseConfig().img_size
+    assert "configs/raccoon.py" in shown
+
+
+def test_schedule_counts_the_steps_the_multi_task_trainer_takes(tmp_path, monkeypatch):
+    from yolo.tasks import schedule
+
+    seen = []
+    monkeypatch.setattr(schedule, "plot_lr_schedule", lambda curve, iters, path, title: seen.append(iters))
+    tasks = [{"name": "a", "data_root": str(tmp_path / "a"), "shapes_num_train": 8, "shapes_num_val": 2},
+             {"name": "b", "data_root": str(tmp_path / "b"), "shapes_num_train": 4, "shapes_num_val": 2}]
+    for sampling, steps in (("all", 2), ("proportional", 3)):  # passes of 2 and 1 batches of 4
+        cfg = apply_overrides(BaseConfig(), ["--tasks", repr(tasks), "--task_sampling", sampling, "--batch_size", "4",
+                                             "--runs_dir", str(tmp_path / "runs"), "--data_root", str(tmp_path / "top"),
+                                             "--shapes_num_train", "8", "--shapes_num_val", "2"])
+        schedule.run(cfg.finalize())
+        assert seen[-1] == steps, sampling

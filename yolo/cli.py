@@ -69,13 +69,19 @@ def finish_config(cfg):
     return apply_data_yaml(cfg).finalize()
 
 
-def print_help():
+def print_help(argv=()):
+    """The commands, then every field with the value the run would start from: that of --config when given, else
+    of configs/my_config.py (what a plain `python main.py` runs), else BaseConfig's."""
     print(__doc__)
     print("Tasks (--task NAME, default from the config):")
     for name, description in TASKS.items():
         print(f"  {name:<12} {description}")
-    print("\nEvery field of the config can be overridden; defaults (see yolo/config.py for what each one means):")
-    for name, value in BaseConfig().to_dict().items():
+    config_path, _ = parse_args([arg for arg in argv if arg not in ("-h", "--help")])
+    cfg = load_command_config(config_path)
+    source = config_path or (DEFAULT_CONFIG if Path(DEFAULT_CONFIG).is_file() else "BaseConfig")
+    print(f"\nEvery field of the config can be overridden; the values of {source} (see yolo/config.py for what each "
+          f"one means):")
+    for name, value in cfg.to_dict().items():
         print(f"  --{name} {value!r}")
 
 
@@ -84,7 +90,10 @@ def main(argv=None):
     os.environ.setdefault("MPLBACKEND", "Agg")  # plots are saved to files; no display needed (notebooks keep inline)
     argv = sys.argv[1:] if argv is None else argv
     if "-h" in argv or "--help" in argv:
-        return print_help()
+        try:
+            return print_help(argv)
+        except (ValueError, FileNotFoundError) as e:  # a --config that cannot be loaded
+            sys.exit(f"error: {e}")
     try:
         config_path, overrides = parse_args(argv)
         cfg = finish_config(apply_overrides(load_command_config(config_path), overrides))
