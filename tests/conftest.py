@@ -49,3 +49,16 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def untrained_checkpoint(path, args):
+    """A checkpoint of this project holding an untrained model of the config of command-line `args` (seeded):
+    enough for commands that only need a model to run (predict, export, val)."""
+    from yolo.config import BaseConfig, apply_overrides
+    from yolo.engine.checkpoint import save_checkpoint
+    from yolo.models.detector import build_model
+
+    cfg = apply_overrides(BaseConfig(), list(args)).finalize()
+    torch.manual_seed(0)
+    save_checkpoint({"model": build_model(cfg).state_dict(), "config": cfg.to_dict(), "epoch": 0}, path)
+    return path

@@ -8,6 +8,7 @@ import zlib
 import numpy as np
 import pytest
 import torch
+from conftest import untrained_checkpoint
 from PIL import Image
 
 from yolo.config import BaseConfig, apply_overrides
@@ -16,8 +17,6 @@ from yolo.data.checks import DataError
 from yolo.data.dataset import build_loader
 from yolo.data.records import Record, checked_image_size, load_image_rgb
 from yolo.data.checks import Problems
-from yolo.engine.checkpoint import save_checkpoint
-from yolo.models.detector import build_model
 from yolo.tasks import predict
 from yolo.viz import detections as detections_module
 
@@ -86,11 +85,7 @@ def test_training_and_check_read_a_16_bit_png_as_predict_does(tmp_path):
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """An untrained tiny detector saved as a checkpoint of this project (predict only needs it to run)."""
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    cfg = apply_overrides(BaseConfig(), TINY).finalize()
-    torch.manual_seed(0)
-    save_checkpoint({"model": build_model(cfg).state_dict(), "config": cfg.to_dict(), "epoch": 0}, path)
-    return path
+    return untrained_checkpoint(tmp_path_factory.mktemp("model") / "tiny.pt", TINY)
 
 
 def run_predict(checkpoint, source, tmp_path):

@@ -6,12 +6,10 @@ import json
 import cv2
 import numpy as np
 import pytest
-import torch
+from conftest import untrained_checkpoint
 from PIL import Image
 
 from yolo.config import BaseConfig, apply_overrides
-from yolo.engine.checkpoint import save_checkpoint
-from yolo.models.detector import build_model
 from yolo.tasks import predict, predict_sources
 
 TINY = ["--img_size", "64", "--width", "0.25", "--batch_size", "4", "--num_workers", "0", "--device", "cpu",
@@ -24,11 +22,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: one torch thr
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """An untrained tiny detector (at threshold 0.01 it finds boxes everywhere: enough to draw and write)."""
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    cfg = apply_overrides(BaseConfig(), TINY).finalize()
-    torch.manual_seed(0)
-    save_checkpoint({"model": build_model(cfg).state_dict(), "config": cfg.to_dict(), "epoch": 0}, path)
-    return path
+    return untrained_checkpoint(tmp_path_factory.mktemp("model") / "tiny.pt", TINY)
 
 
 def config(checkpoint, tmp_path, source, *extra):
