@@ -162,3 +162,10 @@ def test_main_prints_one_error_line(tmp_path, args, message):
     assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr[-2000:]
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], out.stderr
+
+
+@pytest.mark.parametrize("name", ["../outside", "a/b", "/abs", "..", ".", ""])
+def test_a_run_name_must_be_a_plain_name(name):
+    cfg = apply_overrides(BaseConfig(), ["--run_name", name])
+    with pytest.raises(ValueError, match=r"config field 'run_name'.*plain name"):
+        cfg.finalize()

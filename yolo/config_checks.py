@@ -42,7 +42,7 @@ ALLOWED = {
     "task_sampling": ("all", "proportional", "balanced"),  # multi-task steps, yolo/engine/multitask.py
     "rsa_measure": RSA_MEASURES,
 }
-TASK_NAME = re.compile(r"[A-Za-z0-9_.-]+")  # a task name: one plain folder name, never a path
+PLAIN_NAME = re.compile(r"[A-Za-z0-9_.-]+")  # a task or run name: one plain folder name, never a path
 # what a task dict of config `tasks` may set: the data fields and the loss gains (everything else is shared)
 TASK_FIELDS = ("dataset", "data_root", "train_dirs", "val_dirs", "ann_dir", "img_dir", "train_split", "val_split",
                "train_split_file", "val_split_file", "class_names", "shapes_num_train", "shapes_num_val",
@@ -93,6 +93,9 @@ def validate(cfg, defaults):
     for name, allowed in ALLOWED.items():
         if getattr(cfg, name) not in allowed:
             raise ValueError(f"config field '{name}' = {getattr(cfg, name)!r} is not allowed; choose one of {list(allowed)}")
+    if not PLAIN_NAME.fullmatch(cfg.run_name) or cfg.run_name in (".", ".."):
+        raise ValueError(f"config field 'run_name' = {cfg.run_name!r} must be a plain name (letters, digits, _ - and "
+                         f".; not '.' or '..'): it names the run's folder inside runs_dir, which says where runs go")
     if not DEVICE.fullmatch(cfg.device):
         raise ValueError(f"config field 'device' = {cfg.device!r} must be auto, cpu, cuda, cuda:N (N: the GPU's "
                          f"index) or mps")
@@ -256,7 +259,7 @@ def validate_task_fields(cfg):
     if not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
         raise ValueError(f"config field 'tasks': every task needs a unique non-empty 'name', got {names}")
     for name in names:  # a task name becomes a folder name (val's per-task artifacts, peel's <task>.pt)
-        if not TASK_NAME.fullmatch(name) or name in (".", ".."):
+        if not PLAIN_NAME.fullmatch(name) or name in (".", ".."):
             raise ValueError(f"config field 'tasks': task name {name!r} must be a plain name (letters, digits, "
                              f"_ - and .; not '.' or '..'), since it names folders and files")
     for i, spec in enumerate(cfg.tasks):
