@@ -38,6 +38,7 @@ from yolo.config import apply_overrides, load_config  # noqa: E402
 from yolo.engine.trainer import train  # noqa: E402
 from yolo.research.evolve import (append_csv_row, apply_genes, fitness, mutate, read_history,  # noqa: E402
                                   search_space, start_genes)
+from yolo.research.rsa import rank_correlation  # noqa: E402
 
 DEFAULT = ["--config", "configs/my_config.py", "--cls_weight", "0.5"]  # the start: BaseConfig's class-loss gain
 HANDMADE = ["--config", "configs/my_config.py"]                       # cls_weight 2: the hand-made change
@@ -132,21 +133,8 @@ def part_proxy(args):
 
 
 def spearman(x, y):
-    """Spearman's rank correlation (ties get their mean rank)."""
-    def ranks(values):
-        order = sorted(range(len(values)), key=lambda i: values[i])
-        r = [0.0] * len(values)
-        i = 0
-        while i < len(order):
-            j = i
-            while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-                j += 1
-            for k in range(i, j + 1):
-                r[order[k]] = (i + j) / 2
-            i = j + 1
-        return r
-    rx, ry = ranks(x), ranks(y)
-    return float(np.corrcoef(rx, ry)[0, 1]) if len(x) > 2 else math.nan
+    """Spearman's rank correlation (yolo.research.rsa: ties get their mean rank); nan with fewer than 3 pairs."""
+    return rank_correlation(x, y) if len(x) > 2 else math.nan
 
 
 # ------------------------------------------------------------------------------------------------- search parts

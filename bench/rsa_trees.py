@@ -36,7 +36,7 @@ from bench.common import emit  # noqa: E402
 from bench.multitask_compare import last_row, last_scores  # noqa: E402
 from yolo.config import apply_overrides, load_config, task_configs  # noqa: E402
 from yolo.engine.trainer import train  # noqa: E402
-from yolo.research.rsa import average_ranks  # noqa: E402
+from yolo.research.rsa import rank_correlation as rsa_rank_correlation  # noqa: E402
 from yolo.tasks import rsa  # noqa: E402
 
 SHAPES, SYMBOLS = ["circle", "square", "triangle"], ["star", "cross", "ring"]
@@ -196,13 +196,8 @@ def stage_trees(cfg, args, clock):
 
 # ------------------------------------------------------------------------------------------------- report
 def rank_correlation(x, y):
-    """Spearman correlation of two sequences (ties at their mean rank); nan with fewer than 3 pairs."""
-    if len(x) < 3:
-        return float("nan")
-    rx, ry = average_ranks(np.asarray(x, float)), average_ranks(np.asarray(y, float))
-    rx, ry = rx - rx.mean(), ry - ry.mean()
-    norms = np.linalg.norm(rx) * np.linalg.norm(ry)
-    return float(rx @ ry / norms) if norms > 0 else float("nan")
+    """Spearman correlation of two sequences (yolo.research.rsa); nan with fewer than 3 pairs."""
+    return rsa_rank_correlation(x, y) if len(x) >= 3 else float("nan")
 
 
 def stage_report(cfg, args):

@@ -37,7 +37,10 @@ def two_tasks(root, **data):
 
 
 def save_tiny(path, cfg, **extra):
-    save_checkpoint({"model": build_model(cfg).state_dict(), "config": cfg.to_dict(), "epoch": 1, **extra}, path)
+    """A checkpoint written by torch.save itself, without a format: as checkpoints of older versions were
+    (save_checkpoint stamps the format)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": build_model(cfg).state_dict(), "config": cfg.to_dict(), "epoch": 1, **extra}, path)
     return path
 
 

@@ -163,7 +163,7 @@ def test_info_prints_the_tree_and_params_per_task():
 
 # ------------------------------------------------------------------------------------------------- training loop
 def test_task_batches_cycle_the_shorter_loader():
-    steps = list(task_batches([[1, 2], [10, 20, 30, 40, 50]], steps=5))
+    steps = list(task_batches([[1, 2], [10, 20, 30, 40, 50]], [tuple(range(2))] * 5))
     assert steps == [[1, 10], [2, 20], [1, 30], [2, 40], [1, 50]]
 
 

@@ -25,7 +25,7 @@ from .cli import finish_config, load_command_config
 from .config import DERIVED, BaseConfig, task_configs, unknown_field
 from .data.records import Record, load_image_rgb, rgb_array
 from .tasks import run_task
-from .tasks.predict import merge_task_detections, predict_records, prediction_model
+from .tasks.predict import EMPTY_LABELS, merged_class_names, predict_records, prediction_model
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations would otherwise query PyPI on import
 
@@ -50,7 +50,7 @@ class Detector:
         cfg.num_workers = 0  # the images are in memory: worker processes would only copy them
         self.model, self.device, self.path = prediction_model(cfg)
         self.cfg = cfg
-        self.class_names = merge_task_detections([{} for _ in cfg.task_names], task_configs(cfg))[1]
+        self.class_names = merged_class_names(task_configs(cfg))
 
     def predict(self, images, bgr=False, conf=None):
         """Detections of every image: a path, an RGB numpy array (H, W, 3) or grayscale (H, W) uint8, a PIL image,
@@ -59,7 +59,7 @@ class Detector:
         listed = images if isinstance(images, (list, tuple)) else [images]
         arrays = [as_rgb(image, bgr, i) for i, image in enumerate(listed)]
         records = [Record(str(image) if isinstance(image, (str, os.PathLike)) else f"<image {i}>", a.shape[1],
-                          a.shape[0], np.zeros((0, 4), np.float32), np.zeros(0, np.int64), np.zeros(0, bool))
+                          a.shape[0], *EMPTY_LABELS)
                    for i, (image, a) in enumerate(zip(listed, arrays))]
         cfg = self.cfg
         if conf is not None:

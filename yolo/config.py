@@ -5,14 +5,13 @@ applies command-line overrides (`--epochs 3`), validates, derives dependent fiel
 """
 import ast
 import copy
-import difflib
 import importlib.util
 import json
 from pathlib import Path
 
 from loguru import logger
 
-from .config_checks import type_problem, validate  # the rules of every field, and the names a choice field may take
+from .config_checks import closest_hint, type_problem, validate  # the rules of every field, and the names a choice field may take
 
 
 class BaseConfig:
@@ -333,9 +332,7 @@ def run_config_code(path, function, *args):
 
 def unknown_field(key, fields):
     """The message for a name that is no config field, with the closest field name."""
-    close = difflib.get_close_matches(key, [f for f in fields if f not in DERIVED], n=1)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
-    return f"unknown config field '{key}'{hint}"
+    return f"unknown config field '{key}'{closest_hint(key, [f for f in fields if f not in DERIVED])}"
 
 
 def parse_value(text, default):

@@ -265,14 +265,19 @@ def validate_task_fields(cfg):
     for i, spec in enumerate(cfg.tasks):
         for key in spec:
             if key != "name" and key not in TASK_FIELDS:
-                close = difflib.get_close_matches(key, TASK_FIELDS, n=1)
-                hint = f"; did you mean '{close[0]}'?" if close else f"; a task may set {', '.join(TASK_FIELDS)}"
+                hint = closest_hint(key, TASK_FIELDS) or f"; a task may set {', '.join(TASK_FIELDS)}"
                 raise ValueError(f"config field 'tasks': task {i} ({names[i]}) sets unknown field '{key}'{hint}")
     weights = cfg.task_weights
     if weights is not None and (not is_numbers(weights, len(cfg.tasks)) or min(weights) < 0):
         raise ValueError(f"config field 'task_weights' = {weights!r} must hold one number >= 0 per task "
                          f"({len(cfg.tasks)} tasks)")
     neck_groups(cfg.branching, len(cfg.tasks))  # raises ValueError naming the bad entry
+
+
+def closest_hint(key, names):
+    """"; did you mean '<name>'?" for the name of `names` closest to a misspelt `key`, or "" when none is close."""
+    close = difflib.get_close_matches(key, names, n=1)
+    return f"; did you mean '{close[0]}'?" if close else ""
 
 
 def validate_head_fields(cfg):

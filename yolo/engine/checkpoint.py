@@ -47,9 +47,20 @@ class CheckpointWriteError(OSError):
     """A checkpoint could not be written (disk full, read-only folder ...); the previous one is still intact."""
 
 
-def save_checkpoint(state, path):
+def tmp_path(path, pid=None):
+    """The hidden file a write of `path` goes to before it is renamed over it: .<name>.tmp<pid>, pid that of this
+    process unless given (the pid lets a later run tell a killed writer's file from a running one's)."""
     path = Path(path)
-    tmp = path.with_name(f"{TMP_PREFIX}{path.name}.tmp{os.getpid()}")
+    return path.with_name(f"{TMP_PREFIX}{path.name}.tmp{os.getpid() if pid is None else pid}")
+
+
+def save_checkpoint(state, path):
+    """Write `state` atomically; a checkpoint (a dict holding "model") is stamped with CHECKPOINT_FORMAT unless it
+    states its own."""
+    path = Path(path)
+    if isinstance(state, dict) and "model" in state:
+        state = {"format": CHECKPOINT_FORMAT, **state}
+    tmp = tmp_path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
@@ -257,8 +268,7 @@ def checkpoint_state(t, cfg, elapsed_s):
     state = {"model": t.eval_model().state_dict(), "optimizer": t.optimizer.state_dict(),
              "scaler": t.scaler.state_dict(), "scheduler": t.scheduler.state_dict(), "epoch": t.epoch,
              "rng": rng_state([f.generator for f in t.loss_fns]), "config": cfg.to_dict(), "best_fitness": t.best_fitness,
-             "evals_without_improvement": t.evals_without_improvement, "elapsed_s": elapsed_s,
-             "format": CHECKPOINT_FORMAT}
+             "evals_without_improvement": t.evals_without_improvement, "elapsed_s": elapsed_s}
     if t.ema is not None:
         state.update(train_model=unwrap(t.model).state_dict(), ema_updates=t.ema.updates)
     return state

@@ -13,15 +13,13 @@ exp2); the same checkpoint content with the same options replaces its own file. 
 its metadata, {"checkpoint": resolved path, "sha256": the first 16 hex digits of the file's SHA-256, "bytes": size},
 and backend onnxruntime runs the newest export whose sha256 is the checkpoint's now, or refuses.
 """
-import glob
 import hashlib
-import re
 from pathlib import Path
 
 from loguru import logger
 
 from ..models.onnx_model import read_metadata
-from .folders import next_free_path
+from .folders import next_free_path, numbered_paths
 
 FINGERPRINT_HEX = 16  # 64 bits of SHA-256: two different checkpoints do not share it by chance
 
@@ -37,13 +35,7 @@ def exported_path(ckpt_path, runs_dir):
 
 def export_files(ckpt_path, runs_dir):
     """The existing files of the export names of a checkpoint: <stem>.onnx, <stem>2.onnx, ... in numeric order."""
-    base = exported_path(ckpt_path, runs_dir)
-    found = [(1, base)] if base.is_file() else []
-    for path in base.parent.glob(f"{glob.escape(base.stem)}*.onnx"):
-        number = path.stem[len(base.stem):]
-        if re.fullmatch(r"[1-9][0-9]*", number) and int(number) >= 2 and path.is_file():
-            found.append((int(number), path))
-    return [path for _, path in sorted(found)]
+    return numbered_paths(exported_path(ckpt_path, runs_dir))
 
 
 def fingerprint(ckpt_path):

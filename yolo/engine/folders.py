@@ -43,8 +43,24 @@ def numbered_dirs(base):
     base = Path(base)
     found = [(1, base)] if base.is_dir() else []
     if base.parent.is_dir():
-        for path in base.parent.iterdir():
-            number = path.name[len(base.name):] if path.name.startswith(base.name) else ""
-            if re.fullmatch(r"[1-9][0-9]*", number) and int(number) >= 2 and path.is_dir():
-                found.append((int(number), path))
+        found += [(n, path) for path in base.parent.iterdir()
+                  if (n := copy_number(path.name, base.name)) and path.is_dir()]
     return [path for _, path in sorted(found)]
+
+
+def numbered_paths(path):
+    """The existing files next_free_path(path) made: path, then the name with 2, 3 ... before its suffix, oldest first
+    (numeric order: x10.pt comes after x9.pt). Other files that start with the name (x_old.pt, x02.pt) are not."""
+    path = Path(path)
+    found = [(1, path)] if path.is_file() else []
+    if path.parent.is_dir():
+        found += [(n, other) for other in path.parent.iterdir()
+                  if other.suffix == path.suffix and (n := copy_number(other.stem, path.stem)) and other.is_file()]
+    return [other for _, other in sorted(found)]
+
+
+def copy_number(name, first_name):
+    """n when `name` is first_name followed by n >= 2 (the n-th name next_free_* gives), else None: a leading zero
+    (x02) or any other tail (x_old) is not one of those names."""
+    number = name[len(first_name):] if name.startswith(first_name) else ""
+    return int(number) if re.fullmatch(r"[1-9][0-9]*", number) and int(number) >= 2 else None

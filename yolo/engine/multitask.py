@@ -43,14 +43,12 @@ def task_schedule(batches_per_pass, sampling, seed, epoch):
 
 
 def task_batches(loaders, steps, epoch=0):
-    """For each of `steps` (task_schedule's tuples of task indices, or a number of steps with every task in each),
-    the list of the batches of its tasks. A loader that runs out starts a new pass, reshuffled (a seeded sampler --
-    DDP shards, class-balanced draws -- gets its own seed for every pass of the epoch: it would repeat its order
-    otherwise). With every task in every step ("all") every loader starts before the first step: a shuffled loader
-    draws its order from torch's global generator when it starts, so the order of the starts is part of what a seed
-    reproduces; a drawn task's loader starts at its first batch."""
-    if isinstance(steps, int):
-        steps = [tuple(range(len(loaders)))] * steps
+    """For each of `steps` (task_schedule's tuples of task indices), the list of the batches of its tasks. A loader
+    that runs out starts a new pass, reshuffled (a seeded sampler -- DDP shards, class-balanced draws -- gets its own
+    seed for every pass of the epoch: it would repeat its order otherwise). With every task in every step ("all")
+    every loader starts before the first step: a shuffled loader draws its order from torch's global generator when
+    it starts, so the order of the starts is part of what a seed reproduces; a drawn task's loader starts at its
+    first batch."""
     every_task = all(len(tasks) == len(loaders) for tasks in steps)
     iterators = [iter(loader) for loader in loaders] if every_task else [None] * len(loaders)
     passes = [0] * len(loaders)

@@ -250,16 +250,15 @@ def resume_run_dir(resume_path, cfg, info):
     return broadcast_object(run_dir, info)
 
 
-def log_setup(cfg, info, t, run_dir, train_loaders, val_loaders):
+def log_setup(cfg, tasks, info, t, run_dir, train_loaders, val_loaders):
     # images of a task per optimizer step: one number per distinct task batch size
     step_images = "/".join(str(size * info.world_size * t.accumulate)
                            for size in sorted({loader.batch_size for loader in train_loaders}))
     logger.info(f"run folder {run_dir} | device {info.device} | {info.world_size} process(es) | "
                 f"torch threads {torch.get_num_threads()} | precision {t.amp_dtype or torch.float32}")
-    for name, train_loader, val_loader in zip(t.task_names, train_loaders, val_loaders):
-        task = f"task {name}: " if len(train_loaders) > 1 else ""
-        logger.info(f"{task}{len(train_loader.dataset)} train / {len(val_loader.dataset)} val images, "
-                    f"{len(train_loader)} iterations per pass of {train_loader.batch_size} per process")
+    for task_cfg, train_loader, val_loader in zip(tasks, train_loaders, val_loaders):
+        logger.info(f"{task_label(task_cfg, tasks)}{len(train_loader.dataset)} train / {len(val_loader.dataset)} "
+                    f"val images, {len(train_loader)} iterations per pass of {train_loader.batch_size} per process")
     per_task = ""
     if len(train_loaders) > 1:
         each = "of one drawn task" if cfg.task_sampling != "all" else "per task"

@@ -80,7 +80,7 @@ def run_training(cfg, info, on_epoch, mlflow):
     start_mlflow(mlflow, cfg, run_dir, ckpt, info)  # before the model: under DDP wrapping it is a collective
     iters_per_epoch = steps_per_epoch([len(loader) for loader in train_loaders], cfg.task_sampling)
     t = build_training(cfg, tasks, info, iters_per_epoch)
-    log_setup(cfg, info, t, run_dir, train_loaders, val_loaders)
+    log_setup(cfg, tasks, info, t, run_dir, train_loaders, val_loaders)
     if ckpt is not None:
         restore_training(t, ckpt, resume_path)
         logger.info(f"resumed {resume_path} after epoch {t.epoch} (best {cfg.best_metric} {t.best_fitness:.4f})")

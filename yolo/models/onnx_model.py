@@ -216,9 +216,12 @@ class OnnxModel(nn.Module):
             self.num_tasks = int(self.meta["num_tasks"])
             self.input_hw = tuple(self.meta["input"]["shape"][2:])  # ("height", "width") when dynamic
             self.names = [o["name"] for o in self.meta["outputs"]]
-            nms = self.meta.get("nms")
-            self.nms = {**nms, **{key: nms[key] for key in NMS_SETTINGS}} if nms else None  # a KeyError if one lacks
+            self.nms = self.meta.get("nms") or None
+            missing = [key for key in NMS_SETTINGS if key not in self.nms] if self.nms else []
+            if missing:
+                raise ValueError(f"its 'nms' settings lack {missing}")
             self.end_to_end = self.nms is not None
+            self.dynamic = not all(isinstance(side, int) for side in self.input_hw)
             d = self.meta["decoding"]
             self.register_buffer("anchors", torch.tensor(d["anchors"], dtype=torch.float32), persistent=False)
             self.strides, self.reach = tuple(d["strides"]), d["reach"]
@@ -233,11 +236,10 @@ class OnnxModel(nn.Module):
     def forward(self, images, task=0):
         if isinstance(images, (list, tuple)):
             return [self.forward(batch, t) for t, batch in enumerate(images)]
-        dynamic = not all(isinstance(side, int) for side in self.input_hw)
-        if dynamic and any(side % 32 for side in images.shape[2:]):
+        if self.dynamic and any(side % 32 for side in images.shape[2:]):
             raise ValueError(f"{self.path} takes images whose height and width are multiples of 32, got "
                              f"{tuple(images.shape)}")
-        if not dynamic and tuple(images.shape[2:]) != self.input_hw:
+        if not self.dynamic and tuple(images.shape[2:]) != self.input_hw:
             raise ValueError(f"{self.path} takes (B, 3, {self.input_hw[0]}, {self.input_hw[1]}) images, got "
                              f"{tuple(images.shape)}: set img_size to the exported size, or export with "
                              f"--export_dynamic true")

@@ -11,8 +11,8 @@ from ..config import task_configs
 from ..config_checks import path_list
 from ..models.detector import build_model
 from ..models.merge import merge_states, peel_state
-from ..engine.checkpoint import (CHECKPOINT_FORMAT, CheckpointWriteError, checkpoint_config, load_model_checkpoint,
-                         load_weights, output_folder, save_checkpoint)
+from ..engine.checkpoint import (CheckpointWriteError, checkpoint_config, load_model_checkpoint,
+                               load_weights, output_folder, save_checkpoint)
 from ..engine.folders import next_free_path
 
 # what every single-task model of one multi-task model must agree on (the heads may differ in classes)
@@ -92,7 +92,7 @@ def merge_checkpoints(cfg):
     model = build_model(merged_cfg)
     load_weights(model, state, "the merged checkpoint")  # every tensor has its place and shape
     out = save_as_new({"model": model.state_dict(), "config": merged_cfg.to_dict(), "epoch": 0,
-                       "merged_from": [str(p) for p in paths], "format": CHECKPOINT_FORMAT},
+                       "merged_from": [str(p) for p in paths]},
                       Path(cfg.runs_dir) / "merge" / f"{cfg.run_name}.pt")
     shared = "the mean of the tasks sharing them" if cfg.merge_average else "the first task sharing them"
     logger.info(f"merged {len(paths)} single-task checkpoints for branching {merged_cfg.branching} (shared layers: "
@@ -115,7 +115,7 @@ def peel_checkpoint(path, task_name, runs_dir):
     model = build_model(task_cfg)
     load_weights(model, state, f"task {task_name} of {path}")
     out = save_as_new({"model": model.state_dict(), "config": task_cfg.to_dict(), "epoch": ckpt.get("epoch"),
-                       "peeled_from": str(path), "peeled_task": task_name, "format": CHECKPOINT_FORMAT},
+                       "peeled_from": str(path), "peeled_task": task_name},
                       output_folder(path, runs_dir, "peel") / f"{task_name}.pt")
     logger.info(f"task {task_name} of {path} -> {out} (python main.py --task val --ckpt_path {out})")
     return out

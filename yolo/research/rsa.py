@@ -102,16 +102,21 @@ def average_ranks(values):
     return ranks
 
 
+def rank_correlation(x, y):
+    """Spearman rank correlation of two equal-length 1-D sequences: the Pearson correlation of their ranks, ties at
+    their mean rank; nan when either orders nothing (all its values equal)."""
+    rx, ry = average_ranks(np.asarray(x, np.float64)), average_ranks(np.asarray(y, np.float64))
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    norms = np.linalg.norm(rx) * np.linalg.norm(ry)
+    return float(rx @ ry / norms) if norms > 0 else float("nan")
+
+
 def spearman(rdm_x, rdm_y):
-    """Spearman rank correlation of the upper triangles (i < j) of two (n, n) RDMs: the Pearson correlation of their
-    ranks, ties at their mean rank. 1 for two RDMs that order the pairs of images alike, whatever their scale.
-    (An RDM whose entries are all equal orders nothing: then 0.)"""
+    """Spearman rank correlation of the upper triangles (i < j) of two (n, n) RDMs. 1 for two RDMs that order the
+    pairs of images alike, whatever their scale. (An RDM whose entries are all equal orders nothing: then 0.)"""
     upper = np.triu_indices(rdm_x.shape[0], 1)
-    x = average_ranks(rdm_x.double().cpu().numpy()[upper])
-    y = average_ranks(rdm_y.double().cpu().numpy()[upper])
-    x, y = x - x.mean(), y - y.mean()
-    norms = np.linalg.norm(x) * np.linalg.norm(y)
-    return float(x @ y / norms) if norms > 0 else 0.0
+    r = rank_correlation(rdm_x.double().cpu().numpy()[upper], rdm_y.double().cpu().numpy()[upper])
+    return 0.0 if np.isnan(r) else r
 
 
 def linear_cka(x, y):

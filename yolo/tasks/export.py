@@ -31,7 +31,7 @@ from loguru import logger
 from ..config import task_configs
 from ..data.dataset import build_loader, read_records
 from ..data.transforms import PAD_FILL
-from ..engine.checkpoint import MODEL_FIELDS, default_checkpoint, load_model
+from ..engine.checkpoint import MODEL_FIELDS, default_checkpoint, load_model, tmp_path
 from ..engine.exports import export_destination, exported_path, fingerprint
 from ..engine.logs import setup_logging
 from ..models.fuse import fuse_batchnorm
@@ -63,7 +63,7 @@ def run(cfg):
     base = exported_path(ckpt_path, cfg.runs_dir)
     base.parent.mkdir(parents=True, exist_ok=True)
     remove_killed_exports(base)
-    tmp = base.with_name(f".{base.name}.tmp{os.getpid()}")  # checked first, then renamed: no unchecked file is left
+    tmp = tmp_path(base)  # checked first, then renamed: no unchecked file is left
     try:
         export_onnx(exported, tmp, batches[0][:1], {f: getattr(cfg, f) for f in MODEL_FIELDS}, cfg.task_names,
                     source=source, options=options, nms=options.get("nms"), dynamic=cfg.export_dynamic)
@@ -113,8 +113,9 @@ def export_options(cfg):
 def remove_killed_exports(base):
     """Delete the hidden .<name>.tmp<pid> files that exports of this name, killed while writing, left beside it:
     only this name's, and only those whose process no longer runs (an export running now keeps its file)."""
-    for tmp in base.parent.glob(f".{glob.escape(base.name)}.tmp*"):
-        pid = tmp.name[len(f".{base.name}.tmp"):]
+    prefix = tmp_path(base, pid="").name
+    for tmp in base.parent.glob(f"{glob.escape(prefix)}*"):
+        pid = tmp.name[len(prefix):]
         if pid.isdigit() and not process_running(int(pid)):
             logger.warning(f"removing {tmp}: an export that did not finish (it was killed while writing)")
             tmp.unlink(missing_ok=True)

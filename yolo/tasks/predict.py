@@ -51,10 +51,11 @@ def source_records(cfg, tasks):
     return records, [p.file for p in problems.items]
 
 
-def draw_predictions(records, detections, class_names, out_dir):
-    """Each image with its detections as out_dir/<stem>.jpg. An image without detections (it failed to decode in
-    the loader, which warned) or that fails to decode now is skipped. Returns the indices of the images drawn."""
-    drawn, names = [], picture_names([rec.image_path for rec in records])  # two a.jpg: a.jpg, a_<index>.jpg
+def draw_predictions(records, detections, class_names, pictures, out_dir):
+    """Each image with its detections as out_dir/<picture name>.jpg (pictures: picture_names of the records). An
+    image without detections (it failed to decode in the loader, which warned) or that fails to decode now is
+    skipped. Returns the indices of the images drawn."""
+    drawn = []
     for index, rec in enumerate(records):
         if index not in detections:
             continue
@@ -64,7 +65,7 @@ def draw_predictions(records, detections, class_names, out_dir):
             logger.warning(f"{e}; skipped")
             continue
         boxes, scores, labels = detections[index]
-        draw_detections(image, boxes, labels, class_names, scores).save(out_dir / f"{names[index]}.jpg", quality=90)
+        draw_detections(image, boxes, labels, class_names, scores).save(out_dir / f"{pictures[index]}.jpg", quality=90)
         drawn.append(index)
     return drawn
 
@@ -91,7 +92,8 @@ def run(cfg):
     logger.info(f"{count} image{'s' if count != 1 else ''} predicted in {seconds:.1f} s: "
                 f"{count / max(seconds, 1e-9):.1f} images/s (reading, letterbox, forward and NMS{every_task})")
     out_dir = prediction_folder(cfg, ckpt_path)
-    drawn = draw_predictions(records, detections, class_names, out_dir)
+    pictures = picture_names([rec.image_path for rec in records])  # two a.jpg: a.jpg, a_<index>.jpg
+    drawn = draw_predictions(records, detections, class_names, pictures, out_dir)
     drawn_set = set(drawn)
     skipped += [rec.image_path for i, rec in enumerate(records) if i not in drawn_set]
     if not drawn:
@@ -100,7 +102,7 @@ def run(cfg):
     # one overview of the first images: detections with a caption each, the ground truth dashed (val images)
     save_figure(prediction_figure([records[i] for i in drawn], [detections[i] for i in drawn], class_names,
                                   cfg.predict_conf), out_dir / "predictions.png", dpi=80, palette=True)
-    write_results(out_dir, records, drawn, detections, class_names, cfg)
+    write_results(out_dir, records, pictures, drawn, detections, class_names, cfg)
     if skipped:
         logger.warning(f"{len(skipped)} of {len(skipped) + len(drawn)} images skipped as unreadable (each named "
                        f"above): {', '.join(Path(p).name for p in skipped[:10])}{', ...' if len(skipped) > 10 else ''}")
@@ -115,9 +117,10 @@ def prediction_folder(cfg, ckpt_path):
                                        "predictions_onnx" if cfg.backend == "onnxruntime" else "predictions"))
 
 
-def write_results(out_dir, records, drawn, detections, class_names, cfg):
+def write_results(out_dir, records, pictures, drawn, detections, class_names, cfg):
     """predictions.json and images.json of the drawn images (their records' indices), and with predict_save_txt one
-    labels/<picture name>.txt each (empty when nothing was detected: in YOLO format, an image without objects)."""
+    labels/<picture name>.txt each (empty when nothing was detected: in YOLO format, an image without objects);
+    pictures: picture_names of the records."""
     paths = [records[i].image_path for i in drawn]
     ids, names = image_ids(paths), relative_names(paths)
     results = coco_results_json(ids, *([detections[i][k] for i in drawn] for k in range(3)))
@@ -130,7 +133,6 @@ def write_results(out_dir, records, drawn, detections, class_names, cfg):
     (out_dir / "images.json").write_text(json.dumps(images, indent=1))
     if cfg.predict_save_txt:
         (out_dir / "labels").mkdir()
-        pictures = picture_names([rec.image_path for rec in records])
         for i in drawn:
             lines = yolo_label_lines(*detections[i], records[i].width, records[i].height, cfg.predict_save_conf)
             (out_dir / "labels" / f"{pictures[i]}.txt").write_text("".join(line + "\n" for line in lines))
@@ -143,7 +145,7 @@ def predict_stream(model, device, ckpt_path, cfg, webcam):
     capture = open_capture(source, webcam)  # before the output folder: a video that cannot be read leaves none
     name, file_name = (f"webcam{webcam}",) * 2 if webcam is not None else (Path(source).stem, Path(source).name)
     cfg.num_workers = 0  # the frames are in memory: worker processes would only copy them
-    class_names = merge_task_detections([{} for _ in cfg.task_names], task_configs(cfg))[1]
+    class_names = merged_class_names(task_configs(cfg))
 
     def detect(frames):
         records = [Record(f"{file_name} frame", f.shape[1], f.shape[0], *EMPTY_LABELS) for f in frames]
@@ -186,9 +188,9 @@ def predict_records(model, device, cfg, records, images=None, show_progress=True
 def merge_task_detections(per_task, tasks):
     """One detection set per image from every task's: labels are shifted into one list of class names, each
     name prefixed by its task when there are several ("symbols/star"). Returns (detections, class names)."""
+    class_names = merged_class_names(tasks)
     if len(tasks) == 1:
-        return per_task[0], list(tasks[0].class_names)
-    class_names = [f"{task.task_name}/{name}" for task in tasks for name in task.class_names]
+        return per_task[0], class_names
     offsets = np.cumsum([0] + [len(task.class_names) for task in tasks])
     merged = {}
     for index in per_task[0]:
@@ -196,3 +198,11 @@ def merge_task_detections(per_task, tasks):
         merged[index] = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
                          np.concatenate([p[2] + offset for p, offset in zip(parts, offsets)]))
     return merged, class_names
+
+
+def merged_class_names(tasks):
+    """What the labels of merge_task_detections index: the task's class names, or with several tasks every task's,
+    each prefixed by its task ("symbols/star")."""
+    if len(tasks) == 1:
+        return list(tasks[0].class_names)
+    return [f"{task.task_name}/{name}" for task in tasks for name in task.class_names]

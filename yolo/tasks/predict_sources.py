@@ -15,7 +15,9 @@ import os
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from ..boxes import box_convert
 from ..data.records import IMAGE_EXTENSIONS
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm")
@@ -112,11 +114,10 @@ def picture_names(paths):
 def yolo_label_lines(boxes, scores, labels, width, height, with_conf=False):
     """Detections as YOLO label lines `class cx cy w h [score]`: box centre and size normalised by the image's
     width and height, 6 decimals; boxes xyxy in the image's pixels."""
-    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-    cxcywh = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2 / width, (boxes[:, 1] + boxes[:, 3]) / 2 / height,
-                       (boxes[:, 2] - boxes[:, 0]) / width, (boxes[:, 3] - boxes[:, 1]) / height], 1)
+    boxes = torch.as_tensor(np.asarray(boxes, np.float64)).reshape(-1, 4)
+    cxcywh = box_convert(boxes, "xyxy", "cxcywh") / torch.tensor([width, height, width, height], dtype=torch.float64)
     lines = []
-    for row, score, label in zip(cxcywh, np.asarray(scores).tolist(), np.asarray(labels).tolist()):
+    for row, score, label in zip(cxcywh.tolist(), np.asarray(scores).tolist(), np.asarray(labels).tolist()):
         line = f"{int(label)} " + " ".join(f"{v:.6f}" for v in row)
         lines.append(f"{line} {score:.6f}" if with_conf else line)
     return lines

@@ -40,9 +40,8 @@ from tqdm import tqdm
 
 from ..config import save_config, task_configs
 from ..data.dataset import build_loader, hold_out, read_records
-from ..engine.checkpoint import checkpoint_config, load_model_checkpoint, save_checkpoint
+from ..engine.checkpoint import checkpoint_config, load_model_checkpoint, newest_own_checkpoint, save_checkpoint
 from ..engine.distributed import select_device
-from ..engine.folders import numbered_dirs
 from ..engine.logs import setup_logging
 from ..engine.mlflow_log import MLflowLog
 from ..engine.schedules import build_scheduler
@@ -147,13 +146,13 @@ def trained_checkpoint(cfg):
     """The detector a cached search starts from: init_ckpt, else best.pt of the newest run named run_name."""
     if cfg.init_ckpt:
         return Path(cfg.init_ckpt)
-    own = [run / "best.pt" for run in numbered_dirs(Path(cfg.runs_dir) / cfg.run_name) if (run / "best.pt").is_file()]
-    if not own:
+    own = newest_own_checkpoint(cfg, "best.pt")
+    if own is None:
         raise FileNotFoundError(f"search_mode 'cached' searches the head of a trained detector, and {cfg.runs_dir}/"
                                 f"{cfg.run_name}*/best.pt does not exist: give one with --init_ckpt, or train the "
                                 f"run {cfg.run_name} first (python main.py --task train), or search end to end "
                                 f"(--search_mode end_to_end)")
-    return own[-1]
+    return own
 
 
 def cached_setup(cfg, path, device):
