@@ -128,6 +128,20 @@ def test_prefilter_keeps_the_best_per_image_when_candidates_overflow(multi_label
         assert torch.allclose(gb, wb, rtol=1e-6, atol=1e-4)
 
 
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_cut_that_cannot_change_the_detections_is_not_reported(multi_label):
+    # greedy NMS never lets a lower-scored box suppress a higher one: when max_det boxes survive among the top
+    # pre_nms_topk, the candidates below the cut could not have entered the output
+    outputs, anchors = random_outputs(7, obj_mean=0.0)
+    capped = []
+    got = postprocess(outputs, decoding(anchors, "nearby_grid"), 0.005, 0.6, 5, multi_label, pre_nms_topk=40,
+                      capped=capped)
+    want = postprocess(outputs, decoding(anchors, "nearby_grid"), 0.005, 0.6, 5, multi_label, pre_nms_topk=10 ** 6)
+    assert capped == []
+    for (gb, gs, gl), (wb, ws, wl) in zip(got, want):
+        assert len(gs) == 5 and torch.equal(gl, wl) and torch.equal(gs, ws) and torch.equal(gb, wb)
+
+
 def test_no_candidates_gives_empty_results_per_image():
     outputs, anchors = random_outputs(0, obj_mean=-40.0)
     results = postprocess(outputs, decoding(anchors, "nearby_grid"), 0.005, 0.5, 100, True)

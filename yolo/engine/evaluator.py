@@ -7,12 +7,12 @@ process evaluating the same weights.
 import numpy as np
 import torch
 from loguru import logger
-from tqdm import tqdm
 
 from ..data.transforms import boxes_to_original
 from ..metrics import evaluate_detections
 from ..postprocess import postprocess, split_detections
 from .distributed import gather_detections, is_main_process, unwrap
+from .logs import progress
 
 
 @torch.no_grad()
@@ -27,12 +27,12 @@ def predict_loader(model, loader, cfg, device, show_progress=True, multi_label=F
     records = loader.dataset.records
     detections = {}
     decoding = unwrap(model).decoding
-    capped = []  # candidate counts of the images that had more than pre_nms_topk
+    capped = []  # candidate counts of the images where the pre_nms_topk cut may have changed the detections
     end_to_end = getattr(unwrap(model), "nms", None)
     if end_to_end and cfg.conf_thres < end_to_end["conf_thres"]:
         logger.warning(f"conf_thres {cfg.conf_thres:g} is below the score threshold {end_to_end['conf_thres']:g} "
                        f"inside {unwrap(model).path} (fixed at export): detections between are not in its output")
-    bar = tqdm(loader, desc="eval", leave=False, disable=not (show_progress and is_main_process()))
+    bar = progress(loader, show=show_progress and is_main_process(), desc="eval", leave=False)
     for images, _, indices, _ in bar:
         outputs = model(images.to(device, non_blocking=True), task=task)
         if end_to_end:
@@ -46,8 +46,9 @@ def predict_loader(model, loader, cfg, device, show_progress=True, multi_label=F
             detections[index] = (boxes, scores.cpu().numpy(), labels.cpu().numpy())
     if capped:
         logger.warning(f"{len(capped)} of {len(records)} images had more than pre_nms_topk = {cfg.pre_nms_topk} "
-                       f"candidates above conf_thres (up to {max(capped)}); NMS saw only the best "
-                       f"{cfg.pre_nms_topk}: raise --pre_nms_topk if images hold that many objects")
+                       f"candidates above conf_thres (up to {max(capped)}) and fewer than max_det = {cfg.max_det} "
+                       f"survived NMS among the best {cfg.pre_nms_topk}, so the cut may have dropped detections: "
+                       f"raise --pre_nms_topk if images hold that many objects")
     return detections
 
 
