@@ -21,6 +21,13 @@ def setup_logging(run_dir=None, console=True, level="INFO"):
     return logger
 
 
+def progress(iterable=None, show=True, **kwargs):
+    """A tqdm bar, or a silent one where show is False. tqdm's environment switch (TQDM_DISABLE=1, which
+    notebooks/execute.py sets so that saved notebooks hold results, not bar frames) only changes the default of
+    `disable`: an explicit disable=False would override it, so a shown bar leaves the argument out."""
+    return tqdm(iterable, **kwargs) if show else tqdm(iterable, disable=True, **kwargs)
+
+
 class MetricsCSV:
     """Appends one row per epoch to run_dir/metrics.csv (the header is taken from the first row)."""
 

@@ -19,7 +19,6 @@ import warnings
 import torch
 import torch.nn.functional as F
 from loguru import logger
-from tqdm import tqdm
 
 from ..config import save_config, task_configs
 from ..viz.detections import prediction_grid
@@ -31,7 +30,7 @@ from .checkpoint import (checkpoint_state, load_resume_checkpoint, model_differe
 from .distributed import (all_ranks_true, barrier, broadcast_object, cleanup_distributed, init_distributed,
                           no_sync_unless, sum_over_ranks, sync_buffers_from_main, unwrap)
 from .evaluator import evaluate_tasks
-from .logs import MetricsCSV, TensorBoard, log_dropped_boxes, log_resumed_config, setup_logging
+from .logs import MetricsCSV, TensorBoard, log_dropped_boxes, log_resumed_config, progress, setup_logging
 from .mlflow_log import RUN_ID_KEY, MLflowLog
 from .multitask import (epoch_means, forward_tasks, score_names, steps_per_epoch, task_batches, task_schedule,
                         tasks_loss)
@@ -187,8 +186,8 @@ def train_one_epoch(t, loaders, cfg, epoch, tb=None):
     schedule = task_schedule([len(loader) for loader in loaders], cfg.task_sampling, cfg.seed, epoch)
     iters, sums, counts, seen = len(schedule), {}, {}, 0
     boxes_in = boxes_kept = 0  # boxes before / after augmentation: the difference was dropped (crops, tiny, hidden)
-    bar = tqdm(zip(schedule, task_batches(loaders, schedule, epoch)), total=iters,
-               desc=f"epoch {epoch + 1}/{cfg.epochs}", dynamic_ncols=True, disable=not t.dist.is_main)
+    bar = progress(zip(schedule, task_batches(loaders, schedule, epoch)), show=t.dist.is_main, total=iters,
+                   desc=f"epoch {epoch + 1}/{cfg.epochs}", dynamic_ncols=True)
     tick = time.perf_counter()
     for it, (tasks, batches) in enumerate(bar):
         step = epoch * iters + it  # iteration of the whole run: x-axis of the schedule, multiscale and TensorBoard

@@ -136,12 +136,12 @@ def similarity_matrices(models, image_sets, show_progress=True, measure="spearma
 
     models: T single-task models (same backbone and width); image_sets: T iterables of uint8 image batches
     (re-iterable: every model runs over each)."""
-    from tqdm import tqdm
+    from ..engine.logs import progress
 
     compare = RDM_MEASURES[measure]
     num = len(models)
     total = {name: np.zeros((num, num)) for name in LAYER_NAMES}
-    bar = tqdm(total=num * len(image_sets), desc="rsa features", disable=not show_progress)
+    bar = progress(total=num * len(image_sets), show=show_progress, desc="rsa features")
     for images in image_sets:
         rdms = []
         for model in models:
