@@ -17,7 +17,7 @@ LAYERS = [
     ["yolo.boxes", "yolo.branching"],
     ["yolo.config", "yolo.config_checks"],
     ["yolo.data", "yolo.models", "yolo.assign", "yolo.anchors", "yolo.loss", "yolo.postprocess", "yolo.metrics",
-     "yolo.metrics_curves", "yolo.viz"],
+     "yolo.metrics_curves", "yolo.box_quality", "yolo.viz"],
     ["yolo.engine"],
     ["yolo.research"],  # evolution, RSA, the tree search, merge / peel: built on the engine, apart from training
     ["yolo.tasks"],

@@ -1,13 +1,15 @@
-"""Evaluation pictures: the PR curve, F1 / precision / recall against confidence, and the confusion matrix.
+"""Evaluation pictures: the PR curve, F1 / precision / recall against confidence, the confusion matrix, and the
+IoU histogram of the matched boxes per object size.
 
-Each function takes the numbers of yolo/metrics_curves.py and returns a matplotlib figure (the caller saves it and
-hands it to TensorBoard); nothing is computed here beyond means over the classes.
+Each function takes the numbers of yolo/metrics_curves.py (or yolo/box_quality.py) and returns a matplotlib figure
+(the caller saves it and hands it to TensorBoard); nothing is computed here beyond means and medians.
 """
 import warnings
 
 import matplotlib.pyplot as plt
 import numpy as np
 
+from ..box_quality import SIZES, size_names
 from ..metrics import RECALL_POINTS
 from ..metrics_curves import normalize_rows
 
@@ -84,6 +86,25 @@ def confusion_figure(matrix, class_names, conf, iou, title=""):
         ax.set_yticks(ticks, names, fontsize=fontsize)
         ax.set(xlabel="predicted", ylabel="true", title=what)
     fig.suptitle(title or f"confusion matrix: detections with confidence >= {conf:g}, matched at IoU >= {iou:g}")
+    return fig
+
+
+def iou_histogram_figure(ious, areas, conf=None, bins=20, title=""):
+    """Histogram of the matched IoUs (yolo.box_quality.matched_ious), one per COCO size, 0.5 to 1 in `bins` bins;
+    each size's count and median IoU in its legend; sizes without a match are left out. Mass near 0.5-0.7: objects
+    found, boxes loosely placed (what mAP@0.5:0.95 punishes and mAP@0.5 does not see)."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    ious, names = np.asarray(ious, np.float64), size_names(areas)
+    edges = np.linspace(0.5, 1.0, bins + 1)
+    for size, colour in zip(SIZES, ("tab:red", "tab:orange", "tab:blue")):
+        picked = ious[names == size]
+        if len(picked):
+            ax.hist(np.clip(picked, 0.5, 1.0), bins=edges, histtype="step", lw=2, color=colour,
+                    label=f"{size}: {len(picked)} matched, median IoU {np.median(picked):.3f}")
+    at = "" if conf is None else f" (confidence >= {conf:.3f})"
+    ax.set(xlabel="IoU with the matched GT", ylabel="true positives", xlim=(0.5, 1.0),
+           title=title or f"how tightly found boxes sit{at}")
+    _finish(ax, "upper left")
     return fig
 
 
