@@ -26,7 +26,8 @@ class RaccoonConfig(BaseConfig):
                         [(237, 158), (188, 241), (242, 259)],  # stride 16
                         [(316, 220), (335, 276), (277, 384)]]  # stride 32
         self.width = 0.25          # a CPU-sized model (2.0 M params); go wider on a GPU
-        self.time_budget = 15      # minutes: 50-70 epochs on 2 cores, with the machine's speed
+        self.time_budget = 15      # minutes: 53 or 108 epochs on 2 cores alone, with the day's machine speed
+                                   # (the two bench runs of docs/peer_bench.md)
         self.epochs = 60           # the planner's first guess
         self.batch_size = 16
         self.val_interval = 5
