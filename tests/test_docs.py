@@ -1,6 +1,9 @@
 """Every relative link and image in README.md and docs/*.md points at a file that exists, and every `#section` it
-names is a heading of that file (GitHub's anchor rule). Links to the web are not followed (no network in tests)."""
+names is a heading of that file (GitHub's anchor rule). Links to the web are not followed (no network in tests).
+
+Every measured number the README quotes appears on the docs page its table row, list item or paragraph links."""
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -85,3 +88,103 @@ def test_the_checker_finds_what_is_broken(tmp_path):
                     "```\n[fenced](not/checked/either.md)\n```\n", encoding="utf-8")
     reported = [problem.split(" ")[0] for problem in broken_links(page)]
     assert reported == ["imgs/b.png", "other.md#nowhere", "missing.md", "#bottom", "imgs/c.png"]
+
+
+# A measured number: a decimal with two or more places (0.912), a ratio (2.29×, 1.33x) or a time (6 min 51 s);
+# a metric's name (mAP@0.5:0.95) is a label, not a measurement.
+MEASURED = re.compile(r"(?<![\w.])(\d+ min \d+ s\b|\d+(?:\.\d+)?(?=\s?[×x](?![\w]))|\d+\.\d{2,}(?![\w.]))")
+METRIC_NAME = re.compile(r"@\d+(?:\.\d+)?(?::\d+(?:\.\d+)?)?")
+# numbers in a README unit without a docs link, each with the reason it needs none
+NOT_MEASURED = {"3.10": "the Python version the project needs"}
+# (number, "docs/page.md") -> why the README still quotes a number that page does not show (none today)
+KNOWN_MISMATCHES = {}
+
+
+def units(text):
+    """(first line, text) of every table row, list item, heading and paragraph of a markdown page; code blanked out
+    (line numbers kept) so that commands and versions in it are not read as quoted numbers."""
+    def blank(match):
+        return "\n" * match.group().count("\n")
+
+    found, start, lines = [], 0, []
+    for number, line in enumerate(INLINE_CODE.sub(blank, FENCE.sub(blank, text)).split("\n"), 1):
+        stripped = line.strip()
+        if stripped and not stripped.startswith(("|", "#")) and not re.match(r"([*-]|\d+\.) ", stripped):
+            start, lines = (start if lines else number), lines + [line]  # a paragraph or item goes on
+            continue
+        if lines:  # a blank line, a row, a heading or a new item ends the unit before it
+            found.append((start, "\n".join(lines)))
+        start, lines = number, [line] if stripped else []
+        if stripped.startswith(("|", "#")):  # a table row or a heading is one unit by itself
+            found.append((start, line))
+            lines = []
+    if lines:
+        found.append((start, "\n".join(lines)))
+    return found
+
+
+def unsourced_numbers(readme):
+    """'README line N: number ...' for every measured number of `readme` that none of the docs pages linked in its
+    unit shows (as a number of its own: 0.912 is not in 0.9123), or that its unit quotes without a docs link and
+    NOT_MEASURED does not list. A ratio's number is looked for without its sign (2.29× on a page that writes 2.29x)."""
+    problems, docs = [], (readme.parent / "docs").resolve()
+    for line, unit in units(readme.read_text(encoding="utf-8")):
+        targets = [(readme.parent / target.partition("#")[0]).resolve() for target in links(unit)]
+        pages = [p for p in targets if p.parent == docs and p.suffix == ".md"]
+        words = HTML_LINK.sub("", MD_LINK.sub(lambda m: m.group().partition("](")[0], unit))  # link texts only
+        for number in MEASURED.findall(METRIC_NAME.sub("", words)):
+            shown = rf"(?<![\d.]){re.escape(number)}(?!\.?\d)"
+            if not pages:
+                if number not in NOT_MEASURED:
+                    problems.append(f"README line {line}: {number} is quoted without a link to the docs page that "
+                                    f"measured it")
+            elif not any(re.search(shown, p.read_text(encoding="utf-8")) for p in pages if p.is_file()):
+                names = ", ".join(f"docs/{p.name}" for p in pages)
+                problems.append(f"README line {line}: {number} is not on {names}")
+    return problems
+
+
+def known(problem):
+    return any(problem.endswith(f": {number} is not on {page}") for number, page in KNOWN_MISMATCHES)
+
+
+def test_readme_numbers_are_on_the_pages_that_measured_them():
+    new = [p for p in unsourced_numbers(ROOT / "README.md") if not known(p)]
+    assert new == [], "README numbers that their linked docs page does not show:\n" + "\n".join(new)
+
+
+def test_known_mismatches_are_still_mismatches():
+    """A fixed mismatch leaves KNOWN_MISMATCHES, so that it cannot come back unnoticed."""
+    found = unsourced_numbers(ROOT / "README.md")
+    fixed = [key for key in KNOWN_MISMATCHES if not any(p.endswith(f": {key[0]} is not on {key[1]}") for p in found)]
+    assert fixed == [], f"no longer mismatched, remove from KNOWN_MISMATCHES: {fixed}"
+
+
+def test_the_number_checker_on_a_hand_made_readme(tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.md").write_text("mAP 0.912 in 6 min 51 s; 2.29x faster; 0.6741 and 10.674\n",
+                                            encoding="utf-8")
+    (tmp_path / "docs" / "b.md").write_text("1.33\n", encoding="utf-8")
+    readme = tmp_path / "README.md"
+    readme.write_text("| run | mAP@0.5:0.95 0.912, 0.674, 6 min 51 s, 2.29× | [a](docs/a.md) |\n"
+                      "| peer | 1.33x, 1.19 × | [a](docs/a.md) [b](docs/b.md#x) |\n\n"
+                      "A paragraph quoting 0.5 and 0.81\nover two lines, no link.\n\n"
+                      "* Python 3.10, `pip install torch==2.14.1`\n"
+                      "* an item with 7.25x and [b](docs/b.md)\n\n"
+                      "```\n0.999\n```\n", encoding="utf-8")
+    assert unsourced_numbers(readme) == ["README line 1: 0.674 is not on docs/a.md",
+                                         "README line 2: 1.19 is not on docs/a.md, docs/b.md",
+                                         "README line 4: 0.81 is quoted without a link to the docs page that "
+                                         "measured it",
+                                         "README line 8: 7.25 is not on docs/b.md"]
+
+
+def test_a_readme_made_stale_is_caught(tmp_path):
+    """A copy of the README and the docs with one headline number changed in the README only."""
+    shutil.copytree(ROOT / "docs", tmp_path / "docs")
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert text.count("0.912") == 1
+    (tmp_path / "README.md").write_text(text.replace("0.912", "0.921"), encoding="utf-8")
+    line = text[:text.index("0.912")].count("\n") + 1
+    new = [p for p in unsourced_numbers(tmp_path / "README.md") if not known(p)]
+    assert new == [f"README line {line}: 0.921 is not on docs/performance.md"]
