@@ -44,7 +44,7 @@ def test_loss_is_a_finite_scalar_with_gradients_and_handles_empty_targets():
         assert loss.ndim == 0 and torch.isfinite(loss)
         loss.backward()
         assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
-        assert set(items) == {"box", "obj", "cls"} and stats["num_gt"] == len(t)
+        assert set(items) == {"box", "obj", "cls", "box_s8", "box_s16", "box_s32"} and stats["num_gt"] == len(t)
 
 
 @pytest.mark.slow
@@ -155,7 +155,7 @@ def loop_loss(outputs, targets, assignments, cfg, anchors, strides, reach_name):
     """The loss one positive and one cell at a time: box 1 - IoU and class BCE averaged over all positives;
     objectness BCE averaged over each scale's counted cells (positives with target IoU, negatives with 0, a negative
     left out when its decoded box overlaps a GT of its image by more than ignore_iou_thres), weighted per scale."""
-    box_terms, cls_terms, obj = [], [], 0.0
+    box_terms, cls_terms, obj, scale_of_box = [], [], 0.0, []
     for s, (raw, asg) in enumerate(zip(outputs, assignments)):
         raw = raw.double().tolist()
         b_n, a_n, h, w = len(raw), len(raw[0]), len(raw[0][0]), len(raw[0][0][0])
@@ -166,6 +166,7 @@ def loop_loss(outputs, targets, assignments, cfg, anchors, strides, reach_name):
             t = raw[b][a][gy][gx]
             iou = iou_xywh(decoded_box(t, gx, gy, anchors[s][a], strides[s], reach), targets[g][2:])
             box_terms.append(1 - iou)
+            scale_of_box.append(strides[s])
             cls = int(targets[g][1])
             cls_terms.append(sum(bce(t[5 + c], float(c == cls)) for c in range(cfg.num_classes)) / cfg.num_classes)
             positives[(b, a, gy, gx)] = max(iou, 0.0)
@@ -186,6 +187,11 @@ def loop_loss(outputs, targets, assignments, cfg, anchors, strides, reach_name):
         obj += cfg.obj_scale_weights[s] * total / max(counted, 1)
     box = sum(box_terms) / len(box_terms)
     cls = sum(cls_terms) / len(cls_terms)
+    per_scale = {}  # stride -> mean box term of that scale's positives (logged, not part of the loss)
+    for stride in strides:
+        mine = [term for term, at in zip(box_terms, scale_of_box) if at == stride]
+        per_scale[stride] = sum(mine) / len(mine) if mine else math.nan
+    loop_loss.per_scale = per_scale
     return cfg.box_weight * box + cfg.obj_weight * obj + cfg.cls_weight * cls, box, obj, cls
 
 
@@ -219,3 +225,6 @@ def test_loss_equals_a_plain_loop_reference(strategy, seed):
     assert items["obj"].item() == pytest.approx(obj, abs=1e-5)
     assert items["cls"].item() == pytest.approx(cls, abs=1e-5)
     assert loss.item() == pytest.approx(ref, abs=1e-5)
+    for stride, want in loop_loss.per_scale.items():  # NaN where a scale has no positives, on both sides
+        assert items[f"box_s{stride}"].item() == pytest.approx(want, abs=1e-5, nan_ok=True)
+    assert sum(not math.isnan(v) for v in loop_loss.per_scale.values()) >= 2  # the per-scale means were compared

@@ -313,6 +313,8 @@ def test_early_stopping_and_best_checkpoint(tmp_path, monkeypatch):
     best, run_dir = trainer.train(cfg)
     rows = MetricsCSV(run_dir / "metrics.csv").read()
     assert [r["epoch"] for r in rows] == [1, 2, 3] and best == 0.5
+    per_scale = [[r[f"box_s{stride}"] for stride in (8, 16, 32)] for r in rows]  # the box term per scale
+    assert all(0 < v < 2 for v in np.ravel(per_scale) if not math.isnan(v)) and not np.isnan(per_scale).all()
     assert load_checkpoint(run_dir / "best.pt")["epoch"] == 1 and load_checkpoint(run_dir / "last.pt")["epoch"] == 3
     assert (run_dir / "results.png").is_file()
 
@@ -369,3 +371,15 @@ def test_mosaics_stop_for_the_last_epochs_also_in_persistent_workers(tmp_path):
     assert mosaic_batches(0) == [True] * 4 and mosaic_batches(1) == [True] * 4
     assert mosaic_batches(2) == [False] * 4  # the last epoch: the workers (kept from epoch 1) saw the switch
     assert loader.persistent_workers
+
+
+def test_metrics_csv_keeps_columns_aligned_when_a_resumed_run_logs_more(tmp_path):
+    # a run written by a version without the per-scale box columns, continued by one with them
+    csv_file = MetricsCSV(tmp_path / "metrics.csv")
+    csv_file.append({"epoch": 0, "loss": 2.0, "map50": 0.1})
+    csv_file.append({"epoch": 1, "loss": 1.5, "box_s8": 0.4, "map50": 0.2})
+    rows = csv_file.read()
+    assert csv_file.header() == ["epoch", "loss", "map50", "box_s8"]
+    assert rows[0]["loss"] == 2.0 and rows[0]["map50"] == 0.1 and math.isnan(rows[0]["box_s8"])
+    assert rows[1] == {"epoch": 1.0, "loss": 1.5, "map50": 0.2, "box_s8": 0.4}
+

@@ -40,6 +40,7 @@ class YOLOLoss:
                                     self.generator)
         device = outputs[0].device
         box_loss, cls_loss, obj_sums, obj_cells = [], [], [], []
+        box_per_scale = {}  # stride -> mean 1 - IoU of that scale's positives (NaN without any), logged only
         for s, (raw, asg) in enumerate(zip(outputs, assignments)):
             reach = decoding.reach_at(grid_sizes[s])
             stride, anchors_wh = decoding.strides[s], anchors[s]
@@ -52,6 +53,7 @@ class YOLOLoss:
                 pred_box = decode(pos[:, :4], cell_xy, anchors_wh[asg.anchor], stride, reach)
                 iou = iou_family(pred_box, targets[asg.gt, 2:6], cfg.box_loss)
                 box_loss.append(1.0 - iou)
+                box_per_scale[f"box_s{stride}"] = box_loss[-1].detach().mean()
                 cls_target = F.one_hot(targets[asg.gt, 1].long(), cfg.num_classes).float()
                 cls_loss.append(F.binary_cross_entropy_with_logits(pos[:, 5:], cls_target, reduction="none").mean(1))
                 # objectness learns how well the box fits (YOLOv5's IoU target) so scores rank detections by quality
@@ -72,6 +74,9 @@ class YOLOLoss:
         obj_loss = sum(w * o / c for w, o, c in zip(cfg.obj_scale_weights, obj_sums, counts[1:]))
         loss = cfg.box_weight * box + cfg.obj_weight * obj_loss + cfg.cls_weight * cls
         items = {"box": box.detach(), "obj": obj_loss.detach(), "cls": cls.detach()}
+        # the box term per scale shows where box precision is lost (metrics.csv box_s8, box_s16, box_s32)
+        items.update({f"box_s{stride}": box_per_scale.get(f"box_s{stride}", torch.tensor(float("nan")))
+                      for stride in decoding.strides})
         return loss, items, stats
 
 

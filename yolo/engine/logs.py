@@ -1,6 +1,7 @@
 """Logging: loguru to the console (through tqdm, so bars stay intact) and the run's log file; metrics.csv;
 optional TensorBoard event files."""
 import csv
+import math
 import sys
 from pathlib import Path
 
@@ -35,18 +36,37 @@ class MetricsCSV:
         self.path = Path(path)
 
     def append(self, row):
-        new = not self.path.exists()
+        fields = self.header()
+        if fields is not None and fields != list(row):
+            # a run resumed by a version that logs other columns: rewrite under the union of both headers (missing
+            # values empty), never write a row under a header whose columns it does not match
+            rows = self.read_text_rows()
+            fields = fields + [k for k in row if k not in fields]
+            with self.path.open("w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=fields)
+                writer.writeheader()
+                writer.writerows(rows)
         with self.path.open("a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(row))
-            if new:
+            writer = csv.DictWriter(f, fieldnames=fields or list(row))
+            if fields is None:
                 writer.writeheader()
             writer.writerow(row)
+
+    def header(self):
+        """The column names of the file, or None before its first row."""
+        if not self.path.exists():
+            return None
+        with self.path.open() as f:
+            return next(csv.reader(f), None)
+
+    def read_text_rows(self):
+        with self.path.open() as f:
+            return list(csv.DictReader(f))
 
     def read(self):
         if not self.path.exists():
             return []
-        with self.path.open() as f:
-            return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        return [{k: float(v) if v != "" else math.nan for k, v in row.items()} for row in self.read_text_rows()]
 
     def keep_until(self, epoch):
         """Drop the rows after `epoch`: a run killed after writing its row but before its checkpoint repeats

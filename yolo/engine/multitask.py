@@ -87,8 +87,8 @@ def tasks_loss(t, outputs, targets, tasks=None):
     for k, out, tgt in zip(tasks, outputs, targets):
         loss, items, task_stats = t.loss_fns[k](out, tgt, decoding)
         total = total + t.task_weights[k] * loss
-        for name, v in items.items():
-            values[name] = values.get(name, 0.0) + t.task_weights[k] * v.item()
+        for name, v in items.items():  # a NaN (a scale without positives) adds nothing, unless all are NaN
+            values[name] = nan_sum(values.get(name, math.nan), t.task_weights[k] * v.item())
         for name, v in task_stats.items():
             stats[name] = stats.get(name, 0.0) + v / len(tasks)
         if len(t.loss_fns) > 1:
@@ -96,9 +96,15 @@ def tasks_loss(t, outputs, targets, tasks=None):
     return total, values, stats
 
 
+def nan_sum(a, b):
+    """a + b, where a NaN counts as missing: NaN only when both are."""
+    return b if math.isnan(a) else a if math.isnan(b) else a + b
+
+
 def epoch_means(sums, counts, task_names):
     """The epoch's mean of every logged value over the steps that logged it (a task's loss: over the steps that
-    trained it; NaN when none did), in the same column order every epoch: metrics.csv has one header."""
+    trained it, a scale's box term over the steps with positives there; NaN when none did), in the same column
+    order every epoch: metrics.csv has one header."""
     per_task = [f"loss_{name}" for name in task_names] if len(task_names) > 1 else []
     order = ["loss", "box", "obj", "cls", *per_task, "pos_per_gt", "unmatched_pct"]
     names = order + [k for k in sums if k not in order]

@@ -214,7 +214,9 @@ def train_one_epoch(t, loaders, cfg, epoch, tb=None):
 
         values.update(pos_per_gt=stats["pos_per_gt"], unmatched_pct=stats["unmatched_pct"])
         for k, v in values.items():
-            sums[k], counts[k] = sums.get(k, 0.0) + v, counts.get(k, 0) + 1
+            sums.setdefault(k, 0.0), counts.setdefault(k, 0)  # every key from the first step: one column order
+            if not math.isnan(v):  # NaN: nothing to average this step (a scale without positives)
+                sums[k], counts[k] = sums[k] + v, counts[k] + 1
         seen += sum(len(x) for x in images) * t.dist.world_size
         speed = seen / (time.perf_counter() - tick)
         bar.set_postfix(loss=f"{values['loss']:.3f}", box=f"{values['box']:.3f}", obj=f"{values['obj']:.3f}",

@@ -9,12 +9,18 @@ def plot_results(rows, path):
     """results.png: loss terms per epoch and mAP per evaluation, from the metrics.csv rows."""
     if not rows:
         return
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    scales = [k for k in rows[-1] if k.startswith("box_s")]  # box_s8, box_s16, box_s32: the box term per stride
+    fig, axes = plt.subplots(1, 3 if scales else 2, figsize=(16.5 if scales else 11, 4))
     epochs = [r["epoch"] for r in rows]
     for key in ("loss", "box", "obj", "cls"):
         axes[0].plot(epochs, [r[key] for r in rows], label=key, marker=".")
     axes[0].set(xlabel="epoch", ylabel="train loss", title="training loss", yscale="log")
     axes[0].legend()
+    for key in scales:
+        axes[2].plot(epochs, [r.get(key, float("nan")) for r in rows], label=f"stride {key[5:]}", marker=".")
+    if scales:
+        axes[2].set(xlabel="epoch", ylabel="mean 1 - IoU of the positives", title="box term per scale")
+        axes[2].legend()
     evals = [r for r in rows if r.get("map50") is not None and r.get("map50") == r.get("map50")]
     axes[1].plot([r["epoch"] for r in evals], [r["map50"] for r in evals], label="mAP@0.5", marker="o")
     axes[1].plot([r["epoch"] for r in evals], [r["map"] for r in evals], label="mAP@0.5:0.95", marker="o")
