@@ -26,7 +26,6 @@ import argparse
 import copy
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -45,7 +44,7 @@ from yolo.engine.folders import next_free_dir  # noqa: E402
 from yolo.engine.logs import MetricsCSV  # noqa: E402
 from yolo.engine.trainer import train  # noqa: E402
 from yolo.models.detector import build_model  # noqa: E402
-from yolo.models.flops import model_info  # noqa: E402
+from yolo.models.flops import model_info, ms_per_image  # noqa: E402
 from yolo.tasks import search_head  # noqa: E402
 
 CONFIGS = {"default": "configs/my_config.py", "raccoon": "configs/raccoon.py"}
@@ -63,21 +62,10 @@ def last_row(run_dir):
     return [r for r in MetricsCSV(Path(run_dir) / "metrics.csv").read() if r["map50"] == r["map50"]][-1]
 
 
-@torch.inference_mode()
 def cpu_ms_per_image(models, img_size, batch=TIMING_BATCH, rounds=TIMING_ROUNDS):
-    """Median ms per image of each model, timed in interleaved rounds (model 1, 2, 3, 1, 2, 3 ...) so a change in
-    the machine's load hits all of them alike."""
+    """Median ms per image of each model, timed in interleaved rounds (yolo/models/flops.py: ms_per_image)."""
     images = torch.randint(0, 256, (batch, 3, img_size, img_size), dtype=torch.uint8)
-    models = [m.cpu().eval() for m in models]
-    times = [[] for _ in models]
-    for m in models:
-        m(images)  # warm-up
-    for _ in range(rounds):
-        for m, t in zip(models, times):
-            start = time.perf_counter()
-            m(images)
-            t.append(1000 * (time.perf_counter() - start) / batch)
-    return [statistics.median(t) for t in times]
+    return ms_per_image([m.cpu() for m in models], images, rounds)
 
 
 # ------------------------------------------------------------------------------------------------- units

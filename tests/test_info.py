@@ -35,6 +35,34 @@ def test_run_info_reports_blocks_params_and_grids():
     # a 128 px input gives 16x16, 8x8 and 4x4 grids at strides 8, 16, 32
     for stride, grid in ((8, 16), (16, 8), (32, 4)):
         assert f"| {stride} | {grid}x{grid} |" in text
+    assert float(re.search(r"CPU ([\d.]+) ms per image \(batch 8, \d+ threads", text).group(1)) > 0
+
+
+def test_ms_per_image_times_each_model_per_image_in_turns():
+    import time
+
+    import torch
+
+    from yolo.models.flops import ms_per_image
+
+    calls = []
+
+    class Sleeper(torch.nn.Module):  # a forward that takes a known time per image
+        def __init__(self, name, ms):
+            super().__init__()
+            self.name, self.ms = name, ms
+
+        def forward(self, x, task=0):
+            calls.append((self.name, task))
+            time.sleep(self.ms * len(x) / 1000)
+            return x
+
+    fast, slow = Sleeper("fast", 2.0), Sleeper("slow", 6.0)
+    ms = ms_per_image([fast, slow], torch.zeros(4, 3), rounds=4, task=None)
+    assert ms[0] == pytest.approx(2.0, rel=0.5) and ms[1] == pytest.approx(6.0, rel=0.5) and ms[1] > ms[0]
+    # one warm-up each, then turns whose order flips every other round; the keyword reaches every call
+    assert [name for name, _ in calls] == ["fast", "slow"] + ["fast", "slow", "slow", "fast"] * 2
+    assert {task for _, task in calls} == {None}
 
 
 @pytest.mark.slow

@@ -1,8 +1,10 @@
-"""Model size and cost: parameter counts, GFLOPs, and a backbone / neck / heads summary.
+"""Model size and cost: parameter counts, GFLOPs, a backbone / neck / heads summary, and CPU ms per image.
 
 GFLOPs are counted by torch.utils.flop_counter.FlopCounterMode for the forward pass of ONE image, with one
 multiply-add counted as 2 FLOPs (convs and matmuls only; BN, activations and elementwise ops are not counted).
 """
+import statistics
+import time
 
 import torch
 from torch import nn
@@ -35,6 +37,24 @@ def model_info(model: nn.Module, img_size: tuple[int, int]) -> dict[str, tuple[i
         info["other"] = (other_params, other_flops)
     info["total"] = (total_params, total_flops)
     return {part: (params, flops / 1e9) for part, (params, flops) in info.items()}
+
+
+@torch.inference_mode()
+def ms_per_image(models, x, rounds=9, **forward_kwargs) -> list[float]:
+    """The median wall time (ms) per image of `model(x, **forward_kwargs)` for each of `models` (eval mode), x a
+    batch (B, ...). One warm-up call each (oneDNN picks its kernels on the first), then `rounds` rounds in which the
+    models take turns, the order reversed every other round: a machine whose speed drifts moves all of them alike,
+    so their ratios hold even when the absolute times do not."""
+    models = [m.eval() for m in models]
+    for model in models:
+        model(x, **forward_kwargs)
+    times = [[] for _ in models]
+    for r in range(rounds):
+        for i in (range(len(models)) if r % 2 == 0 else reversed(range(len(models)))):
+            start = time.perf_counter()
+            models[i](x, **forward_kwargs)
+            times[i].append(1000 * (time.perf_counter() - start) / len(x))
+    return [statistics.median(t) for t in times]
 
 
 def model_summary(model: nn.Module, img_size: tuple[int, int]) -> str:

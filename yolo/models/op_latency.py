@@ -10,12 +10,11 @@ the thread count of the search: a table keyed by op, width, input size and threa
 """
 import json
 import os
-import statistics
-import time
 from pathlib import Path
 
 import torch
 
+from .flops import ms_per_image
 from .search_ops import OPS, StackedOp
 
 BATCH, ROUNDS = 8, 9  # ms per image: the median of ROUNDS forwards of BATCH images, after one warm-up
@@ -25,22 +24,15 @@ def table_key(op, channels, size, threads):
     return f"{op} c{channels} {size[0]}x{size[1]} t{threads}"
 
 
-@torch.inference_mode()
 def measure_op_ms(op, channels, size, threads, batch=BATCH, rounds=ROUNDS):
     """CPU ms per image of the stand-alone op `op` at `channels` on (H, W) = `size` inputs, with `threads` threads:
     channels-last float32 as the head runs it, eval mode."""
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        module = StackedOp(op, channels).eval().to(memory_format=torch.channels_last)
+        module = StackedOp(op, channels).to(memory_format=torch.channels_last)
         x = torch.randn(batch, channels, *size).contiguous(memory_format=torch.channels_last)
-        module(x)  # warm-up: oneDNN picks its kernels on the first call
-        times = []
-        for _ in range(rounds):
-            start = time.perf_counter()
-            module(x)
-            times.append(1000 * (time.perf_counter() - start) / batch)
-        return statistics.median(times)
+        return ms_per_image([module], x, rounds)[0]
     finally:
         torch.set_num_threads(previous)
 

@@ -12,15 +12,13 @@ single-task models); the ranking lists the trees within the budget first, least 
 GFLOPs are counted analytically from the parts of one model (ComputeModel), so ranking every tree builds no model per
 tree: 41,709 trees of 5 tasks rank in seconds. Only the trees a report names are built and timed (time_trees).
 """
-import statistics
-import time
 
 import numpy as np
 import torch
 
 from ..branching import NECK_BLOCK_NAMES
 from ..models.detector import build_model
-from ..models.flops import flops_under
+from ..models.flops import flops_under, ms_per_image
 
 
 # ------------------------------------------------------------------------------------------------- enumeration
@@ -144,18 +142,10 @@ def time_trees(cfg, rows):
     return rows
 
 
-@torch.inference_mode()
 def inference_ms(model, img_size, batch=1, repeats=5):
     """Median CPU wall time (ms) of one forward of every task (task=None: shared copies run once)."""
-    model.eval()
     images = torch.randint(0, 256, (batch, 3, img_size, img_size), dtype=torch.uint8)
-    model(images, task=None)  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model(images, task=None)
-        times.append(1000 * (time.perf_counter() - start))
-    return statistics.median(times)
+    return ms_per_image([model], images, repeats, task=None)[0] * batch
 
 
 def rank_trees(cfg, similarities, budget=0.7):

@@ -1,9 +1,10 @@
 """`python main.py --task info`: what the configured detector is made of, without data or a checkpoint.
 
-Prints params and GFLOPs split into backbone / neck / heads, the numbered neck blocks (the multi-task branching
-grammar refers to them by index) with the tasks sharing each copy, the params shared vs owned by each task, and the
-anchors of each scale with the grid they are laid on.
+Prints params and GFLOPs split into backbone / neck / heads, the CPU ms per image, the numbered neck blocks (the
+multi-task branching grammar refers to them by index) with the tasks sharing each copy, the params shared vs owned by
+each task, and the anchors of each scale with the grid they are laid on.
 """
+import torch
 from loguru import logger
 from torch import nn
 
@@ -11,7 +12,9 @@ from ..branching import NECK_BLOCK_NAMES
 from ..config import task_configs
 from ..engine.logs import setup_logging
 from ..models.detector import build_model
-from ..models.flops import count_params, model_summary
+from ..models.flops import count_params, model_summary, ms_per_image
+
+TIMING_BATCH, TIMING_ROUNDS = 8, 5
 
 
 def run(cfg):
@@ -29,10 +32,20 @@ def describe_model(model, cfg):
     classes = ", ".join(f"{t.task_name}: {t.num_classes}" for t in tasks) if len(tasks) > 1 else cfg.num_classes
     header = (f"{cfg.backbone} x{cfg.width}, {classes} classes, {cfg.img_size}x{cfg.img_size} input, "
               f"{head_description(cfg)}: {count_params(model):,} params")
-    sections = [header, model_summary(model, size), neck_table(model.neck, cfg.task_names)]
+    sections = [header, model_summary(model, size) + "\n" + speed_line(model, cfg),
+                neck_table(model.neck, cfg.task_names)]
     if len(tasks) > 1:
         sections.append(task_params_table(model, cfg.task_names))
     return "\n\n".join(sections + [anchor_table(cfg)])
+
+
+def speed_line(model, cfg):
+    """CPU ms per image of the whole model (every task's head, shared blocks once), as heads are compared with it:
+    the ops' latency on this machine, which GFLOPs do not tell (depthwise and dilated convs cost more per FLOP)."""
+    images = torch.randint(0, 256, (TIMING_BATCH, 3, cfg.img_size, cfg.img_size), dtype=torch.uint8)
+    ms = ms_per_image([model.cpu()], images, TIMING_ROUNDS, task=None)[0]
+    return (f"CPU {ms:.1f} ms per image (batch {TIMING_BATCH}, {torch.get_num_threads()} threads, the median of "
+            f"{TIMING_ROUNDS} forwards)")
 
 
 def head_description(cfg):
