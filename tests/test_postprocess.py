@@ -121,7 +121,9 @@ def test_prefilter_keeps_the_best_per_image_when_candidates_overflow(multi_label
     got = postprocess(outputs, decoding(anchors, "nearby_grid"), 0.005, 0.6, 300, multi_label, pre_nms_topk=40,
                       capped=capped)
     want = dense_postprocess(outputs, decoding(anchors, "nearby_grid"), 0.005, 0.6, 300, multi_label, topk=40)
-    assert len(capped) == len(got) and min(capped) > 40  # every image overflowed, and said so
+    assert len(capped) == len(got) and min(count for count, _ in capped) > 40  # every image overflowed, said so
+    for (count, best_cut), (boxes, scores, labels) in zip(capped, want):  # the best score below the cut, per image
+        assert 0 < best_cut <= scores.min()
     for (gb, gs, gl), (wb, ws, wl) in zip(got, want):
         assert 0 < len(gs) <= 40
         assert torch.equal(gl, wl) and torch.allclose(gs, ws, rtol=1e-6, atol=0)
@@ -171,5 +173,8 @@ def test_evaluation_says_once_when_images_overflow_pre_nms_topk(tmp_path, log_li
     warnings = [line for line in log_lines if "pre_nms_topk" in line]
     assert len(warnings) == 1 and "4 of 4 images had more than pre_nms_topk = 5" in warnings[0]
     cfg.pre_nms_topk = 1000  # 3 anchors x (64 + 16 + 4) cells = 252 candidates per image: under the cap, no warning
+    predict_loader(model, loader, cfg, torch.device("cpu"), show_progress=False)
+    assert len([line for line in log_lines if "pre_nms_topk" in line]) == 1
+    cfg.pre_nms_topk, cfg.predict_conf = 5, 1.0  # the cut drops only candidates below any drawn box: no warning
     predict_loader(model, loader, cfg, torch.device("cpu"), show_progress=False)
     assert len([line for line in log_lines if "pre_nms_topk" in line]) == 1

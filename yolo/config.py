@@ -161,7 +161,7 @@ class BaseConfig:
         self.nms_iou = 0.45                    # NMS IoU threshold (per class; 0.45 as in YOLOv3)
         self.max_det = 100                     # detections kept per image
         self.pre_nms_topk = 1000               # candidates per image that NMS sees, best first (evaluation warns
-                                               # when the cut may have changed an image's detections)
+                                               # when the cut dropped one scoring predict_conf or more)
         self.eval_backend = "pycocotools"      # pycocotools | faster_coco_eval
         self.ckpt_path = None                  # checkpoint for val/predict/export (None = best.pt of the newest run
                                                # named run_name; without one, of the newest run of any name)

@@ -82,7 +82,8 @@ def postprocess(outputs, decoding, conf_thres=0.005, nms_iou=0.5, max_det=100, m
     computing mAP (YOLOv5's validation does the same). Boxes of different classes never suppress each other.
     NMS sees at most pre_nms_topk candidates per image. Greedy NMS never lets a lower-scored box suppress a higher
     one, so the cut changes nothing when max_det boxes survive among the top pre_nms_topk: `capped`, a list when
-    given, receives the candidate count of every image where fewer survived (the cut may have dropped detections).
+    given, receives (candidate count, best score below the cut) of every image where fewer survived (the cut may
+    have dropped a detection, scored at most that).
     """
     boxes, class_scores, image = decode_candidates(outputs, decoding, conf_thres)
     num_classes = class_scores.shape[1]
@@ -104,10 +105,11 @@ def postprocess(outputs, decoding, conf_thres=0.005, nms_iou=0.5, max_det=100, m
     for count in torch.bincount(image, minlength=outputs[0].shape[0]).tolist():
         mine = slice(start, start + count)
         if count > pre_nms_topk:
-            top_scores, top = scores64[mine].topk(pre_nms_topk)
+            top_scores, top = scores64[mine].topk(pre_nms_topk + 1)                # one more: the best one cut
+            top_scores, top, best_cut = top_scores[:-1], top[:-1], float(top_scores[-1])
             keep = top[nms(shifted[mine].index_select(0, top), top_scores, nms_iou)]
             if capped is not None and len(keep) < max_det:
-                capped.append(count)
+                capped.append((count, best_cut))
         else:
             keep = nms(shifted[mine], scores64[mine], nms_iou)
         kept.append(keep[:max_det] + start)                                  # best first
