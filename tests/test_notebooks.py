@@ -2,8 +2,16 @@
 
 Fast mode (YOLO_NB_FAST=1) makes the notebooks generate a tiny dataset and train for 2 epochs under
 YOLO_NB_WORKDIR (a pytest temporary folder here), so nothing is written into the repository.
+
+Each committed notebook records the config values it was executed with (notebooks/execute.py, RECORDED_FIELDS); a
+value that is no longer today's default fails here with the command that re-executes the notebook.
 """
+import ast
+import importlib.util
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import nbclient  # required (jupyterlab brings both): a missing one must fail the tests, not skip them
@@ -17,6 +25,17 @@ EXPECTED = ["01_data_and_augmentations.ipynb", "02_anchors_and_label_assignment.
             "04_training_and_results.ipynb", "05_multitask.ipynb", "06_which_layers_to_share.ipynb",
             "07_head_search.ipynb"]
 CELL_TIMEOUT_S = 300  # one cell; fast mode needs seconds, but a loaded CI machine can be slow
+
+
+def load_execute_script():
+    """notebooks/execute.py as a module (it is a script, not part of the yolo package)."""
+    spec = importlib.util.spec_from_file_location("notebooks_execute", NOTEBOOK_DIR / "execute.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+EXECUTE = load_execute_script()
 
 
 def execute(nb, workdir):
@@ -93,3 +112,89 @@ def test_a_failing_cell_fails_the_run(tmp_path):
     nb = nbformat.v4.new_notebook(cells=cells)
     with pytest.raises(nbclient.exceptions.CellExecutionError, match="broken cell"):
         execute(nb, tmp_path)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_notebook_records_what_it_was_executed_with(path):
+    record = nbformat.read(path, as_version=4).metadata.get(EXECUTE.RECORD_KEY)
+    command = f"python notebooks/execute.py notebooks/{path.name}"
+    assert record is not None, f"{path.name}: no metadata {EXECUTE.RECORD_KEY!r}: {command}"
+    config_file, fields = EXECUTE.RECORDED_FIELDS[path.name]
+    assert record["config_file"] == config_file and sorted(record["config"]) == sorted(fields), (
+        f"{path.name}: records {record['config_file']} {sorted(record['config'])}, RECORDED_FIELDS names "
+        f"{config_file} {sorted(fields)}: {command}")
+    assert record["commit"], f"{path.name}: no commit recorded"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_outputs_come_from_todays_config(path):
+    """A notebook whose recorded config value differs from today's default shows what the project no longer does."""
+    stale = EXECUTE.stale_fields(path)
+    assert stale == [], "\n".join(stale)
+
+
+def test_a_stale_notebook_is_reported_with_its_command(tmp_path):
+    """A hand-made record against values read straight from configs/my_config.py: equal values pass, a changed
+    one is named with both values and the command; a notebook without a record is left alone."""
+    from yolo.config import load_config
+
+    today = load_config(ROOT / "configs" / "my_config.py")
+    name = "01_data_and_augmentations.ipynb"
+    nb = EXECUTE.record_execution(nbformat.v4.new_notebook(), name, commit="abc123")
+    assert nb.metadata[EXECUTE.RECORD_KEY]["config"]["img_size"] == today.img_size
+    assert nb.metadata[EXECUTE.RECORD_KEY]["config"]["affine_scale"] == list(today.affine_scale)
+    path = tmp_path / name
+    nbformat.write(nb, path)
+    assert EXECUTE.stale_fields(path) == []
+
+    nb.metadata[EXECUTE.RECORD_KEY]["config"]["img_size"] = today.img_size + 64
+    nbformat.write(nb, path)
+    assert EXECUTE.stale_fields(path) == [
+        f"{name}: img_size was {today.img_size + 64} when it was executed, today's default is {today.img_size} "
+        f"(configs/my_config.py): python notebooks/execute.py notebooks/{name}"]
+
+    nbformat.write(nbformat.v4.new_notebook(), path)
+    assert EXECUTE.stale_fields(path) == []
+
+
+def test_a_committed_notebook_made_stale_is_caught(tmp_path):
+    """The same on a copy of a committed notebook: change one recorded value, and only that one is reported."""
+    source = NOTEBOOK_DIR / "07_head_search.ipynb"
+    copy = shutil.copy(source, tmp_path / source.name)
+    nb = nbformat.read(copy, as_version=4)
+    nb.metadata[EXECUTE.RECORD_KEY]["config"]["head_channels"] = 64
+    nbformat.write(nb, copy)
+    stale = EXECUTE.stale_fields(copy)
+    assert len(stale) == 1 and "head_channels was 64" in stale[0], stale
+    assert stale[0].endswith("python notebooks/execute.py notebooks/07_head_search.ipynb")
+
+
+BAR = ("from yolo.engine.logs import progress\n"
+       "for _ in progress(range(3), show=True, desc='epoch 1/5', dynamic_ncols=True):\n"
+       "    pass\n")
+
+
+def bar_stderr(env):
+    """What a bar made as yolo/engine/trainer.py makes it writes to stderr, in a fresh process with `env` added."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("TQDM_")}
+    return subprocess.run([sys.executable, "-c", BAR], cwd=ROOT, env={**clean, **env}, capture_output=True,
+                          text=True, timeout=120, check=True).stderr
+
+
+def test_execute_switches_the_progress_bars_off():
+    assert "epoch 1/5" in bar_stderr({}), "no bar without the switch: this test would pass whatever it does"
+    assert bar_stderr(EXECUTE.KERNEL_ENV) == ""
+
+
+def test_no_bar_in_yolo_overrides_the_switch():
+    """tqdm reads TQDM_DISABLE only as the default of `disable`: a tqdm(..., disable=not x) bar would draw its
+    frames into the saved notebooks anyway. yolo.engine.logs.progress(show=x) leaves the argument out instead."""
+    overriding = []
+    for file in sorted((ROOT / "yolo").rglob("*.py")):
+        for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
+            name = getattr(node, "func", None)
+            name = getattr(name, "id", None) or getattr(name, "attr", None)
+            if name == "tqdm" and any(k.arg == "disable" and not (isinstance(k.value, ast.Constant) and k.value.value
+                                                                 is True) for k in node.keywords):
+                overriding.append(f"{file.relative_to(ROOT)}:{node.lineno}")
+    assert overriding == [], f"tqdm bars with a disable= argument (use yolo.engine.logs.progress): {overriding}"
