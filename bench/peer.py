@@ -24,7 +24,6 @@ import json
 import math
 import os
 import shutil
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -42,7 +41,7 @@ from yolo.data.dataset import build_loader, read_records  # noqa: E402
 from yolo.engine.checkpoint import load_model  # noqa: E402
 from yolo.engine.evaluator import evaluate  # noqa: E402
 from yolo.metrics import evaluate_detections  # noqa: E402
-from yolo.models.flops import count_params, gflops  # noqa: E402
+from yolo.models.flops import count_params, gflops, ms_per_image  # noqa: E402
 
 INSTALL = "pip install ultralytics   (bench-only; check that `pip show torch` keeps its version, else --no-deps)"
 SCORE_CONF = 0.001        # both sides: every detection above this is scored (what both projects' validations use)
@@ -204,28 +203,6 @@ def score_detections(records, detections, class_names, backend):
         [d[0] for d in detections], [d[1] for d in detections], [d[2] for d in detections], class_names, backend)
 
 
-# ------------------------------------------------------------------------------------------ cost
-
-
-@torch.no_grad()
-def ms_per_image(models, img_size, rounds, images_per_round):
-    """Median ms per forward of one (1, 3, S, S) image for each model: after a warm-up, the models take turns in
-    every round (order flipped on odd rounds) so a machine that speeds up or slows down moves both alike."""
-    x = torch.rand(1, 3, img_size, img_size)
-    for model in models:
-        for _ in range(3):
-            model(x)
-    times = [[] for _ in models]
-    for r in range(rounds):
-        order = range(len(models)) if r % 2 == 0 else reversed(range(len(models)))
-        for i in order:
-            start = time.perf_counter()
-            for _ in range(images_per_round):
-                models[i](x)
-            times[i].append((time.perf_counter() - start) * 1000 / images_per_round)
-    return [statistics.median(t) for t in times]
-
-
 # ------------------------------------------------------------------------------------------ report
 
 
@@ -256,7 +233,7 @@ def parse_args(argv=None):
     parser.add_argument("--img_size", type=int, default=None, help="both sides (default: the config's; --fast 64)")
     parser.add_argument("--out", default="runs/peer", help="parent folder of runs/peer/<name>")
     parser.add_argument("--name", default=None, help="folder name in --out (default: the config's run_name)")
-    parser.add_argument("--rounds", type=int, default=7, help="timing rounds (each: images_per_round forwards)")
+    parser.add_argument("--rounds", type=int, default=7, help="timing: 10 x rounds forwards of one image per model")
     parser.add_argument("--fast", action="store_true", help="a smoke run of seconds per side (tests)")
     args, overrides = parser.parse_known_args(argv)
     args.minutes = args.minutes if args.minutes is not None else (0.1 if args.fast else 15.0)
@@ -297,7 +274,8 @@ def main(argv=None):
     peer_net = peer.model.float().eval()
 
     torch.set_num_threads(args.threads)  # its predictor set its own thread count
-    ms = ms_per_image([ours, peer_net], img_size, 2 if args.fast else args.rounds, 2 if args.fast else 10)
+    # one (1, 3, S, S) image per forward, the two models in turns (yolo/models/flops.py)
+    ms = ms_per_image([ours, peer_net], torch.rand(1, 3, img_size, img_size), 4 if args.fast else 10 * args.rounds)
     ours_epochs = int(torch.load(Path(ours_dir) / "last.pt", map_location="cpu", weights_only=True)["epoch"])
     rows = {
         "ours": {"map50": ours_result.map50, "map": ours_result.map, "params_m": count_params(ours) / 1e6,
