@@ -26,7 +26,7 @@ from yolo.config import BaseConfig, apply_overrides
 from yolo.data.dataset import DetectionDataset, build_loader, read_records
 from yolo.engine import trainer
 from yolo.engine.checkpoint import load_checkpoint
-from yolo.engine.distributed import cleanup_distributed, eval_sampler, init_distributed, unwrap
+from yolo.engine.distributed import barrier, cleanup_distributed, eval_sampler, init_distributed, unwrap
 from yolo.engine.evaluator import evaluate
 from yolo.models.detector import build_model
 
@@ -61,6 +61,7 @@ if info.rank == 0:
                                                      "run_dir": str(run_dir)}))
 else:
     assert result is None and detections is None
+barrier(info)  # rank 1 must not tear the group down while rank 0 still scores: gloo may abort it at exit
 cleanup_distributed(info)  # a gloo group left to the interpreter's exit may abort a process as it shuts down
 '''
 
