@@ -92,7 +92,7 @@ def config_values(config_file, fields):
     from yolo.config import load_config
 
     config = load_config(ROOT / config_file).to_dict()
-    return json.loads(json.dumps({field: config[field] for field in fields}))
+    return json.loads(json.dumps({field: config.get(field, "<no such field today>") for field in fields}))
 
 
 def record_execution(nb, name, shown=None, commit=None):
@@ -122,6 +122,9 @@ def stale_fields(path):
 
 
 def execute(path):
+    if path.name not in RECORDED_FIELDS:  # checked before the run: a notebook executed for nothing is no use
+        sys.exit(f"error: {path.name} has no entry in RECORDED_FIELDS (notebooks/execute.py): add the config file "
+                 f"and the fields its outputs show")
     nb = nbformat.read(path, as_version=4)
     os.environ.pop("YOLO_NB_FAST", None)  # full mode
     os.environ.update(KERNEL_ENV)

@@ -59,7 +59,7 @@ def test_ms_per_image_times_each_model_per_image_in_turns():
 
     fast, slow = Sleeper("fast", 2.0), Sleeper("slow", 6.0)
     ms = ms_per_image([fast, slow], torch.zeros(4, 3), rounds=4, task=None)
-    assert ms[0] == pytest.approx(2.0, rel=0.5) and ms[1] == pytest.approx(6.0, rel=0.5) and ms[1] > ms[0]
+    assert ms[0] >= 2.0 and ms[1] >= 6.0 and ms[1] > 2 * ms[0]  # sleeps last at least that long; per image
     # one warm-up each, then turns whose order flips every other round; the keyword reaches every call
     assert [name for name, _ in calls] == ["fast", "slow"] + ["fast", "slow", "slow", "fast"] * 2
     assert {task for _, task in calls} == {None}

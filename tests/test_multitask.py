@@ -354,3 +354,24 @@ def test_hand_computed_update_with_unequal_task_batches_and_sampled_tasks():
         assert update.keys() == per_task[k].keys()  # the other task's head and branch: no gradient
         for n in update:
             torch.testing.assert_close(update[n], per_task[k][n], rtol=1e-4, atol=1e-6)
+
+
+def test_per_scale_box_terms_are_weighted_means_over_the_tasks_with_positives_there():
+    import math
+    from types import SimpleNamespace
+
+    from yolo.engine.multitask import tasks_loss
+
+    def fake_loss(box_s8, box_s16):
+        return lambda out, tgt, decoding: (torch.tensor(1.0), {"box": torch.tensor(0.5), "box_s8": torch.tensor(box_s8),
+                                                                "box_s16": torch.tensor(box_s16)}, {})
+
+    t = SimpleNamespace(model=SimpleNamespace(decoding=None), loss_fns=[fake_loss(0.4, math.nan), fake_loss(0.1, math.nan)],
+                        task_weights=[1.0, 3.0], task_names=["a", "b"])
+    _, values, _ = tasks_loss(t, [None, None], [None, None])
+    assert values["box"] == 0.5 * 1 + 0.5 * 3                              # the loss terms stay weighted sums
+    assert values["box_s8"] == pytest.approx((0.4 * 1 + 0.1 * 3) / 4)    # a weighted mean, as with one task
+    assert math.isnan(values["box_s16"])                                   # no task had positives there
+    t.loss_fns[1] = fake_loss(math.nan, math.nan)                          # only task a had positives at stride 8
+    _, values, _ = tasks_loss(t, [None, None], [None, None])
+    assert values["box_s8"] == pytest.approx(0.4)

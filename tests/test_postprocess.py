@@ -140,6 +140,8 @@ def test_cut_that_cannot_change_the_detections_is_not_reported(multi_label):
                       capped=capped)
     want = postprocess(outputs, decoding(anchors, "nearby_grid"), 0.005, 0.6, 5, multi_label, pre_nms_topk=10 ** 6)
     assert capped == []
+    postprocess(outputs, decoding(anchors, "nearby_grid"), 0.005, 0.6, 300, multi_label, 40, capped)
+    assert len(capped) == len(got)  # the same inputs do overflow the cut: with max_det 300 it is reported
     for (gb, gs, gl), (wb, ws, wl) in zip(got, want):
         assert len(gs) == 5 and torch.equal(gl, wl) and torch.equal(gs, ws) and torch.equal(gb, wb)
 

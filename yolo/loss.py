@@ -40,7 +40,7 @@ class YOLOLoss:
                                     self.generator)
         device = outputs[0].device
         box_loss, cls_loss, obj_sums, obj_cells = [], [], [], []
-        box_per_scale = {}  # stride -> mean 1 - IoU of that scale's positives (NaN without any), logged only
+        box_per_scale = {}  # stride -> mean 1 - IoU_kind of that scale's positives (NaN without any), logged only
         for s, (raw, asg) in enumerate(zip(outputs, assignments)):
             reach = decoding.reach_at(grid_sizes[s])
             stride, anchors_wh = decoding.strides[s], anchors[s]

@@ -37,7 +37,7 @@ class MetricsCSV:
 
     def append(self, row):
         fields = self.header()
-        if fields is not None and fields != list(row):
+        if fields is not None and not set(row) <= set(fields):
             # a run resumed by a version that logs other columns: rewrite under the union of both headers (missing
             # values empty), never write a row under a header whose columns it does not match
             rows = self.read_text_rows()

@@ -79,20 +79,27 @@ def forward_tasks(model, images, tasks):
 
 def tasks_loss(t, outputs, targets, tasks=None):
     """sum_k task_weights[k] * loss_k over the step's tasks (all tasks when None), outputs and targets one per task
-    of `tasks`. Returns (loss, floats to log: the weighted sums of the box / obj / cls terms and, with several tasks,
-    each of the step's tasks' loss as loss_<name>; the assignment statistics averaged over the step's tasks)."""
+    of `tasks`. Returns (loss, floats to log: the weighted sums of the box / obj / cls terms, the weighted means of
+    the per-scale box terms and, with several tasks, each of the step's tasks' loss as loss_<name>; the assignment
+    statistics averaged over the step's tasks)."""
     decoding = unwrap(t.model).decoding
     tasks = range(len(t.loss_fns)) if tasks is None else tasks
     total, values, stats = 0.0, {}, {}
+    scale_weights = {}  # box_s<stride>: the summed task weights of the tasks with positives at that scale
     for k, out, tgt in zip(tasks, outputs, targets):
         loss, items, task_stats = t.loss_fns[k](out, tgt, decoding)
         total = total + t.task_weights[k] * loss
         for name, v in items.items():  # a NaN (a scale without positives) adds nothing, unless all are NaN
             values[name] = nan_sum(values.get(name, math.nan), t.task_weights[k] * v.item())
+            if name.startswith("box_s") and not math.isnan(v.item()):
+                scale_weights[name] = scale_weights.get(name, 0.0) + t.task_weights[k]
         for name, v in task_stats.items():
             stats[name] = stats.get(name, 0.0) + v / len(tasks)
         if len(t.loss_fns) > 1:
             values[f"loss_{t.task_names[k]}"] = loss.item()
+    for name, weight in scale_weights.items():  # a weighted mean over the tasks that had positives there, so a
+        if weight > 0:                           # step's value does not depend on how many tasks had them
+            values[name] /= weight
     return total, values, stats
 
 

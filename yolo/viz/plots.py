@@ -19,7 +19,7 @@ def plot_results(rows, path):
     for key in scales:
         axes[2].plot(epochs, [r.get(key, float("nan")) for r in rows], label=f"stride {key[5:]}", marker=".")
     if scales:
-        axes[2].set(xlabel="epoch", ylabel="mean 1 - IoU of the positives", title="box term per scale")
+        axes[2].set(xlabel="epoch", ylabel="mean box term of the positives (1 - box_loss IoU)", title="box term per scale")
         axes[2].legend()
     evals = [r for r in rows if r.get("map50") is not None and r.get("map50") == r.get("map50")]
     axes[1].plot([r["epoch"] for r in evals], [r["map50"] for r in evals], label="mAP@0.5", marker="o")
