@@ -123,15 +123,19 @@ def test_two_task_export_names_metadata_and_parity(tmp_path):
             assert abs(scores - onnx_scores).max() < 1e-5
 
 
-def test_export_fails_when_onnx_does_not_match_and_leaves_no_file(tmp_path, monkeypatch):
-    args, _ = two_task_checkpoint(tmp_path)
-
-    def broken_fuse(model, *example, **kwargs):  # a fold that gets one bias of task 1 wrong
+def break_task1_fold(monkeypatch, shift):
+    """Make export's BatchNorm fold get one bias of task 1's head wrong by `shift`, so the exported graph differs."""
+    def broken_fuse(model, *example, **kwargs):
         fused = fuse_batchnorm(model, *example, **kwargs)
-        fused.heads[1].convs[0].bias.data += 0.01
+        fused.heads[1].convs[0].bias.data += shift
         return fused
 
     monkeypatch.setattr(export, "fuse_batchnorm", broken_fuse)
+
+
+def test_export_fails_when_onnx_does_not_match_and_leaves_no_file(tmp_path, monkeypatch):
+    args, _ = two_task_checkpoint(tmp_path)
+    break_task1_fold(monkeypatch, 0.01)
     with pytest.raises(export.ExportCheckError, match="task1_stride8"):
         export.run(apply_overrides(BaseConfig(), args).finalize())
     assert sorted(p.name for p in (tmp_path / "runs" / "mt").iterdir()) == ["best.pt"]

@@ -14,11 +14,10 @@ import pytest
 import torch
 
 from conftest import ROOT
-from test_export import ANCHORS_128, outputs_close, two_task_checkpoint
+from test_export import ANCHORS_128, break_task1_fold, outputs_close, two_task_checkpoint
 from yolo.config import BaseConfig, apply_overrides, task_configs
 from yolo.data.dataset import build_loader, read_records
 from yolo.engine import trainer
-from yolo.models.fuse import fuse_batchnorm
 from yolo.models.onnx_model import OnnxModel, read_metadata
 from yolo.postprocess import postprocess, split_detections
 from yolo.tasks import export, predict, val
@@ -112,13 +111,7 @@ def test_nms_graph_matches_pytorch_postprocessing_one_to_one(nms_export):
 
 def test_the_export_check_fails_when_the_graph_differs(tmp_path, monkeypatch):
     args, _ = two_task_checkpoint(tmp_path)
-
-    def broken_fuse(model, *example, **kwargs):  # a fold that gets one bias of task 1 wrong
-        fused = fuse_batchnorm(model, *example, **kwargs)
-        fused.heads[1].convs[0].bias.data += 0.05
-        return fused
-
-    monkeypatch.setattr(export, "fuse_batchnorm", broken_fuse)
+    break_task1_fold(monkeypatch, 0.05)
     with pytest.raises(export.ExportCheckError, match="task1_detections"):
         export.run(finalized(args + NMS))
     assert sorted(p.name for p in (tmp_path / "runs" / "mt").iterdir()) == ["best.pt"]

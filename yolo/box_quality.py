@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from .metrics import _iou_index, box_iou_numpy
+from .metrics import iou_index, box_iou_numpy
 from .metrics_curves import best_class_per_box, greedy_pairs
 
 # COCOeval's area ranges (Params.areaRng) in the order of the precision array's A axis; closed intervals of w*h.
@@ -29,7 +29,7 @@ def ap_by_iou_and_size(precision, iou_thresholds, ious=(0.5, 0.75, 0.9)):
     ...}. Each value is what COCOeval.summarize computes: the mean of precision[t, :, :, a, -1] (100 detections)
     over its entries > -1 (-1 marks a class without GT in that range); nan where there is none (summarize: -1)."""
     precision = np.asarray(precision)
-    columns = {f"ap{round(iou * 100)}": _iou_index(np.asarray(iou_thresholds), iou) for iou in ious}  # ValueError
+    columns = {f"ap{round(iou * 100)}": iou_index(np.asarray(iou_thresholds), iou) for iou in ious}  # ValueError
     rows = []
     for a, name in enumerate(AREA_RANGES):
         row = {"area": name}

@@ -91,7 +91,7 @@ def pr_curve(result: EvalResult, class_index: int, iou: float = 0.5) -> tuple[np
 
     Returns (recall, precision), both (101,). Precision is nan everywhere if the class has no GT.
     """
-    t = _iou_index(result.iou_thresholds, iou)
+    t = iou_index(result.iou_thresholds, iou)
     precision = result.precision[t, :, class_index, 0, -1].copy()  # (R,)
     precision[precision < 0] = np.nan
     return result.recall_thresholds.copy(), precision
@@ -237,7 +237,7 @@ def _xyxy_to_xywh(boxes: np.ndarray) -> np.ndarray:
     return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)  # (N, 4)
 
 
-def _iou_index(iou_thresholds: np.ndarray, iou: float) -> int:
+def iou_index(iou_thresholds: np.ndarray, iou: float) -> int:
     hits = np.flatnonzero(np.isclose(iou_thresholds, iou))
     if len(hits) == 0:
         raise ValueError(f"iou={iou} is not one of the evaluated thresholds {np.round(iou_thresholds, 2).tolist()}")
@@ -245,7 +245,7 @@ def _iou_index(iou_thresholds: np.ndarray, iou: float) -> int:
 
 
 def _per_class_ap(precision, iou_thresholds, class_names, iou=0.5) -> dict[str, float]:
-    t = _iou_index(iou_thresholds, iou)
+    t = iou_index(iou_thresholds, iou)
     per_class = {}
     for k, name in enumerate(class_names):
         p = precision[t, :, k, 0, -1]  # (R,) area=all, maxDets=100
