@@ -19,6 +19,7 @@ from yolo.config_checks import RANGES
     ("anchors", 5),
     ("obj_scale_weights", (1.0,)),                        # would drop the objectness loss of two scales
     ("obj_scale_weights", (1.0, -1.0, 0.4)),
+    ("box_scale_weights", (1.0, 2.0)), ("box_scale_weights", (1.0, 1.0, -0.5)), ("obj_iou_ratio", 1.5),
     ("box_weight", -1.0), ("obj_weight", -0.5), ("cls_weight", -2.0),
     ("warmup_epochs", -1.0), ("lr", 0.0), ("lr", -1e-3), ("lr", float("nan")), ("lr", float("inf")),
     ("weight_decay", -1e-4), ("momentum", 1.0), ("grad_clip", -1.0), ("final_lr_ratio", 1.5),

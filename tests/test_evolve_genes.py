@@ -11,7 +11,7 @@ from yolo.research.evolve import (EVOLVE_SPACE, PER_TASK, ZERO_START, Result, ap
                                   start_genes)
 
 AUGMENTATION = ("hflip_prob", "zoom", "affine_translate", "color_jitter", "mosaic_prob", "mosaic_off_epochs",
-                "min_box_size", "min_visibility")
+                "augment_off_epochs", "min_box_size", "min_visibility")
 
 
 def two_task_config():

@@ -154,8 +154,9 @@ def decoded_box(t, gx, gy, anchor, stride, reach):
 def loop_loss(outputs, targets, assignments, cfg, anchors, strides, reach_name):
     """The loss one positive and one cell at a time: box 1 - IoU and class BCE averaged over all positives;
     objectness BCE averaged over each scale's counted cells (positives with target IoU, negatives with 0, a negative
-    left out when its decoded box overlaps a GT of its image by more than ignore_iou_thres), weighted per scale."""
-    box_terms, cls_terms, obj, scale_of_box = [], [], 0.0, []
+    left out when its decoded box overlaps a GT of its image by more than ignore_iou_thres), weighted per scale;
+    a positive's box term weighted by box_scale_weights, its objectness target (1 - r) + r IoU, r = obj_iou_ratio."""
+    box_terms, cls_terms, obj, scale_of_box, weighted = [], [], 0.0, [], []
     for s, (raw, asg) in enumerate(zip(outputs, assignments)):
         raw = raw.double().tolist()
         b_n, a_n, h, w = len(raw), len(raw[0]), len(raw[0][0]), len(raw[0][0][0])
@@ -166,10 +167,11 @@ def loop_loss(outputs, targets, assignments, cfg, anchors, strides, reach_name):
             t = raw[b][a][gy][gx]
             iou = iou_xywh(decoded_box(t, gx, gy, anchors[s][a], strides[s], reach), targets[g][2:])
             box_terms.append(1 - iou)
+            weighted.append(cfg.box_scale_weights[s] * (1 - iou))
             scale_of_box.append(strides[s])
             cls = int(targets[g][1])
             cls_terms.append(sum(bce(t[5 + c], float(c == cls)) for c in range(cfg.num_classes)) / cfg.num_classes)
-            positives[(b, a, gy, gx)] = max(iou, 0.0)
+            positives[(b, a, gy, gx)] = 1 - cfg.obj_iou_ratio + cfg.obj_iou_ratio * max(iou, 0.0)
         total, counted = 0.0, 0
         for b in range(b_n):
             gts = [row[2:] for row in targets if int(row[0]) == b]
@@ -185,7 +187,7 @@ def loop_loss(outputs, targets, assignments, cfg, anchors, strides, reach_name):
                             continue  # ignored: a good box of an object another anchor is responsible for
                         total, counted = total + bce(t[4], 0.0), counted + 1
         obj += cfg.obj_scale_weights[s] * total / max(counted, 1)
-    box = sum(box_terms) / len(box_terms)
+    box = sum(weighted) / len(weighted)
     cls = sum(cls_terms) / len(cls_terms)
     per_scale = {}  # stride -> mean box term of that scale's positives (logged, not part of the loss)
     for stride in strides:
@@ -197,13 +199,16 @@ def loop_loss(outputs, targets, assignments, cfg, anchors, strides, reach_name):
 
 @pytest.mark.parametrize("strategy", ["single_grid", "nearby_grid", "all_grid"])
 @pytest.mark.parametrize("seed", [0, 1])
-def test_loss_equals_a_plain_loop_reference(strategy, seed):
+@pytest.mark.parametrize("box_scale_weights, obj_iou_ratio", [((1.0, 1.0, 1.0), 1.0), ((2.0, 1.0, 0.5), 0.3)])
+def test_loss_equals_a_plain_loop_reference(strategy, seed, box_scale_weights, obj_iou_ratio):
     """Small random cases (2 images, 64 px: grids 8, 4, 2) with random raw outputs, so that some negatives are
-    ignored and some are not; the ignore threshold low enough (0.3) that the rule matters."""
+    ignored and some are not; the ignore threshold low enough (0.3) that the rule matters. At the defaults, and with
+    per-scale box weights and an objectness target mixed with 1."""
     from yolo.assign import assign
     from yolo.models.head import BoxDecoding
 
     cfg = tiny_config(img_size=64, label_assignment=strategy, box_loss="iou", ignore_iou_thres=0.3,
+                      box_scale_weights=box_scale_weights, obj_iou_ratio=obj_iou_ratio,
                       anchors=[[(6, 6), (10, 8), (8, 12)], [(16, 16), (24, 18), (18, 26)], [(32, 32), (48, 40), (40, 56)]])
     gen = torch.Generator().manual_seed(seed)
     outputs = [torch.randn(2, 3, 64 // s, 64 // s, 5 + cfg.num_classes, generator=gen, dtype=torch.float64).float()

@@ -373,6 +373,32 @@ def test_mosaics_stop_for_the_last_epochs_also_in_persistent_workers(tmp_path):
     assert loader.persistent_workers
 
 
+def test_augmentation_stops_for_the_last_epochs_also_in_persistent_workers(tmp_path):
+    """augment_off_epochs: the last epochs' samples are the plain letterbox -- what evaluation's loader makes of the
+    same records -- while earlier epochs' are augmented (flips, zooms, mosaics)."""
+    from yolo.data.dataset import DetectionDataset, collate
+    from yolo.data.transforms import build_transform
+    from yolo.engine.setup import build_loaders, start_epoch
+    cfg = apply_overrides(BaseConfig(), [
+        "--data_root", str(tmp_path / "data"), "--shapes_num_train", "8", "--shapes_num_val", "2", "--img_size", "64",
+        "--batch_size", "2", "--num_workers", "2", "--mosaic_prob", "0.5", "--epochs", "3", "--augment_off_epochs",
+        "1", "--min_box_size", "0", "--min_visibility", "0"]).finalize()
+    (loader,), _ = build_loaders([cfg], cfg, DistInfo())
+    plain = DetectionDataset(loader.dataset.records, build_transform(cfg, train=False), cfg.img_size)
+
+    def same_as_plain(epoch):
+        start_epoch(loader, epoch, cfg, DistInfo())
+        found = []
+        for images, targets, indices, _ in loader:
+            want_images, want_targets, *_ = collate([plain[i] for i in indices])
+            found.append(torch.equal(images, want_images) and torch.allclose(targets, want_targets, atol=1e-3))
+        return found
+
+    assert not all(same_as_plain(0)) and not all(same_as_plain(1))
+    assert same_as_plain(2) == [True] * 4  # the last epoch: the workers (kept from epoch 1) saw the switch
+    assert loader.persistent_workers
+
+
 def test_metrics_csv_keeps_columns_aligned_when_a_resumed_run_logs_more(tmp_path):
     # a run written by a version without the per-scale box columns, continued by one with them
     csv_file = MetricsCSV(tmp_path / "metrics.csv")

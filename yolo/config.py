@@ -62,6 +62,8 @@ class BaseConfig:
         self.mosaic_prob = 0.0                 # chance that a training sample is a 4-image mosaic (then augmented)
         self.mosaic_off_epochs = 0             # the last N epochs train without mosaics (YOLOX): the model ends on
                                                # whole images like those it will be tested on
+        self.augment_off_epochs = 0            # the last N epochs train on the plain letterbox (no flip, zoom, shift,
+                                               # colour or mosaic): the boxes' last lessons on test-like images
         self.min_box_size = 2.0                # boxes smaller than this (pixels, after augmentation) are dropped
         self.min_visibility = 0.3              # augmented boxes keeping less than this fraction of their area are dropped
         self.cache_images = False              # keep all images resized to img_size in RAM (small datasets: faster)
@@ -109,6 +111,10 @@ class BaseConfig:
         self.obj_weight = 1.0                  # weight of the objectness term
         self.cls_weight = 0.5                  # weight of the class term
         self.obj_scale_weights = (4.0, 1.0, 0.4)  # objectness weight per scale (stride 8, 16, 32): more cells, more weight
+        self.box_scale_weights = (1.0, 1.0, 1.0)  # box term weight per scale (stride 8, 16, 32): small objects sit at
+                                               # stride 8, so (2, 1, 1) weighs their placement twice
+        self.obj_iou_ratio = 1.0               # objectness target of a positive: (1 - r) + r * IoU(its box, the GT)
+                                               # (YOLOv5's gr): 1 = the IoU, so scores rank boxes by fit; 0 = plain 1
         self.ignore_iou_thres = 0.5            # YOLOv3: negatives whose box overlaps a GT by more than this are ignored
         # ---- training
         self.epochs = 12                       # passes over the training set

@@ -58,11 +58,12 @@ RANGES = {
     "val_from_train": "[0, 1)", "train_images": ">= 0", "val_images": ">= 0", "img_size": ">= 32",
     "batch_size": ">= 1", "num_workers": ">= 0",
     "hflip_prob": "[0, 1]", "affine_translate": "[0, 1)", "color_jitter": "[0, 1)", "mosaic_prob": "[0, 1]",
-    "mosaic_off_epochs": ">= 0", "min_box_size": ">= 0", "min_visibility": "[0, 1]",
+    "mosaic_off_epochs": ">= 0", "augment_off_epochs": ">= 0", "min_box_size": ">= 0", "min_visibility": "[0, 1]",
     # model, assignment, loss
     "width": "(0, 2]", "freeze_backbone_epochs": ">= 0", "freeze_shared_epochs": ">= 0", "match_iou_thres": "[0, 1]",
     "auto_anchor_bpr": "[0, 1]",
     "box_weight": ">= 0", "obj_weight": ">= 0", "cls_weight": ">= 0", "ignore_iou_thres": "[0, 1]",
+    "obj_iou_ratio": "[0, 1]",
     # training
     "epochs": ">= 1", "lr": "> 0", "momentum": "[0, 1)", "weight_decay": ">= 0", "warmup_epochs": ">= 0",
     "warmup_bias_lr": ">= 0", "final_lr_ratio": "[0, 1]", "grad_clip": ">= 0", "lr_step_factor": "> 0",
@@ -102,9 +103,11 @@ def validate(cfg, defaults):
     if cfg.img_size % 32:
         raise ValueError(f"config field 'img_size' = {cfg.img_size} must be a multiple of 32 (the coarsest stride)")
     validate_anchors(cfg.anchors)
-    if not is_numbers(cfg.obj_scale_weights, 3) or min(cfg.obj_scale_weights) < 0:
-        raise ValueError(f"config field 'obj_scale_weights' = {cfg.obj_scale_weights!r} must be 3 numbers >= 0, the "
-                         f"objectness weights of strides 8, 16 and 32")
+    for field, what in (("obj_scale_weights", "objectness"), ("box_scale_weights", "box term")):
+        weights = getattr(cfg, field)
+        if not is_numbers(weights, 3) or min(weights) < 0:
+            raise ValueError(f"config field '{field}' = {weights!r} must be 3 numbers >= 0, the {what} weights of "
+                             f"strides 8, 16 and 32")
     names = cfg.class_names
     if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) and n for n in names):
         raise ValueError(f"config field 'class_names' = {names!r} must name at least one class: a list of strings")

@@ -1,6 +1,9 @@
 """The YOLOv3 loss: box (IoU family on decoded boxes), objectness (BCE on every cell), class (BCE on positives).
 
-    loss = box_weight * mean_pos(1 - IoU_kind) + obj_weight * sum_s w_s * mean_cells_s(BCE_obj) + cls_weight * mean_pos(BCE_cls)
+    loss = box_weight * mean_pos(b_s (1 - IoU_kind)) + obj_weight * sum_s w_s * mean_cells_s(BCE_obj) + cls_weight * mean_pos(BCE_cls)
+
+with b_s = box_scale_weights and w_s = obj_scale_weights of the positive's or cell's scale s, and the objectness
+target of a positive (1 - r) + r * IoU (r = obj_iou_ratio), of a negative 0.
 
 Two details from the YOLOv3 paper: classes use independent sigmoids (BCE, not softmax), and a negative cell whose
 predicted box already overlaps some GT by more than `ignore_iou_thres` is left out of the objectness loss -- it
@@ -52,12 +55,15 @@ class YOLOLoss:
                 cell_xy = torch.stack((asg.gx, asg.gy), 1).float()
                 pred_box = decode(pos[:, :4], cell_xy, anchors_wh[asg.anchor], stride, reach)
                 iou = iou_family(pred_box, targets[asg.gt, 2:6], cfg.box_loss)
-                box_loss.append(1.0 - iou)
-                box_per_scale[f"box_s{stride}"] = box_loss[-1].detach().mean()
+                box_loss.append(cfg.box_scale_weights[s] * (1.0 - iou))
+                box_per_scale[f"box_s{stride}"] = (1.0 - iou).detach().mean()
                 cls_target = F.one_hot(targets[asg.gt, 1].long(), cfg.num_classes).float()
                 cls_loss.append(F.binary_cross_entropy_with_logits(pos[:, 5:], cls_target, reduction="none").mean(1))
-                # objectness learns how well the box fits (YOLOv5's IoU target) so scores rank detections by quality
-                obj_target[asg.batch, asg.anchor, asg.gy, asg.gx] = iou.detach().clamp(min=0).to(obj_target.dtype)
+                # objectness learns how well the box fits (YOLOv5's IoU target, mixed with 1 by obj_iou_ratio) so
+                # scores rank detections by quality
+                fit = iou.detach().clamp(min=0)
+                obj_target[asg.batch, asg.anchor, asg.gy, asg.gx] = (1.0 - cfg.obj_iou_ratio + cfg.obj_iou_ratio * fit
+                                                                     ).to(obj_target.dtype)
                 obj_mask[asg.batch, asg.anchor, asg.gy, asg.gx] = True
             obj_sums.append(F.binary_cross_entropy_with_logits(raw[..., 4], obj_target, weight=obj_mask,
                                                                reduction="sum"))

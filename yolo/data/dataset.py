@@ -15,7 +15,7 @@ from .data_yaml import read_yaml_split
 from .mosaic import mosaic4
 from .records import load_image_rgb
 from .shapes import ensure_shapes_dataset, require_shapes_dataset
-from .transforms import build_transform, resize_longest
+from .transforms import build_transform, plain_letterbox, resize_longest
 from .voc import has_split_lists, read_voc
 from .yolo_txt import read_yolo_txt
 
@@ -35,9 +35,12 @@ class DetectionDataset(Dataset):
                  min_box_size=2.0):
         self.records, self.transform, self.img_size = records, transform, img_size
         self.mosaic_prob, self.cache = mosaic_prob, cache
-        # the trainer turns mosaics off for the last epochs (mosaic_off_epochs); in shared memory, so data-loader
-        # worker processes, which hold their own copy of the dataset, see the switch too
+        # the trainer turns mosaics (mosaic_off_epochs) or all augmentation (augment_off_epochs) off for the last
+        # epochs; in shared memory, so data-loader worker processes, which hold their own copy of the dataset, see
+        # the switch too. Augmentation off: the plain letterbox, with the training's box filters.
         self.mosaic_on = torch.ones((), dtype=torch.bool).share_memory_()
+        self.augment_on = torch.ones((), dtype=torch.bool).share_memory_()
+        self.plain_transform = plain_letterbox(img_size, min_box_size, min_visibility) if img_size else None
         self.min_visibility, self.min_box_size = min_visibility, min_box_size
 
     def __len__(self):
@@ -59,7 +62,8 @@ class DetectionDataset(Dataset):
                         f"run python main.py --task check")
 
     def sample(self, index):
-        rng = self.transform.random_generator if self.mosaic_prob > 0 and self.mosaic_on else None  # reseeded with it
+        augment = bool(self.augment_on) or self.plain_transform is None
+        rng = self.transform.random_generator if augment and self.mosaic_prob > 0 and self.mosaic_on else None
         if rng is not None and rng.random() < self.mosaic_prob:
             others = rng.integers(0, len(self.records), size=3)
             parts = [self.load(i, resized=True) for i in (index, *others)]
@@ -68,7 +72,7 @@ class DetectionDataset(Dataset):
         else:
             image, boxes, labels = self.load(index)
             boxes_in = len(boxes)
-        out = self.transform(image=image, bboxes=boxes, labels=labels)
+        out = (self.transform if augment else self.plain_transform)(image=image, bboxes=boxes, labels=labels)
         boxes = np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)
         labels = np.asarray(out["labels"], dtype=np.float32).reshape(-1, 1)
         cxcywh = np.concatenate(((boxes[:, :2] + boxes[:, 2:]) / 2, boxes[:, 2:] - boxes[:, :2]), 1)

@@ -80,17 +80,21 @@ def bbox_params(min_box_size=1.0, min_visibility=0.3):
                         min_width=min_box_size, min_height=min_box_size)
 
 
+def plain_letterbox(img_size, min_box_size=0.0, min_visibility=0.3):
+    """The letterbox alone: evaluation's transform, and training's for its last augment_off_epochs epochs."""
+    return A.Compose(letterbox_ops(img_size), bbox_params=bbox_params(min_box_size, min_visibility))
+
+
 def build_transform(cfg, train):
     """Val: the letterbox. Train: LetterboxAugment, or the letterbox then the `augmentations` list. Either is called
     as transform(image=, bboxes=, labels=) and reseeded with transform.set_random_seed(seed)."""
     if train and cfg.augmentations is None:
         return LetterboxAugment(cfg.img_size, cfg.hflip_prob, cfg.affine_scale, cfg.affine_translate, cfg.color_jitter,
                                 cfg.min_visibility, cfg.min_box_size)
-    ops = letterbox_ops(cfg.img_size)
-    if train:
-        ops += build_augmentations(cfg.augmentations)
-        return A.Compose(ops, bbox_params=bbox_params(cfg.min_box_size, cfg.min_visibility))
-    return A.Compose(ops, bbox_params=bbox_params(0.0, cfg.min_visibility))
+    if not train:
+        return plain_letterbox(cfg.img_size, 0.0, cfg.min_visibility)
+    ops = letterbox_ops(cfg.img_size) + build_augmentations(cfg.augmentations)
+    return A.Compose(ops, bbox_params=bbox_params(cfg.min_box_size, cfg.min_visibility))
 
 
 def resize_longest(image, boxes, img_size):

@@ -103,13 +103,19 @@ def refit_anchors(cfg, tasks, train_loaders, info):
 def start_epoch(loader, epoch, cfg, info):
     """Reshuffle the DDP shards and reseed the augmentation from (seed, epoch, rank) alone, so a resumed run draws
     what the uninterrupted run would have drawn. (albumentations has its own generators: global seeds miss it.)
-    The last mosaic_off_epochs epochs (of the plan so far: a time budget may move them) train without mosaics."""
+    The last mosaic_off_epochs epochs (of the plan so far: a time budget may move them) train without mosaics, the
+    last augment_off_epochs on the plain letterbox."""
     dataset = loader.dataset
     mosaics = epoch < cfg.epochs - cfg.mosaic_off_epochs
     if dataset.mosaic_prob > 0 and bool(dataset.mosaic_on) != mosaics:
         dataset.mosaic_on.fill_(mosaics)
         logger.info(f"epoch {epoch + 1}: mosaics {'on' if mosaics else 'off'} "
                     f"(mosaic_prob {dataset.mosaic_prob:g}, mosaic_off_epochs {cfg.mosaic_off_epochs})")
+    augment = epoch < cfg.epochs - cfg.augment_off_epochs
+    if bool(dataset.augment_on) != augment:
+        dataset.augment_on.fill_(augment)
+        logger.info(f"epoch {epoch + 1}: augmentation {'on' if augment else 'off: the plain letterbox'} "
+                    f"(augment_off_epochs {cfg.augment_off_epochs})")
     if hasattr(loader.sampler, "set_epoch"):  # DDP shards, class-balanced draws
         loader.sampler.set_epoch(epoch)
     if cfg.num_workers == 0:
