@@ -10,9 +10,9 @@
 
 Tasks: "shapes" (circle, square, triangle; generator seed 0) and "shapes_b" (the same objects, generator seed 1) are
 close; "symbols" (star, cross, ring; seed 2) is far. Each at 256 px, 1000 train and 200 val images, the model and
-schedule of configs/multitask_shapes.py, `--epochs` 7 (any `--field value` overrides a config field).
+schedule of configs/multitask_shapes.py, `--epochs` 10 (any `--field value` overrides a config field).
 Trees: RSA's pick (the least dissimilar within rsa_budget), all shared, split right after the backbone, and trees
-evenly spaced over the dissimilarity order up to --num_trees; seed 0 for each, and seed 1 for the first three.
+evenly spaced over the dissimilarity order up to --num_trees (7); seed 0 for each, then seed 1 for the first three.
 
 Every training appends its row to <out_dir>/results.csv as it finishes, so a rerun skips what is done (a training cut
 off in the middle resumes from its last.pt). --max_minutes starts no new training after that many minutes.
@@ -43,7 +43,7 @@ SHAPES, SYMBOLS = ["circle", "square", "triangle"], ["star", "cross", "ring"]
 TASKS = [dict(name="shapes", class_names=SHAPES, shapes_seed=0),     # close to shapes_b: the same objects
          dict(name="shapes_b", class_names=SHAPES, shapes_seed=1),
          dict(name="symbols", class_names=SYMBOLS, shapes_seed=2)]   # far: other objects
-FULL = dict(img_size=256, shapes_num_train=1000, shapes_num_val=200, epochs=7, rsa_images=100)
+FULL = dict(img_size=256, shapes_num_train=1000, shapes_num_val=200, epochs=10, rsa_images=100)
 SMOKE = dict(img_size=64, shapes_num_train=32, shapes_num_val=8, epochs=1, rsa_images=8)
 TWO_SEEDS = ("pick", "all_shared", "split_backbone")  # the trees trained with a second seed
 
@@ -167,12 +167,14 @@ def chosen_trees(ranked, pick, num_tasks, count):
 
 
 def stage_trees(cfg, args, clock):
-    """Train the trees of rsa.json: seed 0 each, seed 1 for TWO_SEEDS."""
+    """Train the trees of rsa.json: seed 0 each, then seed 1 for TWO_SEEDS."""
     plan = json.loads((args.out_dir / "rsa.json").read_text()) if (args.out_dir / "rsa.json").is_file() else None
     if plan is None:
         sys.exit(f"error: no {args.out_dir / 'rsa.json'}: run --stage rsa first")
     by_branching = {repr(r["branching"]): r for r in plan["trees"]}
-    jobs = [(label, b, seed) for label, b in plan["chosen"] for seed in ((0, 1) if label in TWO_SEEDS else (0,))]
+    # every tree's first seed before any second seed: a bench stopped half-way has the whole ranking already
+    jobs = [(label, b, 0) for label, b in plan["chosen"]]
+    jobs += [(label, b, 1) for label, b in plan["chosen"] if label in TWO_SEEDS]
     todo = [j for j in jobs if not done(read_rows(args.out_dir / "results.csv"), "tree", j[0], j[2])]
     print(f"trees: {len(jobs) - len(todo)} trainings done, {len(todo)} to train")
     jobs = todo
@@ -259,7 +261,7 @@ def main():
                         help="default runs/rsa_trees (--smoke: runs/rsa_trees_smoke)")
     parser.add_argument("--data_dir", type=Path, default=None, help="the tasks' data; default data/rsa_trees "
                                                                     "(--smoke: <out_dir>/data)")
-    parser.add_argument("--num_trees", type=int, default=8, help="trees to train (at least 6)")
+    parser.add_argument("--num_trees", type=int, default=7, help="trees to train (at least 6)")
     parser.add_argument("--max_minutes", type=float, default=None, help="start no training after this many minutes")
     parser.add_argument("--smoke", action="store_true", help="32 images per task, 64 px, 1 epoch: checks the plumbing")
     args, overrides = parser.parse_known_args()
