@@ -57,7 +57,7 @@ def assert_same_detections(model, onnx_model, batches, cfg, task):
     with torch.no_grad():
         for images in batches:
             expected = postprocess(model(images, task=task), model.decoding, cfg.conf_thres, cfg.nms_iou,
-                                   cfg.max_det, True, cfg.pre_nms_topk)
+                                   cfg.max_det, True, cfg.pre_nms_topk, merge=cfg.nms_merge)
             got = split_detections(onnx_model(images, task=task), len(images))
             bound = export.PARITY_TOL * max(1.0, float(images.shape[-1]), float(images.shape[-2]))
             for e, g in zip(expected, got):
@@ -115,6 +115,23 @@ def test_the_export_check_fails_when_the_graph_differs(tmp_path, monkeypatch):
     with pytest.raises(export.ExportCheckError, match="task1_detections"):
         export.run(finalized(args + NMS))
     assert sorted(p.name for p in (tmp_path / "runs" / "mt").iterdir()) == ["best.pt"]
+
+
+def test_merge_nms_in_the_graph_matches_pytorch_postprocessing(tmp_path):
+    """--nms_merge: the graph's merged boxes are postprocess(merge=True)'s, one to one; and merging moved boxes."""
+    args, model = two_task_checkpoint(tmp_path)
+    merge = NMS + ["--nms_merge", "true", "--nms_iou", "0.3"]
+    path, rows = export.run(finalized(args + merge))
+    assert read_metadata(path)["nms"]["nms_merge"] is True and all(r["unexplained"] == 0 for r in rows)
+    cfg, onnx_model = finalized(args + merge), OnnxModel(path)
+    images = torch.randint(0, 256, (4, 3, 64, 64), dtype=torch.uint8)
+    assert assert_same_detections(model, onnx_model, [images], cfg, 1) > 20
+    with torch.no_grad():
+        plain = postprocess(model(images, task=1), model.decoding, cfg.conf_thres, 0.3, cfg.max_det, True,
+                            cfg.pre_nms_topk)
+        merged = postprocess(model(images, task=1), model.decoding, cfg.conf_thres, 0.3, cfg.max_det, True,
+                             cfg.pre_nms_topk, merge=True)
+    assert sum(int(((m[0] - p[0]).abs().max(1).values > 0.01).sum()) for m, p in zip(merged, plain)) > 5
 
 
 def test_dynamic_export_takes_any_multiple_of_32(tmp_path):

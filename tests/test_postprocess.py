@@ -180,3 +180,60 @@ def test_evaluation_says_once_when_images_overflow_pre_nms_topk(tmp_path, log_li
     cfg.pre_nms_topk, cfg.predict_conf = 5, 1.0  # the cut drops only candidates below any drawn box: no warning
     predict_loader(model, loader, cfg, torch.device("cpu"), show_progress=False)
     assert len([line for line in log_lines if "pre_nms_topk" in line]) == 1
+
+
+# ---- merge-NMS: each kept box becomes the score x IoU weighted mean of the candidates of its class that overlap it
+
+
+def iou_by_hand(a, b):
+    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def merged_by_hand(outputs, box_decoding, conf_thres, nms_iou, max_det, multi_label, topk):
+    """dense_postprocess, then each kept box replaced by sum_j w_j box_j / sum_j w_j over the candidates j of its
+    image and class (those NMS saw: the image's top-k above conf_thres), w_j = score_j x IoU when IoU > nms_iou or
+    j is the kept box itself, else 0. One pair of boxes at a time."""
+    boxes, class_scores = decode_outputs(outputs, box_decoding)
+    bsz, _, num_classes = class_scores.shape
+    plain = dense_postprocess(outputs, box_decoding, conf_thres, nms_iou, max_det, multi_label, topk)
+    merged = []
+    for b, (kept_boxes, kept_scores, kept_labels) in enumerate(plain):
+        pairs = [(float(class_scores[b, n, c]), n, c) for n in range(boxes.shape[1]) for c in range(num_classes)]
+        if not multi_label:
+            best = {}
+            for score, n, c in pairs:
+                if n not in best or score > best[n][0]:
+                    best[n] = (score, n, c)
+            pairs = list(best.values())
+        pairs = sorted(pairs, reverse=True)[:topk]
+        pairs = [(s, boxes[b, n].double().tolist(), c) for s, n, c in pairs if s > conf_thres]
+        new = []
+        for box, label in zip(kept_boxes.double().tolist(), kept_labels.tolist()):
+            weights, total = [0.0] * 4, 0.0
+            for score, other, c in pairs:
+                overlap = iou_by_hand(box, other)
+                if c == label and (overlap > nms_iou or other == box):
+                    w = score * (1.0 if other == box else overlap)
+                    weights = [acc + w * x for acc, x in zip(weights, other)]
+                    total += w
+            new.append([x / total for x in weights])
+        merged.append((torch.tensor(new, dtype=torch.float64).view(-1, 4), kept_scores, kept_labels))
+    return merged
+
+
+@pytest.mark.parametrize("multi_label", [False, True])
+@pytest.mark.parametrize("topk", [pp.PRE_NMS_TOPK, 40])
+def test_merged_boxes_match_a_loop_over_every_pair(multi_label, topk):
+    outputs, anchors = random_outputs(3, bsz=2, num_classes=2, obj_mean=1.0)
+    box_decoding = decoding(anchors, "nearby_grid")
+    got = postprocess(outputs, box_decoding, 0.05, 0.3, 30, multi_label, pre_nms_topk=topk, merge=True)
+    plain = postprocess(outputs, box_decoding, 0.05, 0.3, 30, multi_label, pre_nms_topk=topk)
+    want = merged_by_hand(outputs, box_decoding, 0.05, 0.3, 30, multi_label, topk)
+    moved = 0
+    for (gb, gs, gl), (pb, ps, pl), (wb, ws, wl) in zip(got, plain, want):
+        assert torch.equal(gl, pl) and torch.equal(gs, ps)  # merging moves boxes, never scores or labels
+        assert torch.equal(gl, wl) and torch.allclose(gb.double(), wb, rtol=1e-5, atol=1e-3)
+        moved += int(((gb - pb).abs().max(1).values > 0.01).sum())
+    assert moved >= 2  # some kept boxes had overlapping candidates to merge with (with top-k 40 only a few)

@@ -165,6 +165,8 @@ class BaseConfig:
         self.val_interval = 2                  # evaluate every N epochs (and always after the last)
         self.conf_thres = 0.005                # score threshold before NMS during evaluation
         self.nms_iou = 0.45                    # NMS IoU threshold (per class; 0.45 as in YOLOv3)
+        self.nms_merge = False                 # after NMS each kept box becomes the mean of the boxes of its class
+                                               # overlapping it by > nms_iou, weighted by score x IoU (merge-NMS)
         self.max_det = 100                     # detections kept per image
         self.pre_nms_topk = 1000               # candidates per image that NMS sees, best first (evaluation warns
                                                # when the cut dropped one scoring predict_conf or more)

@@ -11,7 +11,7 @@ import functools
 import math
 
 import torch
-from torchvision.ops import nms
+from torchvision.ops import box_iou, nms
 
 from .boxes import cxcywh_to_xyxy
 from .models.head import decode, decode_boxes, make_grid, reach_in_cells
@@ -73,7 +73,7 @@ def decode_candidates(outputs, decoding, conf_thres):
 
 @torch.no_grad()
 def postprocess(outputs, decoding, conf_thres=0.005, nms_iou=0.5, max_det=100, multi_label=False,
-                pre_nms_topk=PRE_NMS_TOPK, capped=None):
+                pre_nms_topk=PRE_NMS_TOPK, capped=None, merge=False):
     """outputs: one model's raw outputs, a list of (B, A, H, W, 5 + C); decoding: that model's BoxDecoding.
     Returns one (boxes (K, 4) xyxy input pixels, scores (K,), labels (K,)) tuple per image, best first.
 
@@ -84,6 +84,8 @@ def postprocess(outputs, decoding, conf_thres=0.005, nms_iou=0.5, max_det=100, m
     one, so the cut changes nothing when max_det boxes survive among the top pre_nms_topk: `capped`, a list when
     given, receives (candidate count, best score below the cut) of every image where fewer survived (the cut may
     have dropped a detection, scored at most that).
+    merge=True: each kept box becomes the average of the candidates of its class that overlap it by more than
+    nms_iou (itself included), weighted by score x IoU (merge_boxes); its score stays its own.
     """
     boxes, class_scores, image = decode_candidates(outputs, decoding, conf_thres)
     num_classes = class_scores.shape[1]
@@ -102,22 +104,38 @@ def postprocess(outputs, decoding, conf_thres=0.005, nms_iou=0.5, max_det=100, m
     class_offset = float(boxes.max() - boxes.min()) + 1 if len(boxes) else 0.0
     shifted, scores64 = boxes.double() + labels[:, None] * class_offset, scores.double()
     kept, start = [], 0
+    merged = boxes.clone() if merge else boxes
     for count in torch.bincount(image, minlength=outputs[0].shape[0]).tolist():
-        mine = slice(start, start + count)
+        candidates = slice(start, start + count)                             # what NMS sees of this image
         if count > pre_nms_topk:
-            top_scores, top = scores64[mine].topk(pre_nms_topk + 1)                # one more: the best one cut
-            top_scores, top, best_cut = top_scores[:-1], top[:-1], float(top_scores[-1])
-            keep = top[nms(shifted[mine].index_select(0, top), top_scores, nms_iou)]
+            top_scores, top = scores64[candidates].topk(pre_nms_topk + 1)      # one more: the best one cut
+            candidates, best_cut = top[:-1] + start, float(top_scores[-1])
+            keep = candidates[nms(shifted[candidates], scores64[candidates], nms_iou)]
             if capped is not None and len(keep) < max_det:
                 capped.append((count, best_cut))
         else:
-            keep = nms(shifted[mine], scores64[mine], nms_iou)
-        kept.append(keep[:max_det] + start)                                  # best first
+            keep = nms(shifted[candidates], scores64[candidates], nms_iou) + start
+        keep = keep[:max_det]                                                # best first
+        if merge and len(keep):  # merged in the shifted frame (classes apart), then shifted back
+            merged_shifted = merge_boxes(shifted[keep], shifted[candidates], scores64[candidates], nms_iou)
+            merged[keep] = (merged_shifted - labels[keep, None] * class_offset).to(boxes.dtype)
+        kept.append(keep)
         start += count
     per_image = [len(k) for k in kept]
     kept = torch.cat(kept)
-    return list(zip(boxes.index_select(0, kept).split(per_image), scores.index_select(0, kept).split(per_image),
+    return list(zip(merged.index_select(0, kept).split(per_image), scores.index_select(0, kept).split(per_image),
                     labels.index_select(0, kept).split(per_image)))
+
+
+def merge_boxes(kept, candidates, candidate_scores, iou_thres):
+    """Score-weighted box merging (YOLOv5's merge-NMS; box voting, Gidaris & Komodakis, ICCV 2015): each kept box
+    (K, 4) becomes the mean of the candidates (M, 4) that overlap it by more than iou_thres (itself included: IoU
+    1), weighted by score x IoU. Boxes are xyxy, shifted per class so that two classes never overlap. A box of zero
+    area overlaps nothing and stays as it is."""
+    iou = box_iou(kept, candidates).nan_to_num(0.0)                          # (K, M)
+    weights = iou * ((iou > iou_thres) | (iou >= 1.0)) * candidate_scores[None]
+    total = weights.sum(1, keepdim=True)
+    return torch.where(total > 0, weights @ candidates / total.clamp(min=1e-300), kept)
 
 
 def split_detections(rows, batch_size, conf_thres=0.0):

@@ -196,7 +196,8 @@ def load_onnx_model(cfg, path):
     if model.end_to_end:
         nms = model.nms
         logger.info(f"{onnx_path.name} decodes and runs NMS inside (fixed at export: score > {nms['conf_thres']:g}, "
-                    f"IoU {nms['nms_iou']:g}, max_det {nms['max_det']}, pre_nms_topk {nms['pre_nms_topk']}; every "
+                    f"IoU {nms['nms_iou']:g}, max_det {nms['max_det']}, pre_nms_topk {nms['pre_nms_topk']}, "
+                    f"nms_merge {nms.get('nms_merge', False)}; every "
                     f"class above the threshold per box); config nms_iou, max_det and pre_nms_topk are not used")
     return model.eval(), torch.device("cpu"), onnx_path
 

@@ -29,6 +29,9 @@ def predict_loader(model, loader, cfg, device, show_progress=True, multi_label=F
     decoding = unwrap(model).decoding
     capped = []  # (candidates, best score cut) of the images where the pre_nms_topk cut may have mattered
     end_to_end = getattr(unwrap(model), "nms", None)
+    if end_to_end and cfg.nms_merge != end_to_end.get("nms_merge", False):
+        logger.warning(f"nms_merge {cfg.nms_merge} has no effect on {unwrap(model).path}: its NMS, inside the graph, "
+                       f"was exported with nms_merge {end_to_end.get('nms_merge', False)}")
     if end_to_end and cfg.conf_thres < end_to_end["conf_thres"]:
         logger.warning(f"conf_thres {cfg.conf_thres:g} is below the score threshold {end_to_end['conf_thres']:g} "
                        f"inside {unwrap(model).path} (fixed at export): detections between are not in its output")
@@ -39,7 +42,7 @@ def predict_loader(model, loader, cfg, device, show_progress=True, multi_label=F
             results = split_detections(outputs, images.shape[0], cfg.conf_thres)
         else:
             results = postprocess(outputs, decoding, cfg.conf_thres, cfg.nms_iou, cfg.max_det, multi_label,
-                                  cfg.pre_nms_topk, capped)
+                                  cfg.pre_nms_topk, capped, cfg.nms_merge)
         for index, (boxes, scores, labels) in zip(indices, results):
             rec = records[index]
             boxes = boxes_to_original(boxes.cpu().numpy(), rec.width, rec.height, images.shape[-1])

@@ -11,7 +11,8 @@ alone turns images into detections:
 It computes what yolo/postprocess.py's postprocess(multi_label=True) computes, the evaluation's post-processing,
 with the thresholds fixed at export: every (box, class) pair whose score sigmoid(objectness) * sigmoid(class) is
 above conf_thres, the best pre_nms_topk pairs of each image, greedy NMS per class at nms_iou, the best max_det of
-each image. A box can therefore come out under two classes when both pass the threshold.
+each image, and with nms_merge each kept box replaced by the score x IoU weighted mean of the candidates of its class
+overlapping it by more than nms_iou (merge-NMS). A box can come out under two classes when both pass the threshold.
 """
 import torch
 import torch.nn.functional as F
@@ -76,10 +77,11 @@ def keep_best_pairs(scores, k):
 class EndToEndDetector(nn.Module):
     """images -> one (N, 7) detection tensor per task (module docstring), for export."""
 
-    def __init__(self, detector, conf_thres, nms_iou, max_det, pre_nms_topk):
+    def __init__(self, detector, conf_thres, nms_iou, max_det, pre_nms_topk, nms_merge=False):
         super().__init__()
         self.detector = detector
         self.conf_thres, self.nms_iou, self.max_det, self.pre_nms_topk = conf_thres, nms_iou, max_det, pre_nms_topk
+        self.nms_merge = nms_merge
 
     def forward(self, images):
         decoding = self.detector.decoding
@@ -95,6 +97,9 @@ class EndToEndDetector(nn.Module):
         image, cls, box = selected[:, 0], selected[:, 1], selected[:, 2]
         score = scores.reshape(-1)[(image * num_classes + cls) * num_boxes + box]
         xyxy = boxes.reshape(-1, 4)[image * num_boxes + box]
+        if self.nms_merge:
+            xyxy = self.merged(xyxy, boxes.index_select(0, image),
+                               scores.reshape(-1, num_boxes).index_select(0, image * num_classes + cls))
         # image by image, best first; in float64, where the image number leaves the score all its digits
         order = torch.argsort(image.double() * 2 - score.double())
         image, cls, score, xyxy = image[order], cls[order], score[order], xyxy[order]
@@ -103,3 +108,19 @@ class EndToEndDetector(nn.Module):
         rank = torch.arange(image.shape[0]) - (counts.cumsum(0) - counts)[image]
         rows = torch.cat([image[:, None].float(), xyxy, score[:, None], cls[:, None].float()], 1)
         return rows[rank < self.max_det]
+
+    def merged(self, kept, candidates, candidate_scores):
+        """yolo/postprocess.py merge_boxes in graph operators: kept (K, 4), each row's candidates (K, N, 4) = every
+        box of its image, candidate_scores (K, N) their scores for its class (0 outside the best pre_nms_topk
+        pairs); those above conf_thres are what its NMS saw."""
+        top_left = torch.maximum(kept[:, None, :2], candidates[..., :2])
+        bottom_right = torch.minimum(kept[:, None, 2:], candidates[..., 2:])
+        inter = (bottom_right - top_left).clamp(min=0).prod(-1)                      # (K, N)
+        area = (kept[:, 2:] - kept[:, :2]).prod(-1)[:, None] + (candidates[..., 2:] - candidates[..., :2]).prod(-1)
+        union = area - inter
+        iou = torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(inter))
+        counted = ((iou > self.nms_iou) | (iou >= 1.0)) & (candidate_scores > self.conf_thres)
+        weights = torch.where(counted, iou * candidate_scores, torch.zeros_like(iou))
+        total = weights.sum(1, keepdim=True)
+        mean = (weights[..., None] * candidates).sum(1) / total.clamp(min=1e-12)
+        return torch.where(total > 0, mean, kept)

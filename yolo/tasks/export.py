@@ -104,7 +104,7 @@ def export_options(cfg):
     options = {"fuse": cfg.export_fuse, "opset": OPSET}
     if cfg.export_nms:
         options["nms"] = {"conf_thres": cfg.conf_thres, "nms_iou": cfg.nms_iou, "max_det": cfg.max_det,
-                          "pre_nms_topk": cfg.pre_nms_topk}
+                          "pre_nms_topk": cfg.pre_nms_topk, **({"nms_merge": True} if cfg.nms_merge else {})}
     if cfg.export_dynamic:
         options["dynamic"] = True
     return options
@@ -196,7 +196,7 @@ def detection_parity(model, onnx_model, batches, nms):
             bound = PARITY_TOL * max(1.0, *images.shape[2:])
             row["bound"] = max(row["bound"], bound)
             expected = postprocess(model(images, task=task), model.decoding, nms["conf_thres"], nms["nms_iou"],
-                                   nms["max_det"], True, nms["pre_nms_topk"])
+                                   nms["max_det"], True, nms["pre_nms_topk"], merge=nms.get("nms_merge", False))
             for e, g in zip(expected, split_detections(onnx_model(images, task=task), len(images))):
                 pair_detections(e, g, bound, nms, row)
         rows.append(row)
