@@ -41,7 +41,8 @@ RECORDED_FIELDS = {
         "dataset", "backbone", "width", "img_size", "label_assignment", "match_iou_thres", "box_weight", "obj_weight",
         "cls_weight")),
     "04_training_and_results.ipynb": ("configs/my_config.py", (  # the default run it shows, and the evaluation
-        "run_name", "backbone", "width", "img_size", "epochs", "cls_weight", "predict_conf", "pre_nms_topk")),
+        "run_name", "backbone", "width", "img_size", "epochs", "cls_weight", "predict_conf", "pre_nms_topk",
+        "nms_merge")),
     "05_multitask.ipynb": ("configs/multitask_shapes.py", (
         "backbone", "width", "branching", "box_weight", "obj_weight", "cls_weight")),
     "06_which_layers_to_share.ipynb": ("configs/multitask_shapes.py", (
