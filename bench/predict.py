@@ -94,7 +94,7 @@ def main():
 
     def post(outputs, multi_label):
         return postprocess(outputs, model.decoding, cfg.conf_thres, cfg.nms_iou,
-                           cfg.max_det, multi_label, cfg.pre_nms_topk)
+                           cfg.max_det, multi_label, cfg.pre_nms_topk, merge=cfg.nms_merge)
 
     modes = {"+ post (multi_label False)": lambda images: post(model(images), False),
              "+ post (multi_label True) ": lambda images: post(model(images), True)}

@@ -12,7 +12,8 @@ Tasks: "shapes" (circle, square, triangle; generator seed 0) and "shapes_b" (the
 close; "symbols" (star, cross, ring; seed 2) is far. Each at 256 px, 1000 train and 200 val images, the model and
 schedule of configs/multitask_shapes.py, `--epochs` 10 (any `--field value` overrides a config field).
 Trees: RSA's pick (the least dissimilar within rsa_budget), all shared, split right after the backbone, and trees
-evenly spaced over the dissimilarity order up to --num_trees (7); seed 0 for each, then seed 1 for the first three.
+evenly spaced over the dissimilarity order up to --num_trees (7); seed 0 for each, then seed 1 for the first three
+(two when the pick is the split after the backbone).
 
 Every training appends its row to <out_dir>/results.csv as it finishes, so a rerun skips what is done (a training cut
 off in the middle resumes from its last.pt). --max_minutes starts no new training after that many minutes.
@@ -55,6 +56,7 @@ def bench_config(args, overrides):
         setattr(cfg, key, value)
     cfg.tasks = [dict(spec, data_root=str(args.data_dir / spec["name"])) for spec in TASKS]
     cfg.branching, cfg.task_weights, cfg.tensorboard = None, None, False
+    cfg.nms_merge = False  # every row scored alike: the rows of docs/rsa_trees_bench.csv were scored with plain NMS
     cfg = apply_overrides(cfg, overrides)
     cfg.val_interval = cfg.epochs  # scores of the last epoch only: evaluations in between would cost time
     return cfg.finalize()
@@ -261,7 +263,8 @@ def main():
                         help="default runs/rsa_trees (--smoke: runs/rsa_trees_smoke)")
     parser.add_argument("--data_dir", type=Path, default=None, help="the tasks' data; default data/rsa_trees "
                                                                     "(--smoke: <out_dir>/data)")
-    parser.add_argument("--num_trees", type=int, default=7, help="trees to train (at least 6)")
+    parser.add_argument("--num_trees", type=int, default=7, help="trees to train (at least 3: the pick, all shared, the split "
+                                                                "after the backbone; 6 or more to rank them)")
     parser.add_argument("--max_minutes", type=float, default=None, help="start no training after this many minutes")
     parser.add_argument("--smoke", action="store_true", help="32 images per task, 64 px, 1 epoch: checks the plumbing")
     args, overrides = parser.parse_known_args()

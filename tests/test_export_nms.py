@@ -134,6 +134,18 @@ def test_merge_nms_in_the_graph_matches_pytorch_postprocessing(tmp_path):
     assert sum(int(((m[0] - p[0]).abs().max(1).values > 0.01).sum()) for m, p in zip(merged, plain)) > 5
 
 
+def test_merge_in_the_graph_keeps_a_lone_box_whatever_its_score():
+    """A detection with no overlapping candidate is its own weighted mean, also at a score of 1e-14 (a division
+    guarded by a floor would shrink it towards the origin)."""
+    from yolo.models.onnx_nms import EndToEndDetector
+    graph = EndToEndDetector(None, conf_thres=0.0, nms_iou=0.45, max_det=10, pre_nms_topk=5, nms_merge=True)
+    boxes = torch.tensor([[[10.0, 10, 50, 50], [100, 100, 140, 150]]])           # (1 image, 2 boxes, 4)
+    for score in (1e-14, 0.9):
+        scores = torch.tensor([[[score, 0.0]]])                                   # (1 image, 1 class, 2 boxes)
+        rows = graph.detections(boxes, scores)
+        assert rows.shape == (1, 7) and torch.allclose(rows[0, 1:5], boxes[0, 0]), (score, rows)
+
+
 def test_dynamic_export_takes_any_multiple_of_32(tmp_path):
     args, model = two_task_checkpoint(tmp_path)
     path, _ = export.run(finalized(args + ["--export_dynamic", "true"]))

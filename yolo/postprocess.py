@@ -128,9 +128,9 @@ def postprocess(outputs, decoding, conf_thres=0.005, nms_iou=0.5, max_det=100, m
 
 
 def merge_boxes(kept, candidates, candidate_scores, iou_thres):
-    """Score-weighted box merging (YOLOv5's merge-NMS; box voting, Gidaris & Komodakis, ICCV 2015): each kept box
-    (K, 4) becomes the mean of the candidates (M, 4) that overlap it by more than iou_thres (itself included: IoU
-    1), weighted by score x IoU. Boxes are xyxy, shifted per class so that two classes never overlap. A box of zero
+    """Score x IoU weighted box merging (box voting, Gidaris & Komodakis, ICCV 2015; YOLOv5's merge-NMS weights by
+    the score alone): each kept box (K, 4) becomes the mean of the candidates (M, 4) that overlap it by more than
+    iou_thres (itself included: IoU 1), weighted by score x IoU, so a barely overlapping neighbour counts less. Boxes are xyxy, shifted per class so that two classes never overlap. A box of zero
     area overlaps nothing and stays as it is."""
     iou = box_iou(kept, candidates).nan_to_num(0.0)                          # (K, M)
     weights = iou * ((iou > iou_thres) | (iou >= 1.0)) * candidate_scores[None]

@@ -97,30 +97,39 @@ class EndToEndDetector(nn.Module):
         image, cls, box = selected[:, 0], selected[:, 1], selected[:, 2]
         score = scores.reshape(-1)[(image * num_classes + cls) * num_boxes + box]
         xyxy = boxes.reshape(-1, 4)[image * num_boxes + box]
-        if self.nms_merge:
-            xyxy = self.merged(xyxy, boxes.index_select(0, image),
-                               scores.reshape(-1, num_boxes).index_select(0, image * num_classes + cls))
         # image by image, best first; in float64, where the image number leaves the score all its digits
         order = torch.argsort(image.double() * 2 - score.double())
         image, cls, score, xyxy = image[order], cls[order], score[order], xyxy[order]
         # each row's rank within its image: its position minus where its image's rows start
         counts = (image[:, None] == torch.arange(num_images)[None, :]).sum(0)
         rank = torch.arange(image.shape[0]) - (counts.cumsum(0) - counts)[image]
-        rows = torch.cat([image[:, None].float(), xyxy, score[:, None], cls[:, None].float()], 1)
-        return rows[rank < self.max_det]
+        kept = rank < self.max_det
+        image, cls, score, xyxy = image[kept], cls[kept], score[kept], xyxy[kept]
+        if self.nms_merge:
+            xyxy = self.merged(xyxy, image, cls, boxes, scores)
+        return torch.cat([image[:, None].float(), xyxy, score[:, None], cls[:, None].float()], 1)
 
-    def merged(self, kept, candidates, candidate_scores):
-        """yolo/postprocess.py merge_boxes in graph operators: kept (K, 4), each row's candidates (K, N, 4) = every
-        box of its image, candidate_scores (K, N) their scores for its class (0 outside the best pre_nms_topk
-        pairs); those above conf_thres are what its NMS saw."""
+    def merged(self, kept, image, cls, boxes, scores):
+        """yolo/postprocess.py merge_boxes in graph operators. kept (K, 4): the detections' boxes, of images `image`
+        and classes `cls` (K,); boxes (B, N, 4) and scores (B, C, N) as keep_best_pairs left them. The candidates
+        of a detection: its image's best pre_nms_topk (box, class) pairs of its class above conf_thres, what its
+        NMS saw; (K, pre_nms_topk) comparisons, not every cell."""
+        num_boxes, k = boxes.shape[1], self.pre_nms_topk
+        # padded as in keep_best_pairs: fewer than k pairs leaves zero scores, whose class index is out of range
+        top_scores, top = F.pad(scores.reshape(scores.shape[0], -1), (0, k)).topk(k, dim=1)  # (B, k)
+        top_boxes = boxes.gather(1, (top % num_boxes)[..., None].expand(-1, -1, 4))       # (B, k, 4)
+        candidates = top_boxes.index_select(0, image)                                       # (K, k, 4)
+        candidate_scores = top_scores.index_select(0, image)                                # (K, k)
+        same_class = (top // num_boxes).index_select(0, image) == cls[:, None]
         top_left = torch.maximum(kept[:, None, :2], candidates[..., :2])
         bottom_right = torch.minimum(kept[:, None, 2:], candidates[..., 2:])
-        inter = (bottom_right - top_left).clamp(min=0).prod(-1)                      # (K, N)
+        inter = (bottom_right - top_left).clamp(min=0).prod(-1)                             # (K, k)
         area = (kept[:, 2:] - kept[:, :2]).prod(-1)[:, None] + (candidates[..., 2:] - candidates[..., :2]).prod(-1)
         union = area - inter
-        iou = torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(inter))
-        counted = ((iou > self.nms_iou) | (iou >= 1.0)) & (candidate_scores > self.conf_thres)
+        iou = torch.where(union > 0, inter / torch.where(union > 0, union, torch.ones_like(union)),
+                          torch.zeros_like(inter))
+        counted = ((iou > self.nms_iou) | (iou >= 1.0)) & same_class & (candidate_scores > self.conf_thres)
         weights = torch.where(counted, iou * candidate_scores, torch.zeros_like(iou))
         total = weights.sum(1, keepdim=True)
-        mean = (weights[..., None] * candidates).sum(1) / total.clamp(min=1e-12)
+        mean = (weights[..., None] * candidates).sum(1) / torch.where(total > 0, total, torch.ones_like(total))
         return torch.where(total > 0, mean, kept)
