@@ -23,6 +23,19 @@ def wh_iou(wh1, wh2):
     return inter / (wh1.prod(-1)[:, None] + wh2.prod(-1)[None] - inter)
 
 
+def vote_boxes(kept, candidates, iou, scores, iou_thres):
+    """Box voting (Gidaris & Komodakis, ICCV 2015), the merge of merge-NMS: each kept box (K, 4) becomes the mean of
+    the candidates that overlap it by more than iou_thres (itself included: IoU 1), weighted by score x IoU, so a
+    barely overlapping neighbour counts less (YOLOv5's merge weights by the score alone). candidates: (M, 4) shared by
+    every kept box, or (K, M, 4) one set each; iou (K, M); scores (M,) or (K, M), 0 for a candidate that does not
+    count. A kept box without a counted candidate (zero area, or no score) stays as it is. Plain tensor operators:
+    postprocess calls it, and so does the NMS graph of an ONNX export."""
+    weights = torch.where((iou > iou_thres) | (iou >= 1.0), iou * scores, torch.zeros_like(iou))
+    total = weights.sum(-1, keepdim=True)                                     # (K, 1)
+    mean = (weights.unsqueeze(-2) @ candidates).squeeze(-2) / torch.where(total > 0, total, torch.ones_like(total))
+    return torch.where(total > 0, mean, kept)
+
+
 def iou_family(pred, target, kind="ciou", eps=1e-7):
     """Element-wise IoU / GIoU / DIoU / CIoU of matched boxes in (cx, cy, w, h): (..., 4), (..., 4) -> (...).
 

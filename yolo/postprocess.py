@@ -11,9 +11,9 @@ import functools
 import math
 
 import torch
-from torchvision.ops import box_iou, nms
+from torchvision.ops import nms
 
-from .boxes import cxcywh_to_xyxy
+from .boxes import box_iou, cxcywh_to_xyxy, vote_boxes
 from .models.head import decode, decode_boxes, make_grid, reach_in_cells
 
 PRE_NMS_TOPK = 1000  # per image: NMS cost grows with the square of its input; low-score boxes rarely survive it
@@ -85,7 +85,7 @@ def postprocess(outputs, decoding, conf_thres=0.005, nms_iou=0.5, max_det=100, m
     given, receives (candidate count, best score below the cut) of every image where fewer survived (the cut may
     have dropped a detection, scored at most that).
     merge=True: each kept box becomes the average of the candidates of its class that overlap it by more than
-    nms_iou (itself included), weighted by score x IoU (merge_boxes); its score stays its own.
+    nms_iou (itself included), weighted by score x IoU (boxes.vote_boxes); its score stays its own.
     """
     boxes, class_scores, image = decode_candidates(outputs, decoding, conf_thres)
     num_classes = class_scores.shape[1]
@@ -116,26 +116,16 @@ def postprocess(outputs, decoding, conf_thres=0.005, nms_iou=0.5, max_det=100, m
         else:
             keep = nms(shifted[candidates], scores64[candidates], nms_iou) + start
         keep = keep[:max_det]                                                # best first
-        if merge and len(keep):  # merged in the shifted frame (classes apart), then shifted back
-            merged_shifted = merge_boxes(shifted[keep], shifted[candidates], scores64[candidates], nms_iou)
-            merged[keep] = (merged_shifted - labels[keep, None] * class_offset).to(boxes.dtype)
+        if merge and len(keep):  # voted in the shifted frame (boxes of two classes never overlap), shifted back
+            iou = box_iou(shifted[keep], shifted[candidates]).nan_to_num(0.0)  # a zero-area box: nan -> no overlap
+            voted = vote_boxes(shifted[keep], shifted[candidates], iou, scores64[candidates], nms_iou)
+            merged[keep] = (voted - labels[keep, None] * class_offset).to(boxes.dtype)
         kept.append(keep)
         start += count
     per_image = [len(k) for k in kept]
     kept = torch.cat(kept)
     return list(zip(merged.index_select(0, kept).split(per_image), scores.index_select(0, kept).split(per_image),
                     labels.index_select(0, kept).split(per_image)))
-
-
-def merge_boxes(kept, candidates, candidate_scores, iou_thres):
-    """Score x IoU weighted box merging (box voting, Gidaris & Komodakis, ICCV 2015; YOLOv5's merge-NMS weights by
-    the score alone): each kept box (K, 4) becomes the mean of the candidates (M, 4) that overlap it by more than
-    iou_thres (itself included: IoU 1), weighted by score x IoU, so a barely overlapping neighbour counts less. Boxes are xyxy, shifted per class so that two classes never overlap. A box of zero
-    area overlaps nothing and stays as it is."""
-    iou = box_iou(kept, candidates).nan_to_num(0.0)                          # (K, M)
-    weights = iou * ((iou > iou_thres) | (iou >= 1.0)) * candidate_scores[None]
-    total = weights.sum(1, keepdim=True)
-    return torch.where(total > 0, weights @ candidates / total.clamp(min=1e-300), kept)
 
 
 def split_detections(rows, batch_size, conf_thres=0.0):

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import nms
 
-from ..boxes import cxcywh_to_xyxy
+from ..boxes import box_convert, cxcywh_to_xyxy, iou_family, vote_boxes
 from .head import decode, make_grid
 
 DETECTION_COLUMNS = ("image", "x1", "y1", "x2", "y2", "score", "class")
@@ -110,26 +110,18 @@ class EndToEndDetector(nn.Module):
         return torch.cat([image[:, None].float(), xyxy, score[:, None], cls[:, None].float()], 1)
 
     def merged(self, kept, image, cls, boxes, scores):
-        """yolo/postprocess.py merge_boxes in graph operators. kept (K, 4): the detections' boxes, of images `image`
-        and classes `cls` (K,); boxes (B, N, 4) and scores (B, C, N) as keep_best_pairs left them. The candidates
-        of a detection: its image's best pre_nms_topk (box, class) pairs of its class above conf_thres, what its
-        NMS saw; (K, pre_nms_topk) comparisons, not every cell."""
+        """postprocess's merge (yolo/boxes.py vote_boxes) on each detection's own candidates. kept (K, 4): the
+        detections' boxes, of images `image` and classes `cls` (K,); boxes (B, N, 4) and scores (B, C, N) as
+        keep_best_pairs left them. The candidates of a detection: its image's best pre_nms_topk (box, class) pairs of
+        its class above conf_thres, what its NMS saw; (K, pre_nms_topk) comparisons, not every cell."""
         num_boxes, k = boxes.shape[1], self.pre_nms_topk
         # padded as in keep_best_pairs: fewer than k pairs leaves zero scores, whose class index is out of range
         top_scores, top = F.pad(scores.reshape(scores.shape[0], -1), (0, k)).topk(k, dim=1)  # (B, k)
         top_boxes = boxes.gather(1, (top % num_boxes)[..., None].expand(-1, -1, 4))       # (B, k, 4)
         candidates = top_boxes.index_select(0, image)                                       # (K, k, 4)
         candidate_scores = top_scores.index_select(0, image)                                # (K, k)
-        same_class = (top // num_boxes).index_select(0, image) == cls[:, None]
-        top_left = torch.maximum(kept[:, None, :2], candidates[..., :2])
-        bottom_right = torch.minimum(kept[:, None, 2:], candidates[..., 2:])
-        inter = (bottom_right - top_left).clamp(min=0).prod(-1)                             # (K, k)
-        area = (kept[:, 2:] - kept[:, :2]).prod(-1)[:, None] + (candidates[..., 2:] - candidates[..., :2]).prod(-1)
-        union = area - inter
-        iou = torch.where(union > 0, inter / torch.where(union > 0, union, torch.ones_like(union)),
-                          torch.zeros_like(inter))
-        counted = ((iou > self.nms_iou) | (iou >= 1.0)) & same_class & (candidate_scores > self.conf_thres)
-        weights = torch.where(counted, iou * candidate_scores, torch.zeros_like(iou))
-        total = weights.sum(1, keepdim=True)
-        mean = (weights[..., None] * candidates).sum(1) / torch.where(total > 0, total, torch.ones_like(total))
-        return torch.where(total > 0, mean, kept)
+        counted = ((top // num_boxes).index_select(0, image) == cls[:, None]) & (candidate_scores > self.conf_thres)
+        iou = iou_family(box_convert(kept[:, None], "xyxy", "cxcywh"), box_convert(candidates, "xyxy", "cxcywh"),
+                         "iou")                                                             # (K, k)
+        return vote_boxes(kept, candidates, iou, torch.where(counted, candidate_scores, torch.zeros_like(iou)),
+                          self.nms_iou)
