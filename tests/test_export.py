@@ -68,15 +68,16 @@ def test_fusing_a_batchnorm_not_fed_by_a_conv_is_refused():
 
 
 # ------------------------------------------------------------------------------------------------- multi-task
-def two_task_checkpoint(tmp_path):
+def two_task_checkpoint(tmp_path, extra=()):
     """An untrained two-task model (random BN statistics) saved as runs/mt/best.pt; returns its config args. Its neck
-    uses SiLU (the trained model of this file: LeakyReLU), so export must rebuild the activation the checkpoint says."""
+    uses SiLU (the trained model of this file: LeakyReLU), so export must rebuild the activation the checkpoint says.
+    extra: more config arguments (e.g. another head)."""
     tasks = [dict(name="shapes", data_root=str(tmp_path / "d1")),
              dict(name="symbols", data_root=str(tmp_path / "d2"), class_names=["star", "cross"], shapes_seed=1)]
     args = ["--tasks", repr(tasks), "--branching", "[[2, [[0], [1]]]]", "--runs_dir", str(tmp_path / "runs"),
             "--run_name", "mt", "--shapes_num_train", "4", "--shapes_num_val", "4", "--img_size", "64",
             "--width", "0.25", "--batch_size", "4", "--num_workers", "0", "--export_check_images", "3",
-            "--neck_activation", "silu"]
+            "--neck_activation", "silu", *extra]
     cfg = apply_overrides(BaseConfig(), args).finalize()
     for task in task_configs(cfg):  # generate each task's data, as its training would: export only reads it
         read_records(task, "val")

@@ -115,6 +115,9 @@ class BaseConfig:
                                                # stride 8, so (2, 1, 1) weighs their placement twice
         self.obj_iou_ratio = 1.0               # objectness target of a positive: (1 - r) + r * IoU(its box, the GT)
                                                # (YOLOv5's gr): 1 = the IoU, so scores rank boxes by fit; 0 = plain 1
+        self.box_bins = 0                      # > 0: each box number predicted as a distribution over this many bins
+                                               # (distribution focal loss, GFL / YOLOv8; yolo/models/head.py); 0 = off
+        self.dfl_weight = 1.0                  # weight of the distribution focal loss term (with box_bins > 0)
         self.ignore_iou_thres = 0.5            # YOLOv3: negatives whose box overlaps a GT by more than this are ignored
         # ---- training
         self.epochs = 12                       # passes over the training set

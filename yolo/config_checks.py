@@ -63,7 +63,7 @@ RANGES = {
     "width": "(0, 2]", "freeze_backbone_epochs": ">= 0", "freeze_shared_epochs": ">= 0", "match_iou_thres": "[0, 1]",
     "auto_anchor_bpr": "[0, 1]",
     "box_weight": ">= 0", "obj_weight": ">= 0", "cls_weight": ">= 0", "ignore_iou_thres": "[0, 1]",
-    "obj_iou_ratio": "[0, 1]",
+    "obj_iou_ratio": "[0, 1]", "box_bins": ">= 0", "dfl_weight": ">= 0",
     # training
     "epochs": ">= 1", "lr": "> 0", "momentum": "[0, 1)", "weight_decay": ">= 0", "warmup_epochs": ">= 0",
     "warmup_bias_lr": ">= 0", "final_lr_ratio": "[0, 1]", "grad_clip": ">= 0", "lr_step_factor": "> 0",
@@ -102,6 +102,8 @@ def validate(cfg, defaults):
                          f"index) or mps")
     if cfg.img_size % 32:
         raise ValueError(f"config field 'img_size' = {cfg.img_size} must be a multiple of 32 (the coarsest stride)")
+    if cfg.box_bins == 1:
+        raise ValueError("config field 'box_bins' = 1 cannot spread a box number over bins: 0 (off) or >= 2, e.g. 8")
     validate_anchors(cfg.anchors)
     for field, what in (("obj_scale_weights", "objectness"), ("box_scale_weights", "box term")):
         weights = getattr(cfg, field)

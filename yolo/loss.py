@@ -1,9 +1,14 @@
 """The YOLOv3 loss: box (IoU family on decoded boxes), objectness (BCE on every cell), class (BCE on positives).
 
     loss = box_weight * mean_pos(b_s (1 - IoU_kind)) + obj_weight * sum_s w_s * mean_cells_s(BCE_obj) + cls_weight * mean_pos(BCE_cls)
+           [+ dfl_weight * mean_pos(b_s DFL)  with box_bins]
 
 with b_s = box_scale_weights and w_s = obj_scale_weights of the positive's or cell's scale s, and the objectness
 target of a positive (1 - r) + r * IoU (r = obj_iou_ratio), of a negative 0.
+
+With box bins (yolo/models/head.py), DFL is the distribution focal loss of GFL (Li et al., NeurIPS 2020): each box
+number's target u* in [0, 1] lies between two bins, and their cross-entropies are mixed by how close u* is to each,
+so the predicted distribution gathers around the target and its expectation lands on it.
 
 Two details from the YOLOv3 paper: classes use independent sigmoids (BCE, not softmax), and a negative cell whose
 predicted box already overlaps some GT by more than `ignore_iou_thres` is left out of the objectness loss -- it
@@ -14,7 +19,7 @@ import torch.nn.functional as F
 
 from .assign import assign
 from .boxes import cxcywh_to_xyxy, iou_family
-from .models.head import decode
+from .models.head import box_numbers, decode
 
 
 class YOLOLoss:
@@ -36,13 +41,19 @@ class YOLOLoss:
         Returns (scalar loss, dict of detached loss terms, assignment stats).
         """
         cfg = self.cfg
+        width = 5 + cfg.num_classes + 4 * decoding.bins
+        if outputs[0].shape[-1] != width:
+            raise ValueError(f"the loss takes a model's training-mode outputs, (B, A, H, W, {width}) for "
+                             f"{cfg.num_classes} classes and box_bins {decoding.bins}; got {tuple(outputs[0].shape)} "
+                             f"(an eval-mode model leaves out the box bins)")
         grid_sizes = [o.shape[2:4] for o in outputs]
         anchors = decoding.anchors
         assignments, stats = assign(targets, anchors, grid_sizes, decoding.strides, cfg.label_assignment,
                                     cfg.match_iou_thres, cfg.filter_by_max_iou, cfg.assign_unmatched_to_best,
                                     self.generator)
         device = outputs[0].device
-        box_loss, cls_loss, obj_sums, obj_cells = [], [], [], []
+        box_loss, cls_loss, dfl_loss, obj_sums, obj_cells = [], [], [], [], []
+        num_classes, bins = cfg.num_classes, decoding.bins
         box_per_scale = {}  # stride -> mean 1 - IoU_kind of that scale's positives (NaN without any), logged only
         for s, (raw, asg) in enumerate(zip(outputs, assignments)):
             reach = decoding.reach_at(grid_sizes[s])
@@ -51,14 +62,18 @@ class YOLOLoss:
             obj_target = torch.zeros(raw.shape[:4], device=device)
             obj_mask = ignore_mask(raw, anchors_wh, stride, reach, targets, cfg.ignore_iou_thres)
             if len(asg.gt):
-                pos = raw[asg.batch, asg.anchor, asg.gy, asg.gx]  # (P, 5 + C)
+                pos = raw[asg.batch, asg.anchor, asg.gy, asg.gx]  # (P, 5 + C), (P, 5 + C + 4 R) with box bins
                 cell_xy = torch.stack((asg.gx, asg.gy), 1).float()
                 pred_box = decode(pos[:, :4], cell_xy, anchors_wh[asg.anchor], stride, reach)
                 iou = iou_family(pred_box, targets[asg.gt, 2:6], cfg.box_loss)
                 box_loss.append(cfg.box_scale_weights[s] * (1.0 - iou))
                 box_per_scale[f"box_s{stride}"] = (1.0 - iou).detach().mean()
                 cls_target = F.one_hot(targets[asg.gt, 1].long(), cfg.num_classes).float()
-                cls_loss.append(F.binary_cross_entropy_with_logits(pos[:, 5:], cls_target, reduction="none").mean(1))
+                cls_loss.append(F.binary_cross_entropy_with_logits(pos[:, 5:5 + num_classes], cls_target,
+                                                                   reduction="none").mean(1))
+                if bins:
+                    wanted = box_numbers(targets[asg.gt, 2:6], cell_xy, anchors_wh[asg.anchor], stride, reach)
+                    dfl_loss.append(cfg.box_scale_weights[s] * distribution_focal_loss(pos[:, 5 + num_classes:], wanted))
                 # objectness learns how well the box fits (YOLOv5's IoU target, mixed with 1 by obj_iou_ratio) so
                 # scores rank detections by quality
                 fit = iou.detach().clamp(min=0)
@@ -71,6 +86,7 @@ class YOLOLoss:
         box_terms = torch.cat(box_loss) if box_loss else torch.zeros(0, device=device)  # (P,) one per positive
         cls_terms = torch.cat(cls_loss) if cls_loss else torch.zeros(0, device=device)
         box_sum, cls_sum = box_terms.sum(), cls_terms.sum()
+        dfl_sum = torch.cat(dfl_loss).sum() if dfl_loss else torch.zeros((), device=device)
         counts = torch.stack([torch.tensor(float(len(box_terms)), device=device),
                               *[c.float() for c in obj_cells]])   # (1 + scales,) positives, counted cells per scale
         if self.average_counts is not None:
@@ -80,10 +96,29 @@ class YOLOLoss:
         obj_loss = sum(w * o / c for w, o, c in zip(cfg.obj_scale_weights, obj_sums, counts[1:]))
         loss = cfg.box_weight * box + cfg.obj_weight * obj_loss + cfg.cls_weight * cls
         items = {"box": box.detach(), "obj": obj_loss.detach(), "cls": cls.detach()}
+        if bins:
+            dfl = dfl_sum / counts[0]
+            loss = loss + cfg.dfl_weight * dfl
+            items["dfl"] = dfl.detach()
         # the box term per scale shows where box precision is lost (metrics.csv box_s8, box_s16, box_s32)
         items.update({f"box_s{stride}": box_per_scale.get(f"box_s{stride}", torch.tensor(float("nan")))
                       for stride in decoding.strides})
         return loss, items, stats
+
+
+def distribution_focal_loss(bin_logits, wanted):
+    """bin_logits: (P, 4 R) the positives' box bins; wanted: (P, 4) target numbers u* (clipped to [0, 1]).
+    Returns (P,): per positive, the mean over its 4 numbers of the cross-entropy with the two bins around u*,
+    weighted by closeness (u* on a bin: that bin's cross-entropy alone)."""
+    logits = bin_logits.float().unflatten(-1, (4, -1))                    # (P, 4, R)
+    bins = logits.shape[-1]
+    position = wanted.clamp(0, 1) * (bins - 1)                            # (P, 4) in bin units
+    left = position.floor().clamp(max=bins - 2)
+    right_weight = position - left                                        # in [0, 1]
+    log_probs = logits.log_softmax(-1)
+    left_lp = log_probs.gather(-1, left.long().unsqueeze(-1)).squeeze(-1)  # (P, 4)
+    right_lp = log_probs.gather(-1, left.long().unsqueeze(-1) + 1).squeeze(-1)
+    return -((1 - right_weight) * left_lp + right_weight * right_lp).mean(-1)
 
 
 @torch.no_grad()

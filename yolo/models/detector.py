@@ -26,12 +26,13 @@ class Detector(nn.Module):
         self.heads = nn.ModuleList(
             build_head(head or cfg.head, self.neck.out_channels, len(cfg.anchors[0]), num_classes, cfg.img_size,
                        cfg.strides, cfg.head_channels, cfg.cell_channels, cfg.genotype,
-                       genotype_source=cfg.genotype_file or "config field 'genotype'")
+                       genotype_source=cfg.genotype_file or "config field 'genotype'", box_bins=cfg.box_bins)
             for num_classes in cfg.task_num_classes)
         # anchors live in the state dict so a checkpoint carries the anchors it was trained with
         self.register_buffer("anchors", torch.tensor(cfg.anchors, dtype=torch.float32))  # (3, A, 2) pixels
         self.strides = tuple(cfg.strides)
         self.reach = REACH[cfg.label_assignment]
+        self.box_bins = cfg.box_bins
         # ImageNet statistics, applied inside the model so callers pass plain 0..255 images on any device
         self.register_buffer("mean", 255 * torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", 255 * torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
@@ -42,8 +43,9 @@ class Detector(nn.Module):
 
     @property
     def decoding(self):
-        """The anchors, strides and reach that turn this model's raw outputs into boxes (yolo/models/head.py)."""
-        return BoxDecoding(self.anchors, self.strides, self.reach)
+        """The anchors, strides and reach that turn this model's raw outputs into boxes, and its box bins
+        (yolo/models/head.py)."""
+        return BoxDecoding(self.anchors, self.strides, self.reach, self.box_bins)
 
     def forward(self, images, task=0):
         """images: (B, 3, H, W) uint8 or float in 0..255, H and W multiples of 32.

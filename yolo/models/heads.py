@@ -40,11 +40,12 @@ class TowerHead(nn.Module):
     """Per-scale projection -> box and class towers shared by the scales -> YOLOHead (module docstring)."""
 
     def __init__(self, in_channels, num_anchors, num_classes, img_size, strides, channels, box_tower, cls_tower,
-                 zero_init=True):
+                 zero_init=True, box_bins=0):
         super().__init__()
         self.proj = nn.ModuleList(conv_norm(c, channels) for c in in_channels)
         self.box_tower, self.cls_tower = box_tower, cls_tower
-        self.predict = YOLOHead([c + 2 * channels for c in in_channels], num_anchors, num_classes, img_size, strides)
+        self.predict = YOLOHead([c + 2 * channels for c in in_channels], num_anchors, num_classes, img_size, strides,
+                                box_bins)
         if zero_init:  # the towers start silent: the head starts as the 1x1 head on P_s
             for tower in (box_tower, cls_tower):
                 last_norm = [m for m in tower.modules() if isinstance(m, nn.GroupNorm)][-1]
@@ -65,11 +66,12 @@ class TowerHead(nn.Module):
 
 
 def build_head(kind, in_channels, num_anchors, num_classes, img_size=416, strides=(8, 16, 32), channels=32,
-               narrow=16, genotype=None, genotype_source="genotype"):
+               narrow=16, genotype=None, genotype_source="genotype", box_bins=0):
     """kind: one of config HEADS -- conv1x1 (YOLOHead alone) | tower3x3 | searched (needs the genotype text) -- or
-    search (mixed edges: the model --task search_head trains). genotype_source: where the text came from, for errors."""
+    search (mixed edges: the model --task search_head trains). genotype_source: where the text came from, for errors.
+    box_bins: the box numbers as distributions over that many bins (yolo/models/head.py); 0 = plain logits."""
     if kind == "conv1x1":
-        return YOLOHead(in_channels, num_anchors, num_classes, img_size, strides)
+        return YOLOHead(in_channels, num_anchors, num_classes, img_size, strides, box_bins)
     if kind == "tower3x3":
         towers = Tower3x3(channels), Tower3x3(channels)
     elif kind == "search":
@@ -84,4 +86,4 @@ def build_head(kind, in_channels, num_anchors, num_classes, img_size=416, stride
         raise ValueError(f"unknown head {kind!r}; choose one of {HEADS + ('search',)}")
     # the search's towers are not silenced: the alphas learn from what the mixed edges contribute, from step one
     return TowerHead(in_channels, num_anchors, num_classes, img_size, strides, channels, *towers,
-                     zero_init=kind != "search")
+                     zero_init=kind != "search", box_bins=box_bins)
