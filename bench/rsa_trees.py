@@ -11,6 +11,13 @@
 Tasks: "shapes" (circle, square, triangle; generator seed 0) and "shapes_b" (the same objects, generator seed 1) are
 close; "symbols" (star, cross, ring; seed 2) is far. Each at 256 px, 1000 train and 200 val images, the model and
 schedule of configs/multitask_shapes.py, `--epochs` 10 (any `--field value` overrides a config field).
+
+    python bench/rsa_trees.py --data real [--stage ...]               # the same on photos: runs/rsa_trees_real
+
+`--data real`: "cards_a" and "cards_b" (the playing-card photos of configs/cards.py, split into two halves by
+alternate file names, train and test alike: the same objects, other photos) are close; "raccoon"
+(../shared/data/raccoon, its own split) is far. Each at 320 px for 40 epochs, no mosaics, the same model;
+--cards_root and --raccoon_root say where the data is. The split lists are written under <out_dir>/splits.
 Trees: RSA's pick (the least dissimilar within rsa_budget), all shared, split right after the backbone, and trees
 evenly spaced over the dissimilarity order up to --num_trees (7); seed 0 for each, then seed 1 for the first three
 (two when the pick is the split after the backbone).
@@ -46,20 +53,48 @@ TASKS = [dict(name="shapes", class_names=SHAPES, shapes_seed=0),     # close to 
          dict(name="symbols", class_names=SYMBOLS, shapes_seed=2)]   # far: other objects
 FULL = dict(img_size=256, shapes_num_train=1000, shapes_num_val=200, epochs=10, rsa_images=100)
 SMOKE = dict(img_size=64, shapes_num_train=32, shapes_num_val=8, epochs=1, rsa_images=8)
+CARDS = ["nine", "ten", "jack", "queen", "king", "ace"]
+REAL = dict(img_size=320, epochs=40, rsa_images=60, mosaic_prob=0.0, cache_images=True, num_workers=0)
 TWO_SEEDS = ("pick", "all_shared", "split_backbone")  # the trees trained with a second seed
 
 
 def bench_config(args, overrides):
-    """The multi-task config of the three tasks, sized by FULL or SMOKE, then the command line's overrides."""
+    """The multi-task config of the three tasks, sized by FULL, SMOKE or REAL, then the command line's overrides."""
     cfg = load_config("configs/multitask_shapes.py")
-    for key, value in (SMOKE if args.smoke else FULL).items():
+    for key, value in (SMOKE if args.smoke else REAL if args.data == "real" else FULL).items():
         setattr(cfg, key, value)
-    cfg.tasks = [dict(spec, data_root=str(args.data_dir / spec["name"])) for spec in TASKS]
+    cfg.tasks = real_tasks(args) if args.data == "real" else [dict(spec, data_root=str(args.data_dir / spec["name"]))
+                                                              for spec in TASKS]
     cfg.branching, cfg.task_weights, cfg.tensorboard = None, None, False
     cfg.nms_merge = False  # every row scored alike: the rows of docs/rsa_trees_bench.csv were scored with plain NMS
     cfg = apply_overrides(cfg, overrides)
     cfg.val_interval = cfg.epochs  # scores of the last epoch only: evaluations in between would cost time
     return cfg.finalize()
+
+
+def real_tasks(args):
+    """cards_a, cards_b (alternate photos of each split folder of --cards_root) and raccoon: task dicts."""
+    splits = args.out_dir / "splits"
+    splits.mkdir(parents=True, exist_ok=True)
+    cards = []
+    for half, first in (("a", 0), ("b", 1)):
+        files = {}
+        for split, folder in (("train", "train"), ("val", "test")):
+            xmls = sorted(p.stem for p in (args.cards_root / folder).glob("*.xml"))
+            if not xmls:
+                sys.exit(f"error: no .xml annotations in {args.cards_root / folder} (configs/cards.py says where the "
+                         f"card photos come from; --cards_root)")
+            files[split] = splits / f"cards_{half}_{split}.txt"
+            files[split].write_text("\n".join(xmls[first::2]) + "\n")
+        cards.append(dict(name=f"cards_{half}", dataset="voc", data_root=str(args.cards_root), ann_dir="", img_dir="",
+                          train_dirs=["train"], val_dirs=["test"], train_split_file=str(files["train"].resolve()),
+                          val_split_file=str(files["val"].resolve()), class_names=CARDS))
+    if not (args.raccoon_root / "annotations").is_dir():
+        sys.exit(f"error: no raccoon data in {args.raccoon_root} (--raccoon_root)")
+    raccoon = dict(name="raccoon", dataset="voc", data_root=str(args.raccoon_root), ann_dir="annotations",
+                   img_dir="images", train_split_file="data/train_labels.csv", val_split_file="data/test_labels.csv",
+                   class_names=["raccoon"])
+    return [*cards, raccoon]
 
 
 # ------------------------------------------------------------------------------------------------- results.csv
@@ -223,8 +258,10 @@ def stage_report(cfg, args):
     spreads = {label: abs(float(runs[0]["map_mean"]) - float(runs[1]["map_mean"]))
                for label, runs in trees.items() if len(runs) > 1}
     spread = max(spreads.values()) if spreads else float("nan")
-    lines = [f"{len(names)} tasks {names}, {cfg.img_size} px, {cfg.shapes_num_train} train / {cfg.shapes_num_val} "
-             f"val images per task, {cfg.epochs} epoch(s); mAP at the last epoch, the mean over the seeds trained; "
+    sizes = ("photos" if args.data == "real" else
+             f"{cfg.shapes_num_train} train / {cfg.shapes_num_val} val images per task")
+    lines = [f"{len(names)} tasks {names}, {cfg.img_size} px, {sizes}, {cfg.epochs} epoch(s); mAP at the last "
+             f"epoch, the mean over the seeds trained; "
              f"loss = the single models' mean mAP@0.5:0.95 ({base_mean:.3f}) minus the tree's", "",
              "| tree | branching | RSA rank | dissimilarity | compute x singles | seeds | mAP@0.5 | mAP@0.5:0.95 | "
              + " | ".join(f"{n} @0.5:0.95" for n in names) + " | loss |",
@@ -267,10 +304,14 @@ def main():
                                                                 "after the backbone; 6 or more to rank them)")
     parser.add_argument("--max_minutes", type=float, default=None, help="start no training after this many minutes")
     parser.add_argument("--smoke", action="store_true", help="32 images per task, 64 px, 1 epoch: checks the plumbing")
+    parser.add_argument("--data", choices=("shapes", "real"), default="shapes", help="built-in tasks or photos")
+    parser.add_argument("--cards_root", type=Path, default=Path("data/cards"), help="--data real: train/ and test/")
+    parser.add_argument("--raccoon_root", type=Path, default=Path("../shared/data/raccoon"), help="--data real")
     args, overrides = parser.parse_known_args()
     if args.num_trees < 3:
         sys.exit("error: --num_trees must be at least 3 (the pick, all shared, split at the backbone)")
-    args.out_dir = args.out_dir or Path("runs/rsa_trees_smoke" if args.smoke else "runs/rsa_trees")
+    args.out_dir = args.out_dir or Path("runs/rsa_trees_smoke" if args.smoke else
+                                        "runs/rsa_trees_real" if args.data == "real" else "runs/rsa_trees")
     args.data_dir = args.data_dir or (args.out_dir / "data" if args.smoke else Path("data/rsa_trees"))
     args.out_dir.mkdir(parents=True, exist_ok=True)
     cfg = bench_config(args, overrides)

@@ -7,7 +7,7 @@ import pytest
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT))
-from bench.rsa_trees import chosen_trees, rank_correlation  # noqa: E402
+from bench.rsa_trees import chosen_trees, rank_correlation, real_tasks  # noqa: E402
 from yolo.research.tree_search import enumerate_branchings  # noqa: E402
 
 
@@ -37,3 +37,28 @@ def test_rank_correlation_is_scipys_spearman():
     assert rank_correlation(x, y) == pytest.approx(stats.spearmanr(x, y)[0], abs=1e-12)
     assert rank_correlation(x, 2 * x + 1) == pytest.approx(1.0)
     assert np.isnan(rank_correlation([1, 2], [2, 1]))
+
+
+def test_real_tasks_split_the_card_photos_into_two_disjoint_halves_and_add_raccoon(tmp_path):
+    """--data real: cards_a and cards_b list alternate photos of each split folder (together: all of them, none
+    twice); a missing folder is a one-line exit naming it."""
+    import argparse
+
+    cards = tmp_path / "cards"
+    for folder, count in (("train", 7), ("test", 4)):
+        (cards / folder).mkdir(parents=True)
+        for k in range(count):
+            (cards / folder / f"IMG_{k:02d}.xml").write_text("<annotation/>")
+    raccoon = tmp_path / "raccoon"
+    (raccoon / "annotations").mkdir(parents=True)
+    args = argparse.Namespace(cards_root=cards, raccoon_root=raccoon, out_dir=tmp_path / "out")
+    a, b, r = real_tasks(args)
+    assert [a["name"], b["name"], r["name"]] == ["cards_a", "cards_b", "raccoon"]
+    for split, count in (("train", 7), ("val", 4)):
+        first = (tmp_path / "out" / "splits" / f"cards_a_{split}.txt").read_text().split()
+        second = (tmp_path / "out" / "splits" / f"cards_b_{split}.txt").read_text().split()
+        assert not set(first) & set(second) and len(first) + len(second) == count
+        assert abs(len(first) - len(second)) <= 1
+    assert a["train_split_file"].endswith("cards_a_train.txt") and a["class_names"] == b["class_names"]
+    with pytest.raises(SystemExit, match="no .xml annotations"):
+        real_tasks(argparse.Namespace(cards_root=tmp_path / "none", raccoon_root=raccoon, out_dir=tmp_path / "out"))
