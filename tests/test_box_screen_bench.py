@@ -1,0 +1,24 @@
+"""bench/box_screen.py without training: the verdict of its table from hand-made rows."""
+import argparse
+import sys
+
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT))
+from bench.box_screen import VARIANTS, append_row, report  # noqa: E402
+
+
+def test_a_variant_is_a_gain_only_when_each_seeds_difference_exceeds_the_baseline_spread(tmp_path, capsys):
+    rows = [("baseline", 0, 0.50), ("baseline", 1, 0.52),      # spread 0.02
+            ("box_bins_8", 0, 0.53), ("box_bins_8", 1, 0.55),  # +0.03, +0.03: a gain
+            ("ema", 0, 0.53), ("ema", 1, 0.53),                # +0.03, +0.01: within the spread
+            ("obj_iou_0.5", 0, 0.47), ("obj_iou_0.5", 1, 0.49)]  # -0.03, -0.03: a loss
+    for variant, seed, value in rows:
+        append_row(tmp_path / "rows.csv", dict(variant=variant, seed=seed, map50=value + 0.2, map=value, epochs=10,
+                                               time_s=60, run="r"))
+    report(argparse.Namespace(out=tmp_path, config="configs/cards.py", minutes=5.0))
+    table = {line.split("|")[1].strip(): line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")}
+    assert table["box_bins_8"].rstrip(" |").endswith("gain") and "+0.030, +0.030" in table["box_bins_8"]
+    assert table["ema"].rstrip(" |").endswith("within the spread")
+    assert table["obj_iou_0.5"].rstrip(" |").endswith("loss")
+    assert (tmp_path / "report.md").is_file() and set(VARIANTS) >= {"baseline", "nms_merge", "box_bins_8"}
