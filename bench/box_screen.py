@@ -39,6 +39,7 @@ VARIANTS = {
     "obj_iou_0.5": ["--obj_iou_ratio", "0.5"],                        # objectness target 0.5 + 0.5 IoU
     "augment_off_3": ["--augment_off_epochs", "3"],                   # the last 3 epochs on plain letterboxes
     "box_bins_8": ["--box_bins", "8"],                                # box numbers as distributions, DFL
+    "reach_2": ["--decode_reach", "2.0"],                             # far neighbours off the sigmoid's flat ends
     "ema": ["--ema", "true", "--ema_tau", "100"],                     # EMA weights, warmed up over 100 updates
     "img_320_width_0.35": ["--img_size", "320", "--width", "0.35"],   # smaller images, wider model, same minutes
     "nms_merge": None,                                                # evaluation only: the baseline with merge-NMS

@@ -99,6 +99,9 @@ class BaseConfig:
                         [(42, 42), (58, 58), (80, 80)],        # stride 16
                         [(110, 110), (150, 150), (210, 210)]]  # stride 32 (large objects)
         self.label_assignment = "nearby_grid"  # single_grid | nearby_grid | all_grid (see yolo/assign.py)
+        self.decode_reach = None               # cells a predicted centre may move from its cell's centre; None = the
+                                               # assignment's (0.5 / 1.5 / the grid): a wider one keeps the farthest
+                                               # neighbour positives off the sigmoid's flat ends (bench/decode_range.py)
         self.match_iou_thres = 0.3             # an anchor is positive for a GT when their IoU >= this
         self.filter_by_max_iou = True          # conflicts: highest-IoU GT wins (else a seeded random claimant)
         self.assign_unmatched_to_best = True   # a GT with no positive gets its single best anchor (YOLOv3's rule)

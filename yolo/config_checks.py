@@ -13,6 +13,9 @@ from .branching import neck_groups
 # the names a field may take; the modules that implement them import these lists (one list per choice)
 BACKBONES = ("resnet18", "resnet34", "resnet50", "darknet53", "mobilenet_v3_small", "mobilenet_v3_large")
 STRATEGIES = ("single_grid", "nearby_grid", "all_grid")  # label assignment, yolo/assign.py
+# how far (cells from the cell centre) each assignment's positives lie from their GT's centre: the decoding's reach
+# (yolo/models/head.py); None = anywhere on the grid (its largest side)
+REACH = {"single_grid": 0.5, "nearby_grid": 1.5, "all_grid": None}
 EVAL_BACKENDS = ("pycocotools", "faster_coco_eval")     # COCO evaluation, yolo/metrics.py
 HEADS = ("conv1x1", "tower3x3", "searched")             # detection head, yolo/models/heads.py
 ACTIVATIONS = ("leaky", "silu", "relu")                 # neck activation, yolo/models/neck.py
@@ -102,6 +105,14 @@ def validate(cfg, defaults):
                          f"index) or mps")
     if cfg.img_size % 32:
         raise ValueError(f"config field 'img_size' = {cfg.img_size} must be a multiple of 32 (the coarsest stride)")
+    if cfg.decode_reach is not None:
+        assigned = REACH[cfg.label_assignment]
+        if assigned is None or not isinstance(cfg.decode_reach, (int, float)) or cfg.decode_reach < assigned:
+            raise ValueError(f"config field 'decode_reach' = {cfg.decode_reach!r} must be None or a number of cells >= "
+                             f"{assigned} (label_assignment {cfg.label_assignment!r} assigns GTs that far from a "
+                             f"cell's centre)" if assigned is not None else
+                             f"config field 'decode_reach' = {cfg.decode_reach!r}: label_assignment 'all_grid' already "
+                             f"reaches the whole grid; leave it None")
     if cfg.box_bins == 1:
         raise ValueError("config field 'box_bins' = 1 cannot spread a box number over bins: 0 (off) or >= 2, e.g. 8")
     validate_anchors(cfg.anchors)

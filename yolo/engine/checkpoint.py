@@ -33,7 +33,7 @@ from .model_files import (CHECKPOINT_FORMAT, checkpoint_config, load_checkpoint,
 # what a checkpoint decides about its model; everything else (thresholds, data paths, ...) comes from the config.
 # Of `tasks` only the names and classes (the heads): each task's data fields come from the command (model_tasks)
 MODEL_FIELDS = ("backbone", "width", "neck_activation", "class_names", "anchors", "label_assignment", "img_size",
-                "tasks", "branching", "head", "genotype", "head_channels", "cell_channels", "box_bins")
+                "tasks", "branching", "head", "genotype", "head_channels", "cell_channels", "box_bins", "decode_reach")
 
 # a resumed run takes these from the current config; every other field (num_workers too: it changes the
 # augmentation streams) comes from the checkpoint, so the run continues exactly as it started. runs_dir is where

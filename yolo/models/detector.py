@@ -31,7 +31,7 @@ class Detector(nn.Module):
         # anchors live in the state dict so a checkpoint carries the anchors it was trained with
         self.register_buffer("anchors", torch.tensor(cfg.anchors, dtype=torch.float32))  # (3, A, 2) pixels
         self.strides = tuple(cfg.strides)
-        self.reach = REACH[cfg.label_assignment]
+        self.reach = REACH[cfg.label_assignment] if cfg.decode_reach is None else float(cfg.decode_reach)
         self.box_bins = cfg.box_bins
         # ImageNet statistics, applied inside the model so callers pass plain 0..255 images on any device
         self.register_buffer("mean", 255 * torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)

@@ -25,8 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-# reach of each label assignment, in cells from the cell centre; None = anywhere on the grid (its largest side)
-REACH = {"single_grid": 0.5, "nearby_grid": 1.5, "all_grid": None}
+from ..config_checks import REACH  # noqa: F401 (the reach of each label assignment; config decode_reach widens it)
 
 
 @dataclass

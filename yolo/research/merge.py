@@ -17,7 +17,7 @@ from ..engine.folders import next_free_path
 
 # what every single-task model of one multi-task model must agree on (the heads may differ in classes)
 SHARED_MODEL_FIELDS = ("backbone", "width", "img_size", "anchors", "label_assignment", "head", "genotype",
-                       "head_channels", "cell_channels", "box_bins")
+                       "head_channels", "cell_channels", "box_bins", "decode_reach")
 
 
 def load_single_task_checkpoints(cfg, field, may_differ=()):

@@ -59,7 +59,8 @@ MLFLOW_FILES = ("genotype.txt", "genotype_reference.txt", "alphas.png", "cells.p
 LATENCY_FILE = "op_latency.json"  # under runs_dir: the op latency table of this machine, shared by every search
 # what a cached search takes from the checkpoint it searches on (its model: the features and anchors it was trained
 # with); the head's own fields (head_channels, cell_channels) stay the config's
-MODEL_FIELDS_OF_CHECKPOINT = ("backbone", "width", "neck_activation", "anchors", "label_assignment", "img_size",
+MODEL_FIELDS_OF_CHECKPOINT = ("backbone", "width", "neck_activation", "anchors", "label_assignment", "decode_reach",
+                              "img_size",
                               "branching")
 
 
