@@ -185,3 +185,16 @@ def test_a_model_with_bins_learns_one_batch():
         optimizer.step()
     assert items["dfl"].item() < 0.7 * first["dfl"], (first, items["dfl"])
     assert items["box"].item() < 0.7 * first["box"], (first, items["box"])
+
+
+def test_a_sure_distribution_stays_finite_under_low_precision_autocast():
+    """All the mass on the last bin: u = 1 - eps, whose logit is finite in float32 but not if u is rounded in a
+    16-bit type (1 - 1e-6 == 1 there): the head computes the expectation and its logit in float32."""
+    head = YOLOHead([4], num_anchors=1, num_classes=1, img_size=64, strides=(8,), box_bins=4).eval()
+    torch.nn.init.zeros_(head.convs[0].weight)
+    bias = head.convs[0].bias.detach().clone()
+    bias[:16] = torch.tensor([-30.0, -30.0, -30.0, 30.0]).repeat(4)
+    head.convs[0].bias.data = bias
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out, = head([torch.zeros(1, 4, 2, 2)])
+    assert torch.isfinite(out.float()).all() and (out[..., :4].float() > 10).all()

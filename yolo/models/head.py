@@ -81,9 +81,10 @@ class YOLOHead(nn.Module):
         """(B, A, H, W, 4 R + 1 + C) -> (B, A, H, W, 5 + C) with t = logit(expected u) first; in training mode the
         4 R bin logits follow the classes (module docstring)."""
         bins = y[..., :self.box_numbers]                                        # (B, A, H, W, 4 R)
-        u = expected_bins(bins, self.bin_values)                                # (B, A, H, W, 4) in [0, 1]
+        # in float32 even under fp16 autocast: 1 - BIN_EPS would round to 1 in fp16 and its logit to infinity
+        u = expected_bins(bins.float(), self.bin_values.float())               # (B, A, H, W, 4) in [0, 1]
         u = u.clamp(BIN_EPS, 1 - BIN_EPS)
-        t = torch.log(u) - torch.log1p(-u)  # logit written out: one formula for torch and every ONNX runtime
+        t = (torch.log(u) - torch.log1p(-u)).to(y.dtype)  # logit written out: one formula for torch and ONNX
         rest = y[..., self.box_numbers:]                                        # (B, A, H, W, 1 + C)
         return torch.cat((t, rest, bins) if self.training else (t, rest), -1)
 
@@ -94,7 +95,7 @@ BIN_EPS = 1e-6  # u stays inside (0, 1) so that its logit is finite; decode give
 def expected_bins(bin_logits, bin_values):
     """(..., 4 R) bin logits -> (..., 4) expected values: softmax over each number's R bins times the bin values."""
     probs = bin_logits.unflatten(-1, (4, len(bin_values))).softmax(-1)       # (..., 4, R)
-    return probs @ bin_values
+    return (probs * bin_values).sum(-1)  # not a matmul: autocast would run that in fp16
 
 
 def make_grid(h, w, device):
