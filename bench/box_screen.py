@@ -11,8 +11,10 @@ seed with merge-NMS. A seed's held-out images depend on the seed, so each varian
 the same seed (the difference per seed), and a variant is a gain only if both differences exceed the spread of the
 baseline's two scores.
 
-Rows go to runs/box_screen/<config name>/rows.csv as each run finishes; a rerun skips the rows it has (a run
-killed half-way is trained again). Run nothing else CPU-heavy beside it: the time budget turns load into epochs.
+Rows go to runs/box_screen/<config name>/rows.csv as each run finishes, with the setting they were made with
+(--minutes and the extra overrides); a rerun with that setting skips the rows it has (a run killed half-way is
+trained again), and the table shows only the rows of the setting asked for. Run nothing else CPU-heavy beside it:
+the time budget turns load into epochs.
 """
 import argparse
 import csv
@@ -44,7 +46,7 @@ VARIANTS = {
     "img_320_width_0.35": ["--img_size", "320", "--width", "0.35"],   # smaller images, wider model, same minutes
     "nms_merge": None,                                                # evaluation only: the baseline with merge-NMS
 }
-FIELDS = ["variant", "seed", "map50", "map", "epochs", "time_s", "run"]
+FIELDS = ["variant", "seed", "setting", "map50", "map", "epochs", "time_s", "run"]
 
 
 def read_rows(path):
@@ -61,6 +63,15 @@ def append_row(path, row):
         if new:
             writer.writeheader()
         writer.writerow(row)
+
+
+def setting(args):
+    """What every row of one screen shares: the minutes and the extra overrides."""
+    return " ".join([f"{args.minutes:g} min", *args.extra])
+
+
+def rows_of(args):
+    return [r for r in read_rows(args.out / "rows.csv") if r["setting"] == setting(args)]
 
 
 def screen_config(args, overrides):
@@ -81,8 +92,8 @@ def train_variant(args, name, seed):
     tick = time.time()
     train(cfg.finalize(), on_epoch=lambda row: evaluated.append(row) if row["map50"] == row["map50"] else None)
     last = evaluated[-1]
-    return dict(variant=name, seed=seed, map50=f"{last['map50']:.4f}", map=f"{last['map']:.4f}", epochs=last["epoch"],
-                time_s=round(time.time() - tick), run=str(run_dir))
+    return dict(variant=name, seed=seed, setting=setting(args), map50=f"{last['map50']:.4f}", map=f"{last['map']:.4f}",
+                epochs=last["epoch"], time_s=round(time.time() - tick), run=str(run_dir))
 
 
 def merge_nms_row(args, seed, baseline):
@@ -93,28 +104,29 @@ def merge_nms_row(args, seed, baseline):
     cfg.seed, cfg.runs_dir, cfg.run_name, cfg.task = seed, str(args.out / "runs"), f"nms_merge_seed{seed}", "val"
     tick = time.time()
     result, = val.run(cfg.finalize())
-    return dict(variant="nms_merge", seed=seed, map50=f"{result.map50:.4f}", map=f"{result.map:.4f}",
-                epochs=baseline["epochs"], time_s=round(time.time() - tick), run=baseline["run"])
+    return dict(variant="nms_merge", seed=seed, setting=setting(args), map50=f"{result.map50:.4f}",
+                map=f"{result.map:.4f}", epochs=baseline["epochs"], time_s=round(time.time() - tick),
+                run=baseline["run"])
 
 
 def report(args):
-    rows = read_rows(args.out / "rows.csv")
+    rows = rows_of(args)
     base = {r["seed"]: r for r in rows if r["variant"] == "baseline"}
     if not base:
         return emit(f"no baseline rows in {args.out / 'rows.csv'} yet")
     spread = (max(float(r["map"]) for r in base.values()) - min(float(r["map"]) for r in base.values())
               if len(base) > 1 else float("nan"))
-    lines = [f"{args.config}, --val_from_train 0.2, {args.minutes:g} min per run; mAP@0.5:0.95 of the last epoch; "
+    lines = [f"{args.config}, --val_from_train 0.2, {setting(args)} per run; mAP@0.5:0.95 of the last epoch; "
              f"baseline seed spread {spread:.3f}", "",
              "| variant | seeds | mAP@0.5 mean | mAP@0.5:0.95 mean | per seed | difference per seed | epochs | verdict |",
              "|---|---:|---:|---:|---|---|---:|---|"]
     for name in dict.fromkeys(r["variant"] for r in rows):
         mine = sorted((r for r in rows if r["variant"] == name), key=lambda r: int(r["seed"]))
         diffs = [float(r["map"]) - float(base[r["seed"]]["map"]) for r in mine if r["seed"] in base]
-        verdict = ("" if name == "baseline" else
-                   "gain" if len(diffs) > 1 and min(diffs) > spread else
-                   "loss" if len(diffs) > 1 and max(diffs) < -spread else "within the spread")
-        lines.append(f"| {name} | {len(mine)} | {statistics.fmean(float(r['map50']) for r in mine):.3f} | "
+        verdict = ("" if name == "baseline" else "one seed" if len(diffs) < 2 else
+                   "gain" if min(diffs) > spread else "loss" if max(diffs) < -spread else "within the spread")
+        mean50 = statistics.fmean(float(r["map50"]) for r in mine)
+        lines.append(f"| {name} | {len(mine)} | {mean50:.3f} | "
                      f"{statistics.fmean(float(r['map']) for r in mine):.3f} | "
                      + ", ".join(f"{float(r['map']):.3f}" for r in mine) + " | "
                      + ("" if name == "baseline" else ", ".join(f"{d:+.3f}" for d in diffs)) + " | "
@@ -142,10 +154,9 @@ def main():
         seeds = [int(s) for s in args.seeds.split(",")]
         for seed in seeds:  # every variant of seed 0 before seed 1: a stopped screen already compares them all
             for name in ["baseline"] + [v for v in variants if v != "baseline"]:
-                if any(r["variant"] == name and r["seed"] == str(seed) for r in read_rows(args.out / "rows.csv")):
+                if any(r["variant"] == name and r["seed"] == str(seed) for r in rows_of(args)):
                     continue
-                baseline = next((r for r in read_rows(args.out / "rows.csv")
-                                 if r["variant"] == "baseline" and r["seed"] == str(seed)), None)
+                baseline = next(r for r in rows_of(args) if r["variant"] == "baseline" and r["seed"] == str(seed))
                 row = merge_nms_row(args, seed, baseline) if name == "nms_merge" else train_variant(args, name, seed)
                 append_row(args.out / "rows.csv", row)
                 print(f"{name} seed {seed}: mAP@0.5 {row['map50']}, mAP@0.5:0.95 {row['map']}", flush=True)

@@ -7,9 +7,9 @@ The head decodes u = sigmoid(t) (yolo/models/head.py): centre = cell + 0.5 + (2 
 A positive whose GT needs u near 0 or 1 sits where the sigmoid is flat (its gradient u (1 - u) vanishes), and one
 that needs u outside [0, 1] cannot be reached at all: those are what a wider reach or size range would fix. For every
 positive of the training set (the config's label assignment on its letterboxed boxes, the anchors the training would
-use: the config's, refit as auto_anchor_bpr refits them, or a checkpoint's), this prints per scale the positives and
-the quantiles of their target u for the centre and the size, and the share near the edges (u < 0.05 or > 0.95) and
-beyond them. Any --field value overrides the config (e.g. --decode_reach 2).
+use: the config's, refit as auto_anchor_bpr refits them; or a checkpoint's decoding with --ckpt), this prints per
+scale the positives and the quantiles of their target u for the centre and the size, and the share near the edges
+(u < 0.05 or > 0.95) and beyond them. Any --field value overrides the config (e.g. --decode_reach 2).
 """
 import argparse
 import os
@@ -29,9 +29,10 @@ from yolo.assign import assign  # noqa: E402
 from yolo.config import apply_overrides, load_config  # noqa: E402
 from yolo.data.dataset import read_records  # noqa: E402
 from yolo.data.transforms import letterbox_params, letterboxed_box_sizes  # noqa: E402
-from yolo.models.head import REACH, box_numbers, reach_in_cells  # noqa: E402
+from yolo.engine.checkpoint import checkpoint_config, load_model_checkpoint  # noqa: E402
+from yolo.models.head import box_numbers, model_reach, reach_in_cells  # noqa: E402
 
-EDGE = 0.05     # u within this of 0 or 1: the sigmoid's slope is under 0.05 x its largest
+EDGE = 0.05     # u within this of 0 or 1: the sigmoid's slope u (1 - u) is under a fifth of its largest
 CHUNK = 256     # images assigned at once
 
 
@@ -42,24 +43,19 @@ def letterboxed_targets(records, img_size):
         sx, sy, px, py = letterbox_params(r.width, r.height, img_size)
         for (x1, y1, x2, y2), label, hard in zip(r.boxes, r.labels, r.difficult):
             if not hard:
-                rows.append([i, label, (x1 + x2) / 2 * sx + px, (y1 + y2) / 2 * sy + py, (x2 - x1) * sx, (y2 - y1) * sy])
+                cx, cy = (x1 + x2) / 2 * sx + px, (y1 + y2) / 2 * sy + py
+                rows.append([i, label, cx, cy, (x2 - x1) * sx, (y2 - y1) * sy])
     return torch.tensor(rows, dtype=torch.float32).view(-1, 6)
 
 
-def training_anchors(cfg, records, ckpt):
-    if ckpt:
-        return torch.load(ckpt, map_location="cpu", weights_only=True)["model"]["anchors"].float()
+def training_anchors(cfg, records):
+    """The anchors a training of cfg would use: the config's, refit as auto_anchor_bpr refits them."""
     anchors = cfg.anchors
     if cfg.auto_anchor_bpr:
         refit, _ = refit_if_poor(letterboxed_box_sizes(records, cfg.img_size), cfg.anchors, cfg.match_iou_thres,
                                  cfg.auto_anchor_bpr, cfg.seed)
         anchors = refit or anchors  # None: the config's anchors are kept
     return torch.tensor(anchors, dtype=torch.float32)
-
-
-def decode_reach(cfg):
-    """The reach a model of this config decodes with (yolo/models/detector.py)."""
-    return REACH[cfg.label_assignment] if cfg.decode_reach is None else cfg.decode_reach
 
 
 def target_numbers(cfg, records, anchors):
@@ -77,7 +73,7 @@ def target_numbers(cfg, records, anchors):
         for s, (stride, asg, grid) in enumerate(zip(strides, assignments, grids)):
             if len(asg.gt):
                 cell = torch.stack((asg.gx, asg.gy), 1).float()
-                reach = reach_in_cells(decode_reach(cfg), grid)
+                reach = reach_in_cells(model_reach(cfg), grid)
                 found[stride].append(box_numbers(targets[asg.gt, 2:6], cell, anchors[s][asg.anchor], stride, reach))
     return {s: torch.cat(u) if u else torch.zeros(0, 4) for s, u in found.items()}
 
@@ -102,14 +98,21 @@ def table(numbers):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True)
-    parser.add_argument("--ckpt", default=None, help="take the anchors from this checkpoint")
+    parser.add_argument("--ckpt", default=None, help="take the decoding (anchors, reach, input size) from this "
+                                                     "checkpoint")
     args, overrides = parser.parse_known_args()
     os.chdir(ROOT)
     cfg = apply_overrides(load_config(ROOT / args.config), overrides).finalize()
+    if args.ckpt:  # the trained model's decoding: its input size, assignment, reach and anchors
+        saved = checkpoint_config(load_model_checkpoint(args.ckpt), args.ckpt)
+        for field in ("img_size", "label_assignment", "decode_reach", "anchors"):
+            setattr(cfg, field, getattr(saved, field))
+        cfg.auto_anchor_bpr = 0  # its anchors are the trained ones
+        cfg.finalize()
     records = read_records(cfg, "train")
-    anchors = training_anchors(cfg, records, args.ckpt)
+    anchors = training_anchors(cfg, records)
     emit(f"{args.config}: {len(records)} training images at {cfg.img_size} px, {cfg.label_assignment}, reach "
-         f"{decode_reach(cfg)}, anchors {anchors.round().int().tolist()}\n\n"
+         f"{model_reach(cfg)}, anchors {anchors.round().int().tolist()}\n\n"
          + table(target_numbers(cfg, records, anchors)))
 
 

@@ -1,6 +1,7 @@
 """Playing cards (363 photos, 6 classes: nine, ten, jack, queen, king, ace; Pascal VOC XML beside each image), if you
-have them: configs/own_data.py with its data lines filled in, as a user would -- the second real dataset of
-bench/peer.py, of another kind than raccoon (several look-alike classes, several objects per photo).
+have them: configs/own_data.py with its data lines filled in, as a user would -- a real dataset of another kind
+than raccoon (several look-alike classes, several objects per photo) for bench/peer.py, bench/box_screen.py and
+bench/rsa_trees.py --data real.
 
 Source: github.com/EdjeElectronics/TensorFlow-Object-Detection-API-Tutorial-Train-Multiple-Objects-Windows-10,
 folders images/train (296 photos, 527 boxes) and images/test (67 photos, 143 boxes), Apache License 2.0. Put the two

@@ -11,7 +11,7 @@ from test_loss import fixed_batch, loop_loss, tiny_config
 from yolo.config import BaseConfig, apply_overrides
 from yolo.loss import YOLOLoss, distribution_focal_loss
 from yolo.models.detector import build_model
-from yolo.models.head import REACH, BoxDecoding, YOLOHead, box_numbers, decode_boxes
+from yolo.models.head import REACH, BoxDecoding, YOLOHead, box_numbers, decode, decode_boxes
 from yolo.models.heads import build_head
 from yolo.models.onnx_model import OnnxModel
 from yolo.tasks import export
@@ -43,7 +43,6 @@ def test_box_numbers_invert_the_decoding():
     gen = torch.Generator().manual_seed(0)
     t = torch.randn(50, 4, generator=gen)
     cell, anchor = torch.randint(0, 8, (50, 2), generator=gen).float(), torch.rand(50, 2, generator=gen) * 30 + 5
-    from yolo.models.head import decode
     box = decode(t, cell, anchor, 16, 1.5)
     assert torch.allclose(box_numbers(box, cell, anchor, 16, 1.5), t.sigmoid(), atol=1e-5)
 
@@ -87,9 +86,9 @@ def test_loss_with_bins_equals_the_plain_loop_plus_the_loop_dfl(seed):
     from yolo.assign import assign
 
     bins, strategy = 5, "nearby_grid"
+    anchors = [[(6, 6), (10, 8), (8, 12)], [(16, 16), (24, 18), (18, 26)], [(32, 32), (48, 40), (40, 56)]]
     cfg = tiny_config(img_size=64, label_assignment=strategy, box_loss="iou", ignore_iou_thres=0.3, box_bins=bins,
-                      dfl_weight=0.7, box_scale_weights=(2.0, 1.0, 0.5),
-                      anchors=[[(6, 6), (10, 8), (8, 12)], [(16, 16), (24, 18), (18, 26)], [(32, 32), (48, 40), (40, 56)]])
+                      dfl_weight=0.7, box_scale_weights=(2.0, 1.0, 0.5), anchors=anchors)
     gen = torch.Generator().manual_seed(seed)
     head = YOLOHead([8, 8, 8], 3, cfg.num_classes, 64, (8, 16, 32), bins).train()
     features = [torch.randn(2, 8, 64 // s, 64 // s, generator=gen) for s in (8, 16, 32)]
@@ -152,12 +151,14 @@ def test_box_bins_of_one_is_refused():
 
 def test_a_model_with_bins_exports_with_parity(tmp_path):
     """The checkpoint says box_bins (a model field): export rebuilds that head, and ONNX Runtime computes what
-    PyTorch computes (the expectation and its logit inside the graph)."""
+    PyTorch computes (the expectation and its logit inside the graph), dynamic: another batch size and image size
+    than the export traced."""
     args, model = two_task_checkpoint(tmp_path, ["--box_bins", "8"])
     assert model.heads[0].convs[0].out_channels == 3 * (4 * 8 + 1 + 3)
-    path, _ = export.run(apply_overrides(BaseConfig(), args).finalize())
+    command = args[:-2] + ["--export_dynamic", "true"]  # the command does not say box_bins
+    path, _ = export.run(apply_overrides(BaseConfig(), command).finalize())
     onnx_model = OnnxModel(path)
-    images = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    images = torch.randint(0, 256, (3, 3, 96, 128), dtype=torch.uint8)
     model.eval()
     with torch.no_grad():
         for task in (0, 1):
@@ -165,6 +166,18 @@ def test_a_model_with_bins_exports_with_parity(tmp_path):
             assert [g.shape for g in got] == [e.shape for e in expected]
             diffs, ok = outputs_close(expected, got, export.PARITY_TOL)
             assert ok, diffs
+
+
+def test_the_nms_graph_of_a_model_with_bins_and_a_wider_reach_matches_pytorch(tmp_path):
+    """--export_nms decodes inside the graph with the checkpoint's reach, on the expected values of the bins."""
+    from test_export_nms import NMS, assert_same_detections
+
+    args, model = two_task_checkpoint(tmp_path, ["--box_bins", "6", "--decode_reach", "2.5"])
+    path, rows = export.run(apply_overrides(BaseConfig(), args[:-4] + NMS).finalize())
+    assert all(r["unexplained"] == 0 for r in rows)
+    cfg = apply_overrides(BaseConfig(), args + NMS).finalize()
+    images = torch.randint(0, 256, (3, 3, 64, 64), dtype=torch.uint8)
+    assert model.decoding.reach == 2.5 and assert_same_detections(model.eval(), OnnxModel(path), [images], cfg, 0) > 20
 
 
 def test_a_model_with_bins_learns_one_batch():

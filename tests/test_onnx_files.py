@@ -191,3 +191,15 @@ def test_onnxruntime_of_a_checkpoint_skips_foreign_files_of_its_export_name(setu
         onnxruntime_model(args, ckpt)
     path = run_export(args, ckpt)
     assert path.name == "best2.onnx" and onnxruntime_model(args, ckpt).path == str(path)
+
+
+def test_a_file_older_than_a_model_field_gets_that_fields_default_not_the_configs(setup, exported):
+    """An export made before box_bins and decode_reach existed has neither in its model_config: its model had no box
+    bins and the assignment's reach, whatever the command's config says."""
+    tmp, args, _ = setup
+    model_config = read_metadata(exported)["model_config"]
+    old = {k: v for k, v in model_config.items() if k not in ("box_bins", "decode_reach")}
+    path = with_metadata(exported, tmp / "before_box_bins.onnx", model_config=json.dumps(old))
+    cfg = apply_overrides(BaseConfig(), args + ["--ckpt_path", str(path), "--box_bins", "8", "--decode_reach", "2"])
+    model = load_model(cfg.finalize())[0]
+    assert (cfg.box_bins, cfg.decode_reach) == (0, None) and model.decoding.reach == 1.5

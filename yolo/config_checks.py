@@ -105,16 +105,7 @@ def validate(cfg, defaults):
                          f"index) or mps")
     if cfg.img_size % 32:
         raise ValueError(f"config field 'img_size' = {cfg.img_size} must be a multiple of 32 (the coarsest stride)")
-    if cfg.decode_reach is not None:
-        assigned = REACH[cfg.label_assignment]
-        if assigned is None or not isinstance(cfg.decode_reach, (int, float)) or cfg.decode_reach < assigned:
-            raise ValueError(f"config field 'decode_reach' = {cfg.decode_reach!r} must be None or a number of cells >= "
-                             f"{assigned} (label_assignment {cfg.label_assignment!r} assigns GTs that far from a "
-                             f"cell's centre)" if assigned is not None else
-                             f"config field 'decode_reach' = {cfg.decode_reach!r}: label_assignment 'all_grid' already "
-                             f"reaches the whole grid; leave it None")
-    if cfg.box_bins == 1:
-        raise ValueError("config field 'box_bins' = 1 cannot spread a box number over bins: 0 (off) or >= 2, e.g. 8")
+    validate_box_fields(cfg)
     validate_anchors(cfg.anchors)
     for field, what in (("obj_scale_weights", "objectness"), ("box_scale_weights", "box term")):
         weights = getattr(cfg, field)
@@ -182,6 +173,21 @@ def is_numbers(value, count=None):
     """Whether value is a list or tuple of finite numbers (of `count` of them when given)."""
     return (isinstance(value, (list, tuple)) and (count is None or len(value) == count)
             and all(isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x) for x in value))
+
+
+def validate_box_fields(cfg):
+    """decode_reach: None or at least the label assignment's reach (a nearer one could not reach the GTs that
+    assignment gives a cell); box_bins: 0 or at least 2 (one bin is no distribution)."""
+    reach, assigned = cfg.decode_reach, REACH[cfg.label_assignment]
+    if reach is not None and assigned is None:
+        raise ValueError(f"config field 'decode_reach' = {reach!r}: label_assignment 'all_grid' already reaches the "
+                         f"whole grid; leave it None")
+    is_number = isinstance(reach, numbers.Real) and not isinstance(reach, bool) and math.isfinite(reach)
+    if reach is not None and not (is_number and reach >= assigned):
+        raise ValueError(f"config field 'decode_reach' = {reach!r} must be None or a number of cells >= {assigned} "
+                         f"(label_assignment {cfg.label_assignment!r} assigns GTs that far from a cell's centre)")
+    if cfg.box_bins == 1:
+        raise ValueError("config field 'box_bins' = 1 cannot spread a box number over bins: 0 (off) or >= 2, e.g. 8")
 
 
 def validate_anchors(anchors):

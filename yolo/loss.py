@@ -73,7 +73,8 @@ class YOLOLoss:
                                                                    reduction="none").mean(1))
                 if bins:
                     wanted = box_numbers(targets[asg.gt, 2:6], cell_xy, anchors_wh[asg.anchor], stride, reach)
-                    dfl_loss.append(cfg.box_scale_weights[s] * distribution_focal_loss(pos[:, 5 + num_classes:], wanted))
+                    dfl = distribution_focal_loss(pos[:, 5 + num_classes:], wanted)  # (P,)
+                    dfl_loss.append(cfg.box_scale_weights[s] * dfl)
                 # objectness learns how well the box fits (YOLOv5's IoU target, mixed with 1 by obj_iou_ratio) so
                 # scores rank detections by quality
                 fit = iou.detach().clamp(min=0)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from loguru import logger
 
-from ..config import DERIVED, config_from_dict
+from ..config import DERIVED, BaseConfig, config_from_dict
 from ..models.detector import build_model
 from .distributed import broadcast_object, select_device, unwrap
 from .exports import export_of
@@ -186,8 +186,9 @@ def load_onnx_model(cfg, path):
         logger.info(f"{onnx_path} is an ONNX file: running it with ONNX Runtime (backend onnxruntime)")
     cfg.backend = "onnxruntime"
     model, given_tasks = OnnxModel(onnx_path), cfg.tasks
-    for field in MODEL_FIELDS:  # a field newer than the file: the graph holds the model, the config's value is kept
-        setattr(cfg, field, model.config.get(field, getattr(cfg, field)))
+    defaults = BaseConfig()
+    for field in MODEL_FIELDS:  # a field newer than the file: its model had the field's default (e.g. no box bins)
+        setattr(cfg, field, model.config.get(field, getattr(defaults, field)))
     cfg.tasks = model_tasks(cfg.tasks, cfg.class_names, given_tasks, onnx_path)  # data from the command, as for a .pt
     cfg.finalize()
     source = model.meta["source"] if isinstance(model.meta["source"], dict) else {}

@@ -224,7 +224,7 @@ def train_one_epoch(t, loaders, cfg, epoch, tb=None):
                         img_s=f"{speed:.1f}")
         if tb is not None and step % cfg.log_interval == 0:
             tb.scalars({**{k: v for k, v in values.items()
-                           if k.startswith(("loss", "box", "obj", "cls")) and not math.isnan(v)},
+                           if k.startswith(("loss", "box", "obj", "cls", "dfl")) and not math.isnan(v)},
                         "lr": lr, "img_per_s": speed}, step, "train/")
             tb.scalars(stats, step, "assign/")
     boxes_in, boxes_kept = sum_over_ranks([boxes_in, boxes_kept], t.dist)

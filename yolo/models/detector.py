@@ -10,7 +10,7 @@ from torch import nn
 from ..branching import neck_groups
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from .backbones import build_backbone
-from .head import REACH, BoxDecoding
+from .head import BoxDecoding, model_reach
 from .heads import build_head
 from .neck import YOLONeck
 
@@ -31,7 +31,7 @@ class Detector(nn.Module):
         # anchors live in the state dict so a checkpoint carries the anchors it was trained with
         self.register_buffer("anchors", torch.tensor(cfg.anchors, dtype=torch.float32))  # (3, A, 2) pixels
         self.strides = tuple(cfg.strides)
-        self.reach = REACH[cfg.label_assignment] if cfg.decode_reach is None else float(cfg.decode_reach)
+        self.reach = model_reach(cfg)
         self.box_bins = cfg.box_bins
         # ImageNet statistics, applied inside the model so callers pass plain 0..255 images on any device
         self.register_buffer("mean", 255 * torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
@@ -55,6 +55,7 @@ class Detector(nn.Module):
         task=None -> one such list per task, for the same images; shared blocks run once.
         images as a list with one batch per task (training: each task its own data) -> one list per task; a single
         call, so DDP sees every task's parameters used in one forward.
+        With box_bins R, a model in training mode appends the 4 R bin logits: (B, A, H, W, 5 + C + 4 R), for the loss.
         """
         if isinstance(images, (list, tuple)):
             return [self.forward(batch, t) for t, batch in enumerate(images)]

@@ -9,8 +9,9 @@ Decoding (pixels at the network input):
 The reach fits the label assignment: an anchor must be able to point at every GT it may be assigned to.
 `single_grid` assigns only the centre cell, so reach = 0.5 keeps the centre inside the cell (YOLOv3's
 cell + sigmoid); `nearby_grid` assigns the 3x3 neighbourhood, so reach = 1.5 gives offsets in (-1, 2) cells;
-`all_grid` may assign any cell, so its reach is the whole grid. The size uses YOLOv5's bounded form instead of
-YOLOv3's exp: it is never negative, never explodes, and reaches (0, 4) x anchor.
+`all_grid` may assign any cell, so its reach is the whole grid; config `decode_reach` may widen a model's reach
+beyond its assignment's (the farthest positives then need no u near the sigmoid's flat ends). The size uses
+YOLOv5's bounded form instead of YOLOv3's exp: it is never negative, never explodes, and reaches (0, 4) x anchor.
 
 Distribution-style box regression (`box_bins` R > 0, as the DFL of GFL / YOLOv8 (Li et al., NeurIPS 2020) does
 for its distances): each of the four numbers u = sigmoid(t) above is predicted as a distribution over R bins
@@ -25,7 +26,15 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..config_checks import REACH  # noqa: F401 (the reach of each label assignment; config decode_reach widens it)
+from ..config_checks import REACH  # the reach of each label assignment (config decode_reach may widen it)
+
+
+BIN_EPS = 1e-6  # a box bins' expectation u stays inside (0, 1) so that its logit is finite
+
+
+def model_reach(cfg):
+    """The reach a model of this config decodes with: its decode_reach, else its label assignment's."""
+    return REACH[cfg.label_assignment] if cfg.decode_reach is None else float(cfg.decode_reach)
 
 
 @dataclass
@@ -34,7 +43,7 @@ class BoxDecoding:
     post-processing, evaluation and export ask the model rather than the config."""
     anchors: torch.Tensor   # (S, A, 2) anchor w, h in pixels at the network input, one row per scale
     strides: tuple          # (8, 16, 32): input pixels per cell of each scale
-    reach: float | None     # REACH of the label assignment the model was trained with
+    reach: float | None     # cells from the cell centre: REACH of its label assignment, or its decode_reach
     bins: int = 0           # box_bins: R bins per box number (training outputs carry 4 R bin logits last); 0 = off
 
     def reach_at(self, grid_hw):
@@ -52,8 +61,8 @@ class YOLOHead(nn.Module):
     def __init__(self, in_channels, num_anchors, num_classes, img_size=416, strides=(8, 16, 32), box_bins=0):
         super().__init__()
         self.num_anchors, self.num_classes, self.box_bins = num_anchors, num_classes, box_bins
-        self.box_numbers = 4 * box_bins if box_bins else 4  # conv channels per anchor before the objectness
-        self.convs = nn.ModuleList(nn.Conv2d(c, num_anchors * (self.box_numbers + 1 + num_classes), 1)
+        self.box_channels = 4 * box_bins if box_bins else 4  # conv channels per anchor before the objectness
+        self.convs = nn.ModuleList(nn.Conv2d(c, num_anchors * (self.box_channels + 1 + num_classes), 1)
                                    for c in in_channels)
         for conv, stride in zip(self.convs, strides):
             self._init_bias(conv, stride, img_size)
@@ -64,15 +73,15 @@ class YOLOHead(nn.Module):
         # Start from the prior "few objects, classes equally likely" rather than 50 %: the objectness loss of
         # thousands of empty cells would otherwise swamp the first iterations (RetinaNet's prior-bias trick).
         bias = conv.bias.detach().view(self.num_anchors, -1)
-        bias[:, self.box_numbers] = math.log(8 / (img_size / stride) ** 2)
-        bias[:, self.box_numbers + 1:] = math.log(0.6 / max(self.num_classes - 0.99, 1))
+        bias[:, self.box_channels] = math.log(8 / (img_size / stride) ** 2)
+        bias[:, self.box_channels + 1:] = math.log(0.6 / max(self.num_classes - 0.99, 1))
         conv.bias.data = bias.view(-1)
 
     def forward(self, features):
         outputs = []
         for conv, x in zip(self.convs, features):
             b, _, h, w = x.shape
-            y = conv(x).view(b, self.num_anchors, self.box_numbers + 1 + self.num_classes, h, w)
+            y = conv(x).view(b, self.num_anchors, self.box_channels + 1 + self.num_classes, h, w)
             y = y.permute(0, 1, 3, 4, 2).contiguous()  # (B, A, H, W, 5 + C), or (B, A, H, W, 4 R + 1 + C)
             outputs.append(self._from_bins(y) if self.box_bins else y)
         return outputs
@@ -80,21 +89,19 @@ class YOLOHead(nn.Module):
     def _from_bins(self, y):
         """(B, A, H, W, 4 R + 1 + C) -> (B, A, H, W, 5 + C) with t = logit(expected u) first; in training mode the
         4 R bin logits follow the classes (module docstring)."""
-        bins = y[..., :self.box_numbers]                                        # (B, A, H, W, 4 R)
+        bins = y[..., :self.box_channels]                                       # (B, A, H, W, 4 R)
         # in float32 even under fp16 autocast: 1 - BIN_EPS would round to 1 in fp16 and its logit to infinity
         u = expected_bins(bins.float(), self.bin_values.float())               # (B, A, H, W, 4) in [0, 1]
         u = u.clamp(BIN_EPS, 1 - BIN_EPS)
         t = (torch.log(u) - torch.log1p(-u)).to(y.dtype)  # logit written out: one formula for torch and ONNX
-        rest = y[..., self.box_numbers:]                                        # (B, A, H, W, 1 + C)
+        rest = y[..., self.box_channels:]                                       # (B, A, H, W, 1 + C)
         return torch.cat((t, rest, bins) if self.training else (t, rest), -1)
-
-
-BIN_EPS = 1e-6  # u stays inside (0, 1) so that its logit is finite; decode gives back u to float32 precision
 
 
 def expected_bins(bin_logits, bin_values):
     """(..., 4 R) bin logits -> (..., 4) expected values: softmax over each number's R bins times the bin values."""
-    probs = bin_logits.unflatten(-1, (4, len(bin_values))).softmax(-1)       # (..., 4, R)
+    # reshape from the tensor's own sizes, not unflatten: a traced unflatten fixes the batch size in an ONNX graph
+    probs = bin_logits.reshape(*bin_logits.shape[:-1], 4, len(bin_values)).softmax(-1)  # (..., 4, R)
     return (probs * bin_values).sum(-1)  # not a matmul: autocast would run that in fp16
 
 

@@ -26,7 +26,7 @@ FD_RADIUS = 0.01  # DARTS's eps * |dL_val/dw'| of the finite-difference Hessian-
 
 class HeadOnFeatures(nn.Module):
     """A head on cached neck features, shaped like the detector for the loss: net(features) -> raw outputs,
-    net.decoding -> the detector's anchors, strides and reach."""
+    net.decoding -> the detector's decoding (anchors, strides, reach, box bins)."""
 
     def __init__(self, head, decoding):
         super().__init__()
@@ -122,6 +122,9 @@ def start_from_checkpoint(model, state, source):
                     conv.weight[:, :c].copy_(weight[:, :c])
                     conv.bias.copy_(bias)
                     break
+            else:
+                raise ValueError(f"{source}: its head's prediction conv of stride index {s} does not fit the search "
+                                 f"model's ({conv.out_channels} outputs: classes and box_bins must be the checkpoint's)")
 
 
 # ------------------------------------------------------------------------------------------------- the alpha step

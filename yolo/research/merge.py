@@ -54,7 +54,7 @@ def load_single_task_checkpoints(cfg, field, may_differ=()):
                                  f"--auto_anchor_bpr 0 (the config's anchors)")
             raise ValueError(f"config field '{field}': {path} has {name} = {getattr(saved, name)!r} but {paths[0]} "
                              f"has {getattr(loaded[0][0], name)!r}; the models of one comparison or merge must "
-                             f"share backbone, width, input size, anchors and label assignment")
+                             f"share {', '.join(f for f in SHARED_MODEL_FIELDS if f not in may_differ)}")
     return loaded, paths
 
 
@@ -71,9 +71,9 @@ def adopt_model_fields(cfg, saved):
 
 def single_task_models(cfg, field):
     """(models in eval mode, the config of their architecture with cfg's tasks) for --task rsa. The models may have
-    different anchors (refit to each task's data): RSA compares neck features, which do not depend on them; each
-    model is built with its own."""
-    loaded, paths = load_single_task_checkpoints(cfg, field, may_differ=("anchors",))
+    different anchors (refit to each task's data) and decodings (box_bins, decode_reach): RSA compares neck features,
+    which do not depend on them; each model is built with its own."""
+    loaded, paths = load_single_task_checkpoints(cfg, field, may_differ=("anchors", "box_bins", "decode_reach"))
     models = []
     for (saved, state), path in zip(loaded, paths):
         model = build_model(saved)

@@ -57,11 +57,11 @@ ALPHA_BETAS, ALPHA_WEIGHT_DECAY = (0.5, 0.999), 1e-3
 HISTORY_POINTS = 200  # softmax(alpha) snapshots kept for alphas.png
 MLFLOW_FILES = ("genotype.txt", "genotype_reference.txt", "alphas.png", "cells.png", "config.json", "log.txt")
 LATENCY_FILE = "op_latency.json"  # under runs_dir: the op latency table of this machine, shared by every search
-# what a cached search takes from the checkpoint it searches on (its model: the features and anchors it was trained
-# with); the head's own fields (head_channels, cell_channels) stay the config's
-MODEL_FIELDS_OF_CHECKPOINT = ("backbone", "width", "neck_activation", "anchors", "label_assignment", "decode_reach",
-                              "img_size",
-                              "branching")
+# what a cached search takes from the checkpoint it searches on (its model: the features, anchors and decoding it was
+# trained with, and the prediction conv's layout, box_bins, which the search starts from); the towers' own fields
+# (head_channels, cell_channels) stay the config's
+MODEL_FIELDS_OF_CHECKPOINT = ("backbone", "width", "neck_activation", "anchors", "label_assignment",
+                              "decode_reach", "box_bins", "img_size", "branching")
 
 
 def run(cfg):

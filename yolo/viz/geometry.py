@@ -138,7 +138,7 @@ def decoded_prediction(logits, cell_xy, anchor_wh, stride, reach):
 
 def draw_decoding(ax, logits, cell_xy, anchor_wh, stride, reach, grid_hw, title=None, view_cells=7):
     """One prediction on its grid: the cell (filled), its anchor box centred in it (dashed), the window of centres
-    the reach allows (shaded), the decoded box (solid) and its centre. reach: yolo.models.head.REACH value."""
+    the reach allows (shaded), the decoded box (solid) and its centre. reach: cells, as model.decoding.reach."""
     from matplotlib.patches import Rectangle
 
     reach_cells = reach_in_cells(reach, grid_hw)

@@ -12,8 +12,9 @@ def plot_results(rows, path):
     scales = [k for k in rows[-1] if k.startswith("box_s")]  # box_s8, box_s16, box_s32: the box term per stride
     fig, axes = plt.subplots(1, 3 if scales else 2, figsize=(16.5 if scales else 11, 4))
     epochs = [r["epoch"] for r in rows]
-    for key in ("loss", "box", "obj", "cls"):
-        axes[0].plot(epochs, [r[key] for r in rows], label=key, marker=".")
+    for key in ("loss", "box", "obj", "cls", "dfl"):  # dfl: with box_bins only
+        if key in rows[-1]:
+            axes[0].plot(epochs, [r.get(key, float("nan")) for r in rows], label=key, marker=".")
     axes[0].set(xlabel="epoch", ylabel="train loss", title="training loss", yscale="log")
     axes[0].legend()
     for key in scales:
