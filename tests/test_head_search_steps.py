@@ -84,6 +84,11 @@ def test_the_search_starts_from_the_trained_backbone_neck_and_1x1_head(tmp_path)
     with pytest.raises(ValueError, match="other.pt.*backbone"):
         start_from_checkpoint(search, {k: v for k, v in trained.state_dict().items() if "backbone" not in k},
                               "other.pt")
+    # a trained head of another layout (box bins) cannot be the search's start: refused, not silently skipped
+    with pytest.raises(ValueError, match="binned.pt.*prediction conv"):
+        start_from_checkpoint(search, build_model(small_cfg(tmp_path, box_bins=4)).state_dict(), "binned.pt")
+    with_bins = build_model(small_cfg(tmp_path, box_bins=4), head="search")
+    start_from_checkpoint(with_bins, build_model(small_cfg(tmp_path, box_bins=4)).state_dict(), "binned.pt")
 
 
 def tiny_search_cfg(tmp_path, **fields):
