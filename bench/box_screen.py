@@ -38,6 +38,7 @@ from yolo.engine.trainer import train  # noqa: E402
 VARIANTS = {
     "baseline": [],
     "box_scale_2_1_1": ["--box_scale_weights", "(2.0, 1.0, 1.0)"],   # the box term of stride 8 (small objects) x2
+    "box_size_1": ["--box_size_gain", "1.0"],                         # YOLOv3's 2 - w h weighting of the box term
     "obj_iou_0.5": ["--obj_iou_ratio", "0.5"],                        # objectness target 0.5 + 0.5 IoU
     "augment_off_3": ["--augment_off_epochs", "3"],                   # the last 3 epochs on plain letterboxes
     "box_bins_8": ["--box_bins", "8"],                                # box numbers as distributions, DFL

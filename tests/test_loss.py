@@ -155,7 +155,8 @@ def loop_loss(outputs, targets, assignments, cfg, anchors, strides, reach_name):
     """The loss one positive and one cell at a time: box 1 - IoU and class BCE averaged over all positives;
     objectness BCE averaged over each scale's counted cells (positives with target IoU, negatives with 0, a negative
     left out when its decoded box overlaps a GT of its image by more than ignore_iou_thres), weighted per scale;
-    a positive's box term weighted by box_scale_weights, its objectness target (1 - r) + r IoU, r = obj_iou_ratio."""
+    a positive's box term weighted by box_scale_weights and by 1 + g (1 - w h / image area), g = box_size_gain, its
+    objectness target (1 - r) + r IoU, r = obj_iou_ratio."""
     box_terms, cls_terms, obj, scale_of_box, weighted = [], [], 0.0, [], []
     for s, (raw, asg) in enumerate(zip(outputs, assignments)):
         raw = raw.double().tolist()
@@ -167,7 +168,9 @@ def loop_loss(outputs, targets, assignments, cfg, anchors, strides, reach_name):
             t = raw[b][a][gy][gx]
             iou = iou_xywh(decoded_box(t, gx, gy, anchors[s][a], strides[s], reach), targets[g][2:])
             box_terms.append(1 - iou)
-            weighted.append(cfg.box_scale_weights[s] * (1 - iou))
+            area = (w * strides[s]) * (h * strides[s])  # the input image's
+            size = 1 + cfg.box_size_gain * (1 - targets[g][4] * targets[g][5] / area)
+            weighted.append(cfg.box_scale_weights[s] * size * (1 - iou))
             scale_of_box.append(strides[s])
             cls = int(targets[g][1])
             cls_terms.append(sum(bce(t[5 + c], float(c == cls)) for c in range(cfg.num_classes)) / cfg.num_classes)
@@ -199,16 +202,17 @@ def loop_loss(outputs, targets, assignments, cfg, anchors, strides, reach_name):
 
 @pytest.mark.parametrize("strategy", ["single_grid", "nearby_grid", "all_grid"])
 @pytest.mark.parametrize("seed", [0, 1])
-@pytest.mark.parametrize("box_scale_weights, obj_iou_ratio", [((1.0, 1.0, 1.0), 1.0), ((2.0, 1.0, 0.5), 0.3)])
-def test_loss_equals_a_plain_loop_reference(strategy, seed, box_scale_weights, obj_iou_ratio):
+@pytest.mark.parametrize("box_scale_weights, obj_iou_ratio, box_size_gain",
+                         [((1.0, 1.0, 1.0), 1.0, 0.0), ((2.0, 1.0, 0.5), 0.3, 1.0)])
+def test_loss_equals_a_plain_loop_reference(strategy, seed, box_scale_weights, obj_iou_ratio, box_size_gain):
     """Small random cases (2 images, 64 px: grids 8, 4, 2) with random raw outputs, so that some negatives are
     ignored and some are not; the ignore threshold low enough (0.3) that the rule matters. At the defaults, and with
-    per-scale box weights and an objectness target mixed with 1."""
+    per-scale and per-size box weights and an objectness target mixed with 1."""
     from yolo.assign import assign
     from yolo.models.head import BoxDecoding
 
     cfg = tiny_config(img_size=64, label_assignment=strategy, box_loss="iou", ignore_iou_thres=0.3,
-                      box_scale_weights=box_scale_weights, obj_iou_ratio=obj_iou_ratio,
+                      box_scale_weights=box_scale_weights, obj_iou_ratio=obj_iou_ratio, box_size_gain=box_size_gain,
                       anchors=[[(6, 6), (10, 8), (8, 12)], [(16, 16), (24, 18), (18, 26)], [(32, 32), (48, 40), (40, 56)]])
     gen = torch.Generator().manual_seed(seed)
     outputs = [torch.randn(2, 3, 64 // s, 64 // s, 5 + cfg.num_classes, generator=gen, dtype=torch.float64).float()

@@ -116,6 +116,8 @@ class BaseConfig:
         self.obj_scale_weights = (4.0, 1.0, 0.4)  # objectness weight per scale (stride 8, 16, 32): more cells, more weight
         self.box_scale_weights = (1.0, 1.0, 1.0)  # box term weight per scale (stride 8, 16, 32): small objects sit at
                                                # stride 8, so (2, 1, 1) weighs their placement twice
+        self.box_size_gain = 0.0               # box term of a positive x (1 + g (1 - w h / image area)): small objects up
+                                               # to 1 + g times a large one's; 1 = YOLOv3's (2 - w h) weighting; 0 = off
         self.obj_iou_ratio = 1.0               # objectness target of a positive: (1 - r) + r * IoU(its box, the GT)
                                                # (YOLOv5's gr): 1 = the IoU, so scores rank boxes by fit; 0 = plain 1
         self.box_bins = 0                      # > 0: each box number predicted as a distribution over this many bins

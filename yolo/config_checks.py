@@ -66,7 +66,7 @@ RANGES = {
     "width": "(0, 2]", "freeze_backbone_epochs": ">= 0", "freeze_shared_epochs": ">= 0", "match_iou_thres": "[0, 1]",
     "auto_anchor_bpr": "[0, 1]",
     "box_weight": ">= 0", "obj_weight": ">= 0", "cls_weight": ">= 0", "ignore_iou_thres": "[0, 1]",
-    "obj_iou_ratio": "[0, 1]", "box_bins": ">= 0", "dfl_weight": ">= 0",
+    "obj_iou_ratio": "[0, 1]", "box_bins": ">= 0", "dfl_weight": ">= 0", "box_size_gain": ">= 0",
     # training
     "epochs": ">= 1", "lr": "> 0", "momentum": "[0, 1)", "weight_decay": ">= 0", "warmup_epochs": ">= 0",
     "warmup_bias_lr": ">= 0", "final_lr_ratio": "[0, 1]", "grad_clip": ">= 0", "lr_step_factor": "> 0",

@@ -1,10 +1,11 @@
 """The YOLOv3 loss: box (IoU family on decoded boxes), objectness (BCE on every cell), class (BCE on positives).
 
-    loss = box_weight * mean_pos(b_s (1 - IoU_kind)) + obj_weight * sum_s w_s * mean_cells_s(BCE_obj) + cls_weight * mean_pos(BCE_cls)
-           [+ dfl_weight * mean_pos(b_s DFL)  with box_bins]
+    loss = box_weight * mean_pos(b (1 - IoU_kind)) + obj_weight * sum_s w_s * mean_cells_s(BCE_obj) + cls_weight * mean_pos(BCE_cls)
+           [+ dfl_weight * mean_pos(b DFL)  with box_bins]
 
-with b_s = box_scale_weights and w_s = obj_scale_weights of the positive's or cell's scale s, and the objectness
-target of a positive (1 - r) + r * IoU (r = obj_iou_ratio), of a negative 0.
+with b = b_s * (1 + g (1 - w h / image area)) per positive, b_s = box_scale_weights of its scale s, g =
+box_size_gain (YOLOv3 weighs boxes by 2 - w h: small ones count up to twice), its GT's w h; w_s = obj_scale_weights
+of a cell's scale; the objectness target of a positive (1 - r) + r * IoU (r = obj_iou_ratio), of a negative 0.
 
 With box bins (yolo/models/head.py), DFL is the distribution focal loss of GFL (Li et al., NeurIPS 2020): each box
 number's target u* in [0, 1] lies between two bins, and their cross-entropies are mixed by how close u* is to each,
@@ -54,6 +55,7 @@ class YOLOLoss:
         device = outputs[0].device
         box_loss, cls_loss, dfl_loss, obj_sums, obj_cells = [], [], [], [], []
         num_classes, bins = cfg.num_classes, decoding.bins
+        image_area = float(grid_sizes[0][0] * decoding.strides[0] * grid_sizes[0][1] * decoding.strides[0])
         box_per_scale = {}  # stride -> mean 1 - IoU_kind of that scale's positives (NaN without any), logged only
         for s, (raw, asg) in enumerate(zip(outputs, assignments)):
             reach = decoding.reach_at(grid_sizes[s])
@@ -66,7 +68,8 @@ class YOLOLoss:
                 cell_xy = torch.stack((asg.gx, asg.gy), 1).float()
                 pred_box = decode(pos[:, :4], cell_xy, anchors_wh[asg.anchor], stride, reach)
                 iou = iou_family(pred_box, targets[asg.gt, 2:6], cfg.box_loss)
-                box_loss.append(cfg.box_scale_weights[s] * (1.0 - iou))
+                weight = cfg.box_scale_weights[s] * size_weight(targets[asg.gt, 4:6], image_area, cfg.box_size_gain)
+                box_loss.append(weight * (1.0 - iou))
                 box_per_scale[f"box_s{stride}"] = (1.0 - iou).detach().mean()
                 cls_target = F.one_hot(targets[asg.gt, 1].long(), cfg.num_classes).float()
                 cls_loss.append(F.binary_cross_entropy_with_logits(pos[:, 5:5 + num_classes], cls_target,
@@ -74,7 +77,7 @@ class YOLOLoss:
                 if bins:
                     wanted = box_numbers(targets[asg.gt, 2:6], cell_xy, anchors_wh[asg.anchor], stride, reach)
                     dfl = distribution_focal_loss(pos[:, 5 + num_classes:], wanted)  # (P,)
-                    dfl_loss.append(cfg.box_scale_weights[s] * dfl)
+                    dfl_loss.append(weight * dfl)
                 # objectness learns how well the box fits (YOLOv5's IoU target, mixed with 1 by obj_iou_ratio) so
                 # scores rank detections by quality
                 fit = iou.detach().clamp(min=0)
@@ -105,6 +108,12 @@ class YOLOLoss:
         items.update({f"box_s{stride}": box_per_scale.get(f"box_s{stride}", torch.tensor(float("nan")))
                       for stride in decoding.strides})
         return loss, items, stats
+
+
+def size_weight(gt_wh, image_area, gain):
+    """(P,) 1 + gain (1 - w h / image area) for GT sizes gt_wh (P, 2) in pixels: 1 for a box that fills the image,
+    up to 1 + gain for a tiny one."""
+    return 1.0 + gain * (1.0 - gt_wh.prod(1) / image_area) if gain else torch.ones(len(gt_wh), device=gt_wh.device)
 
 
 def distribution_focal_loss(bin_logits, wanted):

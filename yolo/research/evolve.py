@@ -45,6 +45,7 @@ EVOLVE_SPACE = {
     "obj_weight": (1.0, 0.1, 5.0),
     "cls_weight": (1.0, 0.05, 5.0),
     "obj_iou_ratio": (1.0, 0.0, 1.0),       # objectness target of positives: 1 mixed with their box's IoU
+    "box_size_gain": (1.0, 0.0, 2.0),       # small objects' box term up to 1 + this times a large one's
     "color_jitter": (1.0, 0.0, 0.9),        # augmentation strengths and probabilities
     "affine_translate": (1.0, 0.0, 0.45),
     "zoom": (1.0, 0.0, 0.9),                # s of affine_scale = (1 - s, 1 + s)
@@ -63,10 +64,12 @@ EVOLVE_SPACE = {
 PER_TASK = ("task_weights", *(f for f in TASK_FIELDS if f in EVOLVE_SPACE))
 # a gene at 0 would stay there under a multiplicative mutation: when it mutates it starts from this value instead
 # (this project's default where there is one; mosaic_prob 0.2, warmup_bias_lr 0.01 = 5x the AdamW default lr,
-# mosaic_off_epochs and augment_off_epochs 1). A gene whose low bound is above 0 starts from its low bound.
+# mosaic_off_epochs and augment_off_epochs 1, box_size_gain 1 = YOLOv3's 2 - w h). A gene whose low bound is above 0
+# starts from its low bound.
 ZERO_START = {"weight_decay": 5e-4, "warmup_epochs": 1.0, "warmup_bias_lr": 0.01, "color_jitter": 0.3,
               "affine_translate": 0.1, "zoom": 0.25, "hflip_prob": 0.5, "mosaic_prob": 0.2, "mosaic_off_epochs": 1.0,
-              "augment_off_epochs": 1.0, "min_box_size": 2.0, "min_visibility": 0.3, "obj_iou_ratio": 1.0}
+              "augment_off_epochs": 1.0, "min_box_size": 2.0, "min_visibility": 0.3, "obj_iou_ratio": 1.0,
+              "box_size_gain": 1.0}
 INTEGER_GENES = ("mosaic_off_epochs", "augment_off_epochs")  # the gene evolves as a number, the config gets it rounded
 MUTATION_PROB, SIGMA, PARENTS = 0.8, 0.2, 5
 SIGNIFICANT_DIGITS = 5
