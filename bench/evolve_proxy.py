@@ -176,11 +176,16 @@ def part_search(args, base=DEFAULT, name="search", search_extra=()):
     return {g: best.genes[g] for g in space}
 
 
+def winner_name(args):
+    """The rows of a search's winner: "winner" for the default search, winner_<name> for another (--search_name)."""
+    return "winner" if args.search_name == "search" else f"winner_{args.search_name}"
+
+
 def part_target(args):
-    genes = part_search(args)
+    genes = part_search(args, name=args.search_name)
     for seed in args.seeds:
         train_row(args, "target", "start", seed, "", make_config(args, DEFAULT))
-        train_row(args, "target", "winner", seed, "", make_config(args, DEFAULT, genes=genes))
+        train_row(args, "target", winner_name(args), seed, "", make_config(args, DEFAULT, genes=genes))
         train_row(args, "target", "handmade", seed, "", make_config(args, HANDMADE))
 
 
@@ -225,14 +230,15 @@ def report(args):
             cells = [f"{by_seed[s]:.3f}" if s in by_seed else "" for s in seeds]
             lines.append(f"| {name} | " + " | ".join(cells) + f" | {statistics.fmean(by_seed.values()):.3f} |")
         start = {int(r["seed"]): float(r["map50"]) for r in chosen if r["name"] in ("start", "shipped")}
-        win = {int(r["seed"]): float(r["map50"]) for r in chosen if r["name"] == "winner"}
-        both = sorted(set(start) & set(win))
-        if both:
+        for winner in dict.fromkeys(r["name"] for r in chosen if r["name"].startswith("winner")):
+            win = {int(r["seed"]): float(r["map50"]) for r in chosen if r["name"] == winner}
+            both = sorted(set(start) & set(win))
+            if not both:
+                continue
             gains = [win[s] - start[s] for s in both]
-            lines.append(f"\nwinner - start: {', '.join(f'{g:+.3f}' for g in gains)} (mean "
-                         f"{statistics.fmean(gains):+.3f})" + ("; target +0.05 on the mean and every seed: "
-                                                               f"{'met' if min(gains) >= 0.05 else 'not met'}"
-                                                               if part == "target" else ""))
+            target = f"; target +0.05 on the mean and every seed: {'met' if min(gains) >= 0.05 else 'not met'}"
+            lines.append(f"\n{winner} - start: {', '.join(f'{g:+.3f}' for g in gains)} (mean "
+                         f"{statistics.fmean(gains):+.3f})" + (target if part == "target" else ""))
     print("\n".join(lines) if lines else f"no rows in {args.out / 'rows.csv'} yet")
 
 
@@ -246,6 +252,8 @@ def main():
     parser.add_argument("--minutes", type=float, default=45, help="search: wall minutes, confirmation included")
     parser.add_argument("--max_generations", type=int, default=1000, help="search: at most this many generations")
     parser.add_argument("--genes", default="", help="search: evolve_params (default: every gene)")
+    parser.add_argument("--search_name", default="search", help="search, target: the search's folder "
+                        "(<out>/<name>_evolve) and its winner's rows (winner_<name>); another name, another search")
     parser.add_argument("--confirm_seeds", type=int, default=2, help="search: evolve_confirm_seeds")
     parser.add_argument("--confirm_top", type=int, default=3, help="search: evolve_confirm_top")
     parser.add_argument("--seeds", default="0,1,2", help="target: seeds of the full runs")
@@ -263,8 +271,8 @@ def main():
     os.chdir(ROOT)  # the configs' data paths are relative to the repository
     parts = ["proxy", "target", "raccoon"] if args.part == "all" else [args.part]
     for part in parts:
-        {"proxy": part_proxy, "search": part_search, "target": part_target, "raccoon": part_raccoon,
-         "report": lambda a: None}[part](args)
+        {"proxy": part_proxy, "search": lambda a: part_search(a, name=a.search_name), "target": part_target,
+         "raccoon": part_raccoon, "report": lambda a: None}[part](args)
     report(args)
 
 
