@@ -7,9 +7,9 @@
 Every run is the config with `--val_from_train 0.2` (a seeded fifth of the train photos is the val split: the test
 split is never looked at) and a time budget of --minutes, plus one variant's overrides (VARIANTS); its score is the
 evaluation of its last epoch. The "nms_merge" variant trains nothing: it scores the baseline's last.pt of the same
-seed with merge-NMS. A seed's held-out images depend on the seed, so each variant is compared with the baseline of
-the same seed (the difference per seed), and a variant is a gain only if both differences exceed the spread of the
-baseline's two scores.
+random seed with merge-NMS. The held-out images are drawn with the run's random seed, so each variant is compared
+with the baseline run of its own random seed (one difference per run pair), and a variant is a gain only if every
+difference exceeds the spread of the baseline's scores.
 
 Rows go to runs/box_screen/<config name>/rows.csv as each run finishes, with the setting they were made with
 (--minutes and the extra overrides); a rerun with that setting skips the rows it has (a run killed half-way is
