@@ -38,14 +38,13 @@ CHUNK = 256     # images assigned at once
 
 def letterboxed_targets(records, img_size):
     """(N, 6) image index, class, cx, cy, w, h in letterboxed pixels of every non-difficult box."""
-    rows = []
+    rows = [np.zeros((0, 6))]
     for i, r in enumerate(records):
         sx, sy, px, py = letterbox_params(r.width, r.height, img_size)
-        for (x1, y1, x2, y2), label, hard in zip(r.boxes, r.labels, r.difficult):
-            if not hard:
-                cx, cy = (x1 + x2) / 2 * sx + px, (y1 + y2) / 2 * sy + py
-                rows.append([i, label, cx, cy, (x2 - x1) * sx, (y2 - y1) * sy])
-    return torch.tensor(rows, dtype=torch.float32).view(-1, 6)
+        boxes = r.boxes[~r.difficult].astype(np.float64) * [sx, sy, sx, sy] + [px, py, px, py]  # (n, 4) xyxy
+        centre, size = (boxes[:, :2] + boxes[:, 2:]) / 2, boxes[:, 2:] - boxes[:, :2]
+        rows.append(np.column_stack((np.full(len(boxes), i), r.labels[~r.difficult], centre, size)))
+    return torch.tensor(np.concatenate(rows), dtype=torch.float32)
 
 
 def training_anchors(cfg, records):

@@ -113,7 +113,7 @@ class YOLOLoss:
 def size_weight(gt_wh, image_area, gain):
     """(P,) 1 + gain (1 - w h / image area) for GT sizes gt_wh (P, 2) in pixels: 1 for a box that fills the image,
     up to 1 + gain for a tiny one."""
-    return 1.0 + gain * (1.0 - gt_wh.prod(1) / image_area) if gain else torch.ones(len(gt_wh), device=gt_wh.device)
+    return 1.0 + gain * (1.0 - gt_wh.prod(1) / image_area)
 
 
 def distribution_focal_loss(bin_logits, wanted):

@@ -28,7 +28,6 @@ from torch import nn
 
 from ..config_checks import REACH  # the reach of each label assignment (config decode_reach may widen it)
 
-
 BIN_EPS = 1e-6  # a box bins' expectation u stays inside (0, 1) so that its logit is finite
 
 
