@@ -180,6 +180,19 @@ def test_architecture_trace_equals_the_model_outputs(backbone, width):
     draw_architecture(trace, backbone_name=backbone)
 
 
+@pytest.mark.parametrize("head,bins", [("conv1x1", 0), ("conv1x1", 8), ("tower3x3", 4)])
+def test_architecture_head_label_counts_the_prediction_conv_channels(head, bins):
+    cfg = BaseConfig()
+    cfg.width, cfg.img_size, cfg.head, cfg.box_bins = 0.25, 64, head, bins
+    cfg.finalize()
+    model = build_model(cfg)
+    label = trace_architecture(model, cfg.img_size)["head_labels"][0]
+    anchors, per_anchor = label.split("-> ")[1].removesuffix(" ch").split(" x ", 1)
+    conv = (model.heads[0].predict if head != "conv1x1" else model.heads[0]).convs[0]
+    assert int(anchors) * eval(per_anchor.replace("x", "*")) == conv.out_channels  # e.g. 3 x (4x8 + 1 + 1)
+    assert label.startswith("towers + ") == (head != "conv1x1")
+
+
 def test_architecture_trace_shows_the_copies_of_a_branched_neck():
     cfg = load_config(str(ROOT / "configs" / "multitask_shapes.py"))  # the tests may run from another folder
     cfg.img_size, cfg.width = 64, 0.25

@@ -26,7 +26,8 @@ BOX_W, BOX_H = 2.2, 0.78
 def trace_architecture(model, img_size):
     """Run one (1, 3, img_size, img_size) image through every task of `model` with forward hooks. Returns
     {'input': shape, 'features': [(channels, h, w, stride) of C3, C4, C5], 'blocks': per neck block a list of
-    {'tasks', 'in', 'out'} per copy, 'heads': per task a list of output shapes (1, A, H, W, 5 + C) per scale}."""
+    {'tasks', 'in', 'out'} per copy, 'heads': per task a list of output shapes (1, A, H, W, 5 + C) per scale,
+    'head_labels': per task what its head computes (the towers, if any, and the prediction conv's channels)}."""
     seen, handles = {}, []
 
     def remember(key):
@@ -50,7 +51,19 @@ def trace_architecture(model, img_size):
     blocks = [[{"tasks": group, "in": tuple(seen[(j, c)][0][0].shape), "out": tuple(seen[(j, c)][1].shape)}
                for c, group in enumerate(groups)] for j, groups in enumerate(model.neck.groups)]
     heads = [[tuple(o.shape) for o in task_outputs] for task_outputs in outputs]
-    return {"input": tuple(image.shape), "features": features, "blocks": blocks, "heads": heads}
+    labels = [head_label(head) for head in model.heads]
+    return {"input": tuple(image.shape), "features": features, "blocks": blocks, "heads": heads,
+            "head_labels": labels}
+
+
+def head_label(head):
+    """'1x1 conv -> 3 x (5 + 4) ch' for a plain head; towers in front for a tower head; with box bins R the conv
+    has 4 R box channels per anchor instead of 4 (their expectations leave the head as the 4 box numbers)."""
+    predict = getattr(head, "predict", head)  # a TowerHead's prediction convs sit in its YOLOHead
+    a, c, bins = predict.num_anchors, predict.num_classes, predict.box_bins
+    per_anchor = f"4x{bins} + 1 + {c}" if bins else f"5 + {c}"
+    towers = "towers + " if predict is not head else ""
+    return f"{towers}1x1 conv -> {a} x ({per_anchor}) ch"
 
 
 def draw_architecture(trace, task_names=("task 0",), backbone_name="backbone", title=None):
@@ -92,7 +105,7 @@ def draw_architecture(trace, task_names=("task 0",), backbone_name="backbone", t
             b, a, h, w, d = shapes[scale]
             cy = y + BOX_H / 2 - height * (t + 0.5)
             _box(ax, x, cy, BOX_W, height, _share_colour([t], num_tasks),
-                 f"{'' if num_tasks == 1 else task_names[t] + ': '}1x1 conv -> {a} x (5 + {d - 5}) ch")
+                 f"{'' if num_tasks == 1 else task_names[t] + ': '}{trace['head_labels'][t]}")
             ax.text(COLUMN_X[4] - 1.0, cy, f"({b}, {a}, {h}, {w}, 5 + {d - 5})", ha="left", va="center", fontsize=9,
                     family="monospace")
         real_stride = trace["input"][2] // trace["heads"][0][scale][2]
