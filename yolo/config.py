@@ -225,7 +225,7 @@ class BaseConfig:
                                                # features of a trained detector, computed once) | end_to_end (the
                                                # whole model trains, augmented batches; docs/head_search.md)
         self.search_steps = 2000               # cached: architecture steps (each followed by one weight step)
-        self.search_batch_size = 4             # cached: images per step; small, as the towers' 9 mixed edges per
+        self.search_batch_size = 2             # cached: images per step; small, as the towers' 9 mixed edges per
                                                # cell (not the frozen backbone) are what a step costs per image
         self.search_cache_flip = True          # cached: each image is cached as it is and mirrored (2 views)
         self.search_order = 1                  # 1: first-order alpha gradient | 2: DARTS's unrolled second order
@@ -234,7 +234,8 @@ class BaseConfig:
         self.search_alpha_split = "heldout"    # images the architecture weights learn on: heldout (a part of the
                                                # train split the weights never see) | same (the weights' batch)
         self.search_heldout_fraction = 0.5     # heldout: fraction of the train split kept for the alphas
-        self.search_alpha_lr = 3e-4            # Adam lr of the alphas (betas (0.5, 0.999), weight decay 1e-3)
+        self.search_alpha_lr = 3e-3            # Adam lr of the alphas (betas (0.5, 0.999), weight decay 1e-3);
+                                               # DARTS's 3e-4 is for ~20,000 steps, 10 x that suits 2,000
         self.search_genotype_interval = 200    # search steps between two rewrites of genotype.txt (and at the end)
         # ---- evolution (--task evolve: hyperparameter search, yolo/research/evolve.py; trials in runs/<run_name>_evolve/)
         self.evolve_generations = 10           # trials in all (generation 1 trains this config); each trains `epochs`

@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .search_ops import OPS, REFERENCE_OPS, MixedEdge, fixed_op, norm, parse_op, reference_name
+from .search_ops import (FAMILIES, OPS, REFERENCE_OPS, MixedEdge, RepShare, fixed_op, fused_forward, norm, parse_op,
+                         reference_name)
 
 NUM_NODES = 2 + 3  # states: 2 inputs + 3 nodes
 # the meaning of a genotype file (module docstring), stated by write_genotype's last line "# yolo genotype format N";
@@ -64,12 +65,39 @@ class SearchCell(nn.Module):
         self.out = conv_norm(3 * channels, channels)
 
     def forward(self, s0, s1):
+        """Node n = sum over its edges (source j) of edge(state j, softmax(alpha) of the edge). The edges that read
+        one state run as one fused computation (fused_edges): all those of both inputs when they are one tensor (the
+        box tower), then those of node 2, then of node 3."""
         weights = self.alphas.softmax(-1)
-        states = [s0, s1]
+        states, outputs = [s0, s1], {}
+
+        def run_edges_from(sources):
+            ks = [k for k, (_, src) in enumerate(EDGES) if src in sources]
+            outputs.update(zip(ks, fused_edges([self.edges[k] for k in ks], states[sources[0]], weights[ks])))
+
+        for sources in ([0, 1],) if s0 is s1 else ([0], [1]):
+            run_edges_from(sources)
         for node in range(2, NUM_NODES):
-            states.append(sum(edge(states[src], weights[k])
-                              for k, (edge, (n, src)) in enumerate(zip(self.edges, EDGES)) if n == node))
+            states.append(sum(outputs[k] for k, (n, _) in enumerate(EDGES) if n == node))
+            if node < NUM_NODES - 1:
+                run_edges_from([node])
         return self.out(torch.cat(states[2:], 1))
+
+
+def fused_edges(edges, x, weights):
+    """k NarrowEdge(MixedEdge)s that read the same x (B, C, H, W), with weights (k, len(OPS)) (softmax(alpha) of
+    each), computed as one k times wider edge (search_ops.fused_forward): returns the k outputs, each equal to
+    edges[i](x, weights[i]) (tested). A search step then makes about 2.5 times fewer conv calls."""
+    k = len(edges)
+    h = fused_forward([e.inp for e in edges], x, shared_input=True)  # (B, k narrow, H, W)
+    b, _, height, width = h.shape
+    candidates = [y for f in range(len(FAMILIES))  # OPS[1:] order, each (B, k narrow, H, W)
+                  for y in RepShare.candidates(h, lambda name, y, f=f: fused_forward(
+                      [e.op.families[f].get_submodule(name) for e in edges], y))]
+    # `none` adds nothing; per edge i: sum_o weights[i, o] * candidate_o
+    mixed = sum(weights[:, o + 1].view(1, k, 1, 1, 1) * y.view(b, k, -1, height, width)
+                for o, y in enumerate(candidates))
+    return fused_forward([e.out for e in edges], mixed.view(b, -1, height, width)).chunk(k, 1)
 
 
 class FixedCell(nn.Module):

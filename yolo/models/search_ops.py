@@ -31,6 +31,7 @@ A mixed edge outputs sum_k softmax(alpha)_k * op_k(x) (DARTS, Liu et al., ICLR 2
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 FAMILIES = ("std", "sep")
@@ -114,10 +115,16 @@ class RepShare(nn.Module):
 
     def forward(self, x):
         """Returns the candidates in DEPTHS order: [x1, x2, x3, x1_dil, x2_dil], each (B, C, H, W)."""
-        y1 = self.units[0](x)
-        y2 = self.units[1](y1)
-        y3 = self.units[2](y2)
-        return [self.decouple1(y1), self.decouple2(y2), y3, self.dil1(y1), self.dil2(y2)]
+        return self.candidates(x, lambda name, y: self.get_submodule(name)(y))
+
+    @staticmethod
+    def candidates(x, run):
+        """The chain's wiring; run(name, y) applies the submodule `name` ("units.0", "decouple1", ...) to y, here or,
+        for several chains at once, to their stacked channels (fused_forward)."""
+        y1 = run("units.0", x)
+        y2 = run("units.1", y1)
+        y3 = run("units.2", y2)
+        return [run("decouple1", y1), run("decouple2", y2), y3, run("dil1", y1), run("dil2", y2)]
 
     def stand_alone_state(self, name):
         """The state dict of StackedOp(name) holding this chain's weights for that candidate."""
@@ -148,6 +155,32 @@ class MixedEdge(nn.Module):
         for w, y in zip(weights[1:], candidates):
             out = out + w * y
         return out
+
+
+def fused_forward(modules, x, shared_input=False):
+    """k modules of one layout (Sequential, Conv2d, GroupNorm, ReLU) run as one k times wider module, exactly as k
+    separate calls (tested): x (B, k c_in, H, W), module i's input on the i-th block of channels, -> (B, k c_out, H, W)
+    likewise; with shared_input, x (B, c_in, H, W) is every module's input (a dense conv first). A conv of g groups
+    becomes one of k g groups, a GroupNorm of G groups one of k G: no group spans two modules. Why: a search cell's
+    convs are tiny, and a CPU spends more on each call than on its arithmetic."""
+    first = modules[0]
+    if isinstance(first, nn.Sequential):
+        for i in range(len(first)):
+            x = fused_forward([m[i] for m in modules], x, shared_input and i == 0)
+        return x
+    if isinstance(first, nn.Conv2d):
+        if shared_input and first.groups != 1:
+            raise ValueError("a shared input needs a dense first conv (groups 1)")
+        bias = None if first.bias is None else torch.cat([m.bias for m in modules])
+        groups = first.groups * (1 if shared_input else len(modules))
+        return F.conv2d(x, torch.cat([m.weight for m in modules]), bias, first.stride, first.padding, first.dilation,
+                        groups)
+    if isinstance(first, nn.GroupNorm):
+        return F.group_norm(x, first.num_groups * len(modules), torch.cat([m.weight for m in modules]),
+                            torch.cat([m.bias for m in modules]), first.eps)
+    if isinstance(first, nn.ReLU):
+        return F.relu(x, inplace=first.inplace)
+    raise TypeError(f"fused_forward does not know {type(first).__name__}")
 
 
 def fixed_op(name, channels):
