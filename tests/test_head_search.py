@@ -3,6 +3,7 @@ import pytest
 import torch
 from torch import nn
 
+from bench.search_step import edge_by_edge
 from yolo.models.search_ops import OPS, MixedEdge, RepShare, StackedOp
 
 CHANNELS = 8
@@ -156,15 +157,6 @@ def test_a_fixed_cell_runs_the_genotype_ops_with_fresh_weights():
     assert sum(p.numel() for p in cell.parameters()) < sum(p.numel() for p in SearchCell(16, CHANNELS).parameters()) / 3
 
 
-def loop_cell_forward(cell, s0, s1):
-    """The search cell's definition, edge by edge: node n = sum of edge(state j, softmax(alpha) of the edge)."""
-    weights = cell.alphas.softmax(-1)
-    states = [s0, s1]
-    for node in range(2, 5):
-        states.append(sum(cell.edges[k](states[src], weights[k]) for k, (n, src) in enumerate(EDGES) if n == node))
-    return cell.out(torch.cat(states[2:], 1))
-
-
 @pytest.mark.parametrize("same_inputs", [True, False])
 def test_the_fused_search_cell_equals_its_edges_one_by_one(same_inputs):
     """The cell runs the edges of one state as one grouped computation; values and every gradient (alphas, each
@@ -175,7 +167,7 @@ def test_the_fused_search_cell_equals_its_edges_one_by_one(same_inputs):
     s1 = s0 if same_inputs else torch.randn(2, 16, 7, 9, generator=gen, dtype=torch.float64, requires_grad=True)
     target = torch.randn(2, 16, 7, 9, generator=gen, dtype=torch.float64)
     results = []
-    for forward in (cell.forward, lambda a, b: loop_cell_forward(cell, a, b)):
+    for forward in (cell.forward, lambda a, b: edge_by_edge(cell, a, b)):  # bench/search_step.py's loop
         out = forward(s0, s1)
         inputs = [s0] if same_inputs else [s0, s1]
         grads = torch.autograd.grad((out - target).pow(2).sum(), list(cell.parameters()) + inputs)
