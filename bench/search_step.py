@@ -6,7 +6,7 @@ A cached search step (yolo/tasks/search_head.py) is an architecture step and a w
 two forwards and backwards of the search head on neck features. Its cells have 9 mixed edges, each two RepShare
 chains of small convs, so a CPU spends its time on per-call overhead more than on arithmetic. SearchCell runs the
 edges that read one state as one grouped computation (yolo/models/search_cell.py: fused_edges, tested equal to the
-edge-by-edge loop); this bench times both on random features of the config's input size, in interleaved rounds
+edge-by-edge loop, edge_by_edge); this bench times both on random features of the config's input size, in interleaved rounds
 (loop, fused, loop, fused ...) so that the machine's drift hits both alike, and prints steps per second and the ratio.
 """
 import argparse
@@ -25,20 +25,11 @@ import torch  # noqa: E402
 from yolo.config import apply_overrides, load_config, task_configs  # noqa: E402
 from yolo.loss import YOLOLoss  # noqa: E402
 from yolo.models.detector import build_model  # noqa: E402
-from yolo.models.search_cell import EDGES, NUM_NODES, SearchCell  # noqa: E402
+from yolo.models.search_cell import SearchCell, edge_by_edge  # noqa: E402
 from yolo.research.head_search import HeadOnFeatures, alpha_step  # noqa: E402
 from yolo.tasks.search_head import train_step  # noqa: E402
 
 STEPS_PER_ROUND, WARMUP = 6, 2
-
-
-def edge_by_edge(cell, s0, s1):
-    """SearchCell's definition without the fusion: every edge called on its own."""
-    weights = cell.alphas.softmax(-1)
-    states = [s0, s1]
-    for node in range(2, NUM_NODES):
-        states.append(sum(cell.edges[k](states[src], weights[k]) for k, (n, src) in enumerate(EDGES) if n == node))
-    return cell.out(torch.cat(states[2:], 1))
 
 
 def search_problem(cfg, batch):

@@ -3,7 +3,6 @@ import pytest
 import torch
 from torch import nn
 
-from bench.search_step import edge_by_edge
 from yolo.models.search_ops import OPS, MixedEdge, RepShare, StackedOp
 
 CHANNELS = 8
@@ -78,7 +77,7 @@ def test_none_gives_zeros_and_mixing_is_linear_in_the_weights():
 
 
 # ------------------------------------------------------------------------------------------------- genotypes
-from yolo.models.search_cell import (EDGES, FixedCell, SearchCell, derive_nodes, format_genotype,  # noqa: E402
+from yolo.models.search_cell import (EDGES, FixedCell, SearchCell, derive_nodes, edge_by_edge, format_genotype,  # noqa: E402
                                      parse_genotype, read_genotype_text, write_genotype)
 
 
@@ -158,16 +157,24 @@ def test_a_fixed_cell_runs_the_genotype_ops_with_fresh_weights():
 
 
 @pytest.mark.parametrize("same_inputs", [True, False])
-def test_the_fused_search_cell_equals_its_edges_one_by_one(same_inputs):
+@pytest.mark.parametrize("batch,channels_last", [(2, False), (1, True), (2, True)])
+def test_the_fused_search_cell_equals_its_edges_one_by_one(same_inputs, batch, channels_last):
     """The cell runs the edges of one state as one grouped computation; values and every gradient (alphas, each
-    edge's convs and norms, the inputs) must be those of the plain edge-by-edge loop."""
-    cell = randomize(SearchCell(16, CHANNELS)).double()
+    edge's convs and norms, the inputs) must be those of the plain edge-by-edge loop -- also at batch 1 in channels
+    last, the layout and batch of a search on cached features (a 5-d view there once gave a grouped conv a tensor of
+    odd strides, whose weight gradient PyTorch got wrong)."""
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    cell = randomize(SearchCell(16, CHANNELS)).double().to(memory_format=layout)
     gen = torch.Generator().manual_seed(3)
-    s0 = torch.randn(2, 16, 7, 9, generator=gen, dtype=torch.float64, requires_grad=True)
-    s1 = s0 if same_inputs else torch.randn(2, 16, 7, 9, generator=gen, dtype=torch.float64, requires_grad=True)
-    target = torch.randn(2, 16, 7, 9, generator=gen, dtype=torch.float64)
+
+    def features():
+        x = torch.randn(batch, 16, 7, 9, generator=gen, dtype=torch.float64).contiguous(memory_format=layout)
+        return x.requires_grad_()
+    s0 = features()
+    s1 = s0 if same_inputs else features()
+    target = torch.randn(batch, 16, 7, 9, generator=gen, dtype=torch.float64)
     results = []
-    for forward in (cell.forward, lambda a, b: edge_by_edge(cell, a, b)):  # bench/search_step.py's loop
+    for forward in (cell.forward, lambda a, b: edge_by_edge(cell, a, b)):
         out = forward(s0, s1)
         inputs = [s0] if same_inputs else [s0, s1]
         grads = torch.autograd.grad((out - target).pow(2).sum(), list(cell.parameters()) + inputs)

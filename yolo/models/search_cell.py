@@ -84,20 +84,31 @@ class SearchCell(nn.Module):
         return self.out(torch.cat(states[2:], 1))
 
 
+def edge_by_edge(cell, s0, s1):
+    """What SearchCell computes, by its definition: every edge called on its own (the reference the fused forward is
+    tested against, and bench/search_step.py times)."""
+    weights = cell.alphas.softmax(-1)
+    states = [s0, s1]
+    for node in range(2, NUM_NODES):
+        states.append(sum(cell.edges[k](states[src], weights[k]) for k, (n, src) in enumerate(EDGES) if n == node))
+    return cell.out(torch.cat(states[2:], 1))
+
+
 def fused_edges(edges, x, weights):
     """k NarrowEdge(MixedEdge)s that read the same x (B, C, H, W), with weights (k, len(OPS)) (softmax(alpha) of
     each), computed as one k times wider edge (search_ops.fused_forward): returns the k outputs, each equal to
     edges[i](x, weights[i]) (tested). A search step then makes about 2.5 times fewer conv calls."""
     k = len(edges)
     h = fused_forward([e.inp for e in edges], x, shared_input=True)  # (B, k narrow, H, W)
-    b, _, height, width = h.shape
     candidates = [y for f in range(len(FAMILIES))  # OPS[1:] order, each (B, k narrow, H, W)
                   for y in RepShare.candidates(h, lambda name, y, f=f: fused_forward(
                       [e.op.families[f].get_submodule(name) for e in edges], y))]
-    # `none` adds nothing; per edge i: sum_o weights[i, o] * candidate_o
-    mixed = sum(weights[:, o + 1].view(1, k, 1, 1, 1) * y.view(b, k, -1, height, width)
-                for o, y in enumerate(candidates))
-    return fused_forward([e.out for e in edges], mixed.view(b, -1, height, width)).chunk(k, 1)
+    # `none` adds nothing; edge i's channels get sum_o weights[i, o] * candidate_o. Kept 4-d: a 5-d view of a
+    # channels-last batch of one gives the grouped conv below odd strides, and PyTorch (2.14, CPU) its weight
+    # gradient wrong (tested)
+    per_channel = weights[:, 1:].repeat_interleave(h.shape[1] // k, 0)  # (k narrow, len(OPS) - 1)
+    mixed = sum(per_channel[:, o].view(1, -1, 1, 1) * y for o, y in enumerate(candidates))
+    return fused_forward([e.out for e in edges], mixed).chunk(k, 1)
 
 
 class FixedCell(nn.Module):

@@ -161,8 +161,9 @@ def fused_forward(modules, x, shared_input=False):
     """k modules of one layout (Sequential, Conv2d, GroupNorm, ReLU) run as one k times wider module, exactly as k
     separate calls (tested): x (B, k c_in, H, W), module i's input on the i-th block of channels, -> (B, k c_out, H, W)
     likewise; with shared_input, x (B, c_in, H, W) is every module's input (a dense conv first). A conv of g groups
-    becomes one of k g groups, a GroupNorm of G groups one of k G: no group spans two modules. Why: a search cell's
-    convs are tiny, and a CPU spends more on each call than on its arithmetic."""
+    becomes one of k g groups, a GroupNorm of G groups one of k G: no group spans two modules. The modules must be
+    built alike (the first one's stride, padding, dilation and eps serve all; norms affine), as the edges of a cell
+    are. Why: a search cell's convs are tiny, and a CPU spends more on each call than on its arithmetic."""
     first = modules[0]
     if isinstance(first, nn.Sequential):
         for i in range(len(first)):
