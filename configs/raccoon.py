@@ -46,5 +46,5 @@ class RaccoonConfig(BaseConfig):
         self.affine_translate = 0.10415
         self.affine_scale = (0.77203, 1.22797)
         self.cache_images = True   # 200 photos up to 2000 px wide: decode them once
-        self.search_batch_size = 1  # --task search_head at 416 px: 2,000 steps in 15 minutes on 2 cores
+        self.search_batch_size = 1  # --task search_head at 416 px: 2,000 steps took 17 minutes on 2 cores
         self.num_workers = 0

@@ -77,8 +77,8 @@ def test_none_gives_zeros_and_mixing_is_linear_in_the_weights():
 
 
 # ------------------------------------------------------------------------------------------------- genotypes
-from yolo.models.search_cell import (EDGES, FixedCell, SearchCell, derive_nodes, edge_by_edge, format_genotype,  # noqa: E402
-                                     parse_genotype, read_genotype_text, write_genotype)
+from yolo.models.search_cell import (EDGES, FixedCell, SearchCell, derive_nodes, edge_by_edge,  # noqa: E402
+                                     format_genotype, parse_genotype, read_genotype_text, write_genotype)
 
 
 def edge_index(node, src):
@@ -161,8 +161,8 @@ def test_a_fixed_cell_runs_the_genotype_ops_with_fresh_weights():
 def test_the_fused_search_cell_equals_its_edges_one_by_one(same_inputs, batch, channels_last):
     """The cell runs the edges of one state as one grouped computation; values and every gradient (alphas, each
     edge's convs and norms, the inputs) must be those of the plain edge-by-edge loop -- also at batch 1 in channels
-    last, the layout and batch of a search on cached features (a 5-d view there once gave a grouped conv a tensor of
-    odd strides, whose weight gradient PyTorch got wrong)."""
+    last, the layout and batch of a search on cached features (where a 5-d view would give the grouped conv a tensor
+    of odd strides, whose weight gradient PyTorch 2.14 on CPU gets wrong)."""
     layout = torch.channels_last if channels_last else torch.contiguous_format
     cell = randomize(SearchCell(16, CHANNELS)).double().to(memory_format=layout)
     gen = torch.Generator().manual_seed(3)
