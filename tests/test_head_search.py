@@ -384,3 +384,18 @@ def test_the_search_warms_up_the_momentum_and_the_biases_lr_as_training_does(tmp
     momentum, weight_lr, bias_lr = seen[0]  # the first weight step of a 3-step warmup (1 step a pass): p = 1/3
     assert momentum == pytest.approx(0.5 + (cfg.momentum - 0.5) / 3)
     assert weight_lr == pytest.approx(cfg.lr / 3) and bias_lr == pytest.approx(0.05 * 2 / 3 + cfg.lr / 3)
+
+
+def test_the_alphas_l2_decay_is_the_configs(tmp_path, monkeypatch):
+    """search_alpha_weight_decay reaches the alphas' Adam (it bounds how far they move: docs/head_search.md)."""
+    step, seen = search_head.alpha_step, []
+
+    def spy(loss_of, alpha_batch, weight_batch, alphas, weights, optimizer, *args, **kwargs):
+        seen.append(optimizer.param_groups[0]["weight_decay"])
+        return step(loss_of, alpha_batch, weight_batch, alphas, weights, optimizer, *args, **kwargs)
+
+    monkeypatch.setattr(search_head, "alpha_step", spy)
+    for decay in (0.0, 0.05):
+        seen.clear()
+        search_head.run(tiny_search_cfg(tmp_path / f"decay{decay}", search_alpha_weight_decay=decay, search_epochs=1))
+        assert seen and set(seen) == {decay}

@@ -234,8 +234,11 @@ class BaseConfig:
         self.search_alpha_split = "heldout"    # images the architecture weights learn on: heldout (a part of the
                                                # train split the weights never see) | same (the weights' batch)
         self.search_heldout_fraction = 0.5     # heldout: fraction of the train split kept for the alphas
-        self.search_alpha_lr = 3e-3            # Adam lr of the alphas (betas (0.5, 0.999), weight decay 1e-3);
-                                               # DARTS's 3e-4 is for ~20,000 steps, 10 x that suits 2,000
+        self.search_alpha_lr = 3e-3            # Adam lr of the alphas (betas (0.5, 0.999)); DARTS's 3e-4 is for
+                                               # ~20,000 steps, 10 x that suits 2,000
+        self.search_alpha_weight_decay = 0.0   # the alphas' L2 decay in Adam; it holds an alpha where decay x
+                                               # alpha = its mean gradient: DARTS's 1e-3 pinned these (detection
+                                               # gradients of ~1e-5) near zero (docs/head_search.md)
         self.search_genotype_interval = 200    # search steps between two rewrites of genotype.txt (and at the end)
         # ---- evolution (--task evolve: hyperparameter search, yolo/research/evolve.py; trials in runs/<run_name>_evolve/)
         self.evolve_generations = 10           # trials in all (generation 1 trains this config); each trains `epochs`

@@ -81,6 +81,7 @@ RANGES = {
     "head_channels": ">= 1", "cell_channels": ">= 1", "search_epochs": ">= 1", "search_heldout_fraction": "(0, 1)",
     "search_alpha_lr": "> 0", "search_genotype_interval": ">= 1", "evolve_generations": ">= 1",
     "search_steps": ">= 1", "search_batch_size": ">= 1", "search_order": "[1, 2]", "search_latency_weight": ">= 0",
+    "search_alpha_weight_decay": ">= 0",
     "evolve_confirm_seeds": ">= 0", "evolve_confirm_top": ">= 1",
     "evolve_ray_concurrency": ">= 1", "evolve_ray_cpus": ">= 1", "rsa_images": ">= 4",
     "rsa_budget": "> 0",

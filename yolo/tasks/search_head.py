@@ -13,7 +13,7 @@ Every step alternates:
     1. architecture step: the loss of an alpha batch, gradient to the alphas only (search_order 1), or DARTS's
        unrolled second-order gradient (search_order 2, Liu et al. ICLR 2019), plus search_latency_weight x the
        cells' expected CPU ms per image (a table measured once, yolo/models/op_latency.py); Adam (lr
-       search_alpha_lr, betas (0.5, 0.999), weight decay 1e-3);
+       search_alpha_lr, betas (0.5, 0.999), L2 decay search_alpha_weight_decay);
     2. weight step: the loss of a weight batch, gradient to the weights only, the project's optimizer and lr
        schedule.
 With search_alpha_split = "heldout" (default) the alphas learn on a part of the training split the weights never
@@ -53,7 +53,7 @@ from ..models.search_cell import TOWERS, format_genotype, genotype_of, write_gen
 from ..research.head_search import HeadOnFeatures, alpha_step, cache_features, feature_bytes, start_from_checkpoint
 from ..viz.cells import draw_cells, plot_alphas
 
-ALPHA_BETAS, ALPHA_WEIGHT_DECAY = (0.5, 0.999), 1e-3
+ALPHA_BETAS = (0.5, 0.999)
 HISTORY_POINTS = 200  # softmax(alpha) snapshots kept for alphas.png
 MLFLOW_FILES = ("genotype.txt", "genotype_reference.txt", "alphas.png", "cells.png", "config.json", "log.txt")
 LATENCY_FILE = "op_latency.json"  # under runs_dir: the op latency table of this machine, shared by every search
@@ -86,13 +86,9 @@ def search(cfg, tracking):
     setup = cached_setup(search_cfg, source, device) if source else end_to_end_setup(search_cfg, device)
     save_config(search_cfg, run_dir / "config.json")
     head, net = setup.head, setup.net
-    alphas = head.architecture_parameters()
-    named_weights = [(n, p) for n, p in net.named_parameters() if all(p is not a for a in alphas)]
-    weights = [p for _, p in named_weights]
-    weight_opt = build_optimizer(SimpleNamespace(named_parameters=lambda: iter(named_weights)), search_cfg)
-    # training's scheduler: the lr schedule, and the warmups of the momentum and the biases' lr when they are set
-    scheduler = build_scheduler(weight_opt, search_cfg, setup.steps_per_pass)
-    alpha_opt = torch.optim.Adam(alphas, lr=cfg.search_alpha_lr, betas=ALPHA_BETAS, weight_decay=ALPHA_WEIGHT_DECAY)
+    alphas, weights, weight_opt, scheduler = weight_training(setup, search_cfg)
+    alpha_opt = torch.optim.Adam(alphas, lr=cfg.search_alpha_lr, betas=ALPHA_BETAS,
+                                 weight_decay=cfg.search_alpha_weight_decay)
     loss_fn = YOLOLoss(setup.data_cfg)
     latency, table = latency_term(head, search_cfg) if cfg.search_latency_weight > 0 else (None, None)
     total = setup.total
@@ -143,6 +139,15 @@ def search(cfg, tracking):
 
 
 # ------------------------------------------------------------------------------------------------- the two modes
+def weight_training(setup, cfg):
+    """(alphas, the other parameters of the searched net, their optimizer, its lr scheduler): the project's optimizer
+    and training's scheduler (the lr schedule, and the warmups of the momentum and the biases' lr when they are set)."""
+    alphas = setup.head.architecture_parameters()
+    named_weights = [(n, p) for n, p in setup.net.named_parameters() if all(p is not a for a in alphas)]
+    optimizer = build_optimizer(SimpleNamespace(named_parameters=lambda: iter(named_weights)), cfg)
+    return alphas, [p for _, p in named_weights], optimizer, build_scheduler(optimizer, cfg, setup.steps_per_pass)
+
+
 def trained_checkpoint(cfg):
     """The detector a cached search starts from: init_ckpt, else best.pt of the newest run named run_name."""
     if cfg.init_ckpt:
