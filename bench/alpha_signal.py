@@ -7,8 +7,9 @@ batch at a time, over many held-out batches: its mean against its spread, per al
 
 The cached search (yolo/tasks/search_head.py) is set up as `--task search_head` sets it up: the checkpoint's frozen
 backbone and neck, the features of the train split cached, the towers' part of the prediction convs at zero. The
-weights then take the search's weight steps (its optimizer and lr schedule, no alpha steps); at each step of --at,
-the alphas' gradient is taken on --batches held-out alpha batches of search_batch_size images, the weights fixed.
+weights then take the search's kind of weight steps (its optimizer and lr schedule, no alpha steps: the batches come
+in another order than in a search); at each step of --at, the alphas' first-order gradient of the task loss (no
+latency term) is taken on --batches held-out alpha batches of search_batch_size images, the weights fixed.
 
 Per alpha (9 edges x 11 ops per tower), over the n batches: the mean gradient m, its standard deviation s, the
 t statistic m / (s / sqrt(n)) and the per-batch signal-to-noise ratio m / s. Without any signal, |t| has a median
@@ -30,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from yolo.cli import finish_config  # noqa: E402
 from yolo.config import apply_overrides, load_config  # noqa: E402
 from yolo.engine.distributed import select_device  # noqa: E402
 from yolo.engine.setup import seed_everything  # noqa: E402
@@ -62,7 +64,7 @@ def signal_stats(table):
     t = snr * n ** 0.5
     return {"batches": n, "zero_alphas": int((~live).sum()), "max_abs_gradient": float(table.abs().max()),
             "median_abs_t": float(t.median()), "share_t_over_1.96": float((t > 1.96).double().mean()),
-            "median_abs_mean": float(mean.abs().median()), "median_snr": float(snr.median()), "p90_snr": float(snr.quantile(0.9)),
+            "median_abs_mean": float(mean[live].abs().median()), "median_snr": float(snr.median()), "p90_snr": float(snr.quantile(0.9)),
             "median_steps_to_separate": float((9 / snr.clamp_min(1e-12) ** 2).median())}
 
 
@@ -76,7 +78,7 @@ def main():
     args, overrides = parser.parse_known_args()
     cfg = apply_overrides(load_config(args.config), overrides)
     cfg.init_ckpt = args.init_ckpt
-    cfg.finalize()
+    finish_config(cfg)
     seed_everything(cfg.seed, cfg.deterministic)
     setup = cached_setup(cfg, Path(args.init_ckpt), select_device(cfg.device))
     if setup.alpha_batches is None:

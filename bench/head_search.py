@@ -55,6 +55,8 @@ FAST_FIELDS = {"img_size": 64, "width": 0.125, "shapes_num_train": 12, "shapes_n
                "val_interval": 1, "batch_size": 6, "head_channels": 8, "cell_channels": 4, "search_steps": 3,
                "search_batch_size": 2, "search_genotype_interval": 1, "tensorboard": False, "time_budget": None}
 SEARCH_BUDGET_S = 15 * 60
+SEARCH_FIELDS = ("search_batch_size", "search_alpha_lr", "search_alpha_weight_decay", "search_order",
+                 "search_latency_weight")
 TIMING_BATCH, TIMING_ROUNDS = 8, 9
 
 
@@ -131,7 +133,9 @@ def search(cfg, config, seed, default_run):
     text = (search_dir / "genotype.txt").read_text()
     return {"search_s": seconds, "alpha_steps": steps, "alpha_steps_per_s": steps / float(history["search_s"]),
             "moved": moved, "genotype_file": str(search_dir / "genotype.txt"),
-            "genotype": [line for line in text.splitlines() if not line.startswith("#")], "run": str(search_dir)}
+            "genotype": [line for line in text.splitlines() if not line.startswith("#")], "run": str(search_dir),
+            # what the search ran with, as its defaults change: rows of other settings stay told apart
+            **{field: getattr(search_cfg, field) for field in SEARCH_FIELDS}}
 
 
 def timing(cfg, config, heads, seed, rows):
