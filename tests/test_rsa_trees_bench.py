@@ -62,3 +62,31 @@ def test_real_tasks_split_the_card_photos_into_two_disjoint_halves_and_add_racco
     assert a["train_split_file"].endswith("cards_a_train.txt") and a["class_names"] == b["class_names"]
     with pytest.raises(SystemExit, match=r"no \.xml annotations in .*none"):
         real_tasks(argparse.Namespace(cards_root=tmp_path / "none", raccoon_root=raccoon, out_dir=tmp_path / "out"))
+
+
+def test_the_card_tasks_read_a_one_class_copy_and_leave_the_photos_folder_alone(tmp_path):
+    """--data real: every box of the cards becomes "card" in a copy under the bench's folder, images linked."""
+    import argparse
+    from xml.etree import ElementTree
+
+    cards = tmp_path / "cards"
+    xml = ("<annotation><filename>{0}.jpg</filename><size><width>40</width><height>30</height><depth>3</depth></size>"
+           "<object><name>king</name><bndbox><xmin>1</xmin><ymin>2</ymin><xmax>20</xmax><ymax>25</ymax></bndbox>"
+           "</object><object><name>ace</name><bndbox><xmin>5</xmin><ymin>6</ymin><xmax>30</xmax><ymax>28</ymax>"
+           "</bndbox></object></annotation>")
+    for folder in ("train", "test"):
+        (cards / folder).mkdir(parents=True)
+        for k in range(3):
+            (cards / folder / f"IMG_{k}.xml").write_text(xml.format(f"IMG_{k}"))
+            (cards / folder / f"IMG_{k}.jpg").write_bytes(b"not read here")
+    before = {p: p.read_bytes() for p in cards.rglob("*") if p.is_file()}
+    raccoon = tmp_path / "raccoon"
+    (raccoon / "annotations").mkdir(parents=True)
+    a, b, _ = real_tasks(argparse.Namespace(cards_root=cards, raccoon_root=raccoon, out_dir=tmp_path / "out"))
+    assert a["class_names"] == b["class_names"] == ["card"] and a["data_root"] == b["data_root"]
+    copy = tmp_path / "out" / "cards_one_class"
+    assert a["data_root"] == str(copy.resolve())
+    assert {p: p.read_bytes() for p in cards.rglob("*") if p.is_file()} == before  # the photos' folder untouched
+    assert (copy / "train" / "IMG_1.jpg").resolve() == (cards / "train" / "IMG_1.jpg").resolve()
+    names = [n.text for n in ElementTree.parse(copy / "test" / "IMG_2.xml").getroot().iter("name")]
+    assert names == ["card", "card"]
