@@ -34,6 +34,7 @@ import torch  # noqa: E402
 from yolo.cli import finish_config  # noqa: E402
 from yolo.config import apply_overrides, load_config  # noqa: E402
 from yolo.engine.distributed import select_device  # noqa: E402
+from yolo.engine.folders import next_free_path  # noqa: E402
 from yolo.engine.setup import seed_everything  # noqa: E402
 from yolo.loss import YOLOLoss  # noqa: E402
 from yolo.models.search_cell import TOWERS  # noqa: E402
@@ -58,13 +59,14 @@ def signal_stats(table):
     n = table.shape[0]
     mean, std = table.mean(0), table.std(0)
     live = std > 0
+    stats = {"batches": n, "zero_alphas": int((~live).sum()), "max_abs_gradient": float(table.abs().max())}
     if not live.any():
-        return {"batches": n, "zero_alphas": int((~live).sum()), "max_abs_gradient": float(table.abs().max())}
-    snr = (mean[live].abs() / std[live])
+        return stats
+    snr = mean[live].abs() / std[live]
     t = snr * n ** 0.5
-    return {"batches": n, "zero_alphas": int((~live).sum()), "max_abs_gradient": float(table.abs().max()),
-            "median_abs_t": float(t.median()), "share_t_over_1.96": float((t > 1.96).double().mean()),
-            "median_abs_mean": float(mean[live].abs().median()), "median_snr": float(snr.median()), "p90_snr": float(snr.quantile(0.9)),
+    return {**stats, "median_abs_t": float(t.median()), "share_t_over_1.96": float((t > 1.96).double().mean()),
+            "median_abs_mean": float(mean[live].abs().median()), "median_snr": float(snr.median()),
+            "p90_snr": float(snr.quantile(0.9)),
             "median_steps_to_separate": float((9 / snr.clamp_min(1e-12) ** 2).median())}
 
 
@@ -74,7 +76,8 @@ def main():
     parser.add_argument("--init_ckpt", required=True, help="the trained detector the search starts from")
     parser.add_argument("--batches", type=int, default=100, help="alpha batches per measurement")
     parser.add_argument("--at", default="0,100,1000", help="weight steps at which to measure, ascending")
-    parser.add_argument("--out", default=None, help="JSON of the results (default runs/alpha_signal/<config>.json)")
+    parser.add_argument("--out", default=None,
+                        help="results JSON (default runs/alpha_signal/<config>.json, <config>2.json ... if taken)")
     args, overrides = parser.parse_known_args()
     cfg = apply_overrides(load_config(args.config), overrides)
     cfg.init_ckpt = args.init_ckpt
@@ -103,7 +106,7 @@ def main():
                **{tower: signal_stats(part) for tower, part in zip(TOWERS, table.split(sizes, dim=1))}}
         results.append(row)
         print(json.dumps(row), flush=True)
-    out = Path(args.out or f"runs/alpha_signal/{Path(args.config).stem}.json")
+    out = Path(args.out) if args.out else next_free_path(f"runs/alpha_signal/{Path(args.config).stem}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"config": args.config, "init_ckpt": args.init_ckpt, "search_steps": cfg.search_steps,
                                "rows": results}, indent=1) + "\n")

@@ -6,8 +6,9 @@ A cached search step (yolo/tasks/search_head.py) is an architecture step and a w
 two forwards and backwards of the search head on neck features. Its cells have 9 mixed edges, each two RepShare
 chains of small convs, so a CPU spends its time on per-call overhead more than on arithmetic. SearchCell runs the
 edges that read one state as one grouped computation (yolo/models/search_cell.py: fused_edges, tested equal to the
-edge-by-edge loop, edge_by_edge); this bench times both on random features of the config's input size, in interleaved rounds
-(loop, fused, loop, fused ...) so that the machine's drift hits both alike, and prints steps per second and the ratio.
+edge-by-edge loop, edge_by_edge); this bench times both on random features of the config's input size, in
+interleaved rounds (loop, fused, loop, fused ...) so that the machine's drift hits both alike, and prints steps per
+second and the ratio.
 """
 import argparse
 import os

@@ -138,7 +138,6 @@ def search(cfg, tracking):
     return genotype, run_dir
 
 
-# ------------------------------------------------------------------------------------------------- the two modes
 def weight_training(setup, cfg):
     """(alphas, the other parameters of the searched net, their optimizer, its lr scheduler): the project's optimizer
     and training's scheduler (the lr schedule, and the warmups of the momentum and the biases' lr when they are set)."""
@@ -148,6 +147,7 @@ def weight_training(setup, cfg):
     return alphas, [p for _, p in named_weights], optimizer, build_scheduler(optimizer, cfg, setup.steps_per_pass)
 
 
+# ------------------------------------------------------------------------------------------------- the two modes
 def trained_checkpoint(cfg):
     """The detector a cached search starts from: init_ckpt, else best.pt of the newest run named run_name."""
     if cfg.init_ckpt:
