@@ -157,8 +157,11 @@ def main():
             for name in ["baseline"] + [v for v in variants if v != "baseline"]:
                 if any(r["variant"] == name and r["seed"] == str(seed) for r in rows_of(args)):
                     continue
-                baseline = next(r for r in rows_of(args) if r["variant"] == "baseline" and r["seed"] == str(seed))
-                row = merge_nms_row(args, seed, baseline) if name == "nms_merge" else train_variant(args, name, seed)
+                if name == "nms_merge":  # scores the baseline's checkpoint, trained first in this loop
+                    row = merge_nms_row(args, seed, next(r for r in rows_of(args)
+                                                         if r["variant"] == "baseline" and r["seed"] == str(seed)))
+                else:
+                    row = train_variant(args, name, seed)
                 append_row(args.out / "rows.csv", row)
                 print(f"{name} seed {seed}: mAP@0.5 {row['map50']}, mAP@0.5:0.95 {row['map']}", flush=True)
     report(args)

@@ -34,3 +34,26 @@ def test_every_variant_is_a_valid_config(tmp_path):
     for name, overrides in VARIANTS.items():
         cfg = screen_config(args, overrides or []).finalize()
         assert cfg.val_from_train == 0.2 and cfg.time_budget == 5.0, name
+
+
+def test_a_fresh_screen_trains_the_baseline_before_scoring_it_with_merge_nms(tmp_path, monkeypatch):
+    """On an empty rows.csv the loop must train the baseline first: nms_merge scores that run's checkpoint."""
+    import bench.box_screen as screen
+
+    def fake_train(args, name, seed):
+        return dict(variant=name, seed=seed, setting=setting(args), map50=0.8, map=0.5, epochs=3, time_s=1,
+                    run=str(tmp_path / f"{name}_seed{seed}"))
+
+    def fake_merge(args, seed, baseline):
+        return dict(baseline, variant="nms_merge", map=float(baseline["map"]) + 0.01)
+
+    monkeypatch.setattr(screen, "train_variant", fake_train)
+    monkeypatch.setattr(screen, "merge_nms_row", fake_merge)
+    monkeypatch.setattr(sys, "argv", ["box_screen.py", "--config", "configs/cards.py", "--seeds", "0,1",
+                                      "--variants", "nms_merge,ema", "--out", str(tmp_path)])
+    monkeypatch.chdir(tmp_path)  # main() moves to the repository; monkeypatch moves back
+    screen.main()
+    rows = screen.read_rows(tmp_path / "rows.csv")
+    assert [(r["variant"], r["seed"]) for r in rows] == [("baseline", "0"), ("nms_merge", "0"), ("ema", "0"),
+                                                         ("baseline", "1"), ("nms_merge", "1"), ("ema", "1")]
+    assert float(rows[1]["map"]) == 0.51 and rows[1]["run"] == rows[0]["run"]
