@@ -57,3 +57,4 @@ def test_a_fresh_screen_trains_the_baseline_before_scoring_it_with_merge_nms(tmp
     assert [(r["variant"], r["seed"]) for r in rows] == [("baseline", "0"), ("nms_merge", "0"), ("ema", "0"),
                                                          ("baseline", "1"), ("nms_merge", "1"), ("ema", "1")]
     assert float(rows[1]["map"]) == 0.51 and rows[1]["run"] == rows[0]["run"]
+    assert rows[4]["run"] == rows[3]["run"] and rows[4]["run"].endswith("baseline_seed1")  # each seed its own baseline
