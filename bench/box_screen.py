@@ -36,8 +36,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import emit  # noqa: E402
-from bench.rsa_trees import one_class_cards  # noqa: E402
+from bench.common import emit, one_class_cards  # noqa: E402
 from yolo.config import apply_overrides, load_config  # noqa: E402
 from yolo.engine.trainer import train  # noqa: E402
 
@@ -167,13 +166,13 @@ def main():
     name = Path(args.config).stem + ("_one_class" if args.one_class else "")
     args.out = (args.out or ROOT / "runs" / "box_screen" / name).resolve()
     args.out.mkdir(parents=True, exist_ok=True)
-    args.data = one_class_data(args) if args.one_class else []
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         sys.exit(f"error: unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
     os.chdir(ROOT)  # the configs' data paths are relative to the repository
     if not args.report:
+        args.data = one_class_data(args) if args.one_class else []  # the trainings' data overrides
         seeds = [int(s) for s in args.seeds.split(",")]
         for seed in seeds:  # every variant of seed 0 before seed 1: a stopped screen already compares them all
             for name in ["baseline"] + [v for v in variants if v != "baseline"]:

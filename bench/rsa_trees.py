@@ -33,7 +33,6 @@ import os
 import sys
 import time
 from pathlib import Path
-from xml.etree import ElementTree
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -41,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from bench.common import emit  # noqa: E402
+from bench.common import emit, one_class_cards  # noqa: E402
 from bench.multitask_compare import last_row, last_scores  # noqa: E402
 from yolo.config import apply_overrides, load_config, task_configs  # noqa: E402
 from yolo.engine.trainer import train  # noqa: E402
@@ -70,24 +69,6 @@ def bench_config(args, overrides):
     cfg = apply_overrides(cfg, overrides)
     cfg.val_interval = cfg.epochs  # scores of the last epoch only: evaluations in between would cost time
     return cfg.finalize()
-
-
-def one_class_cards(cards_root, out):
-    """The card photos with every box named "card": a copy of each split folder's XML files under `out` (in the bench's
-    own folder, the data is left as it is), the images linked beside them. Six look-alike classes in 148 photos per
-    half did not learn in 150 epochs (mAP@0.5 0.58); finding the cards is what the close pair needs to share."""
-    for folder in ("train", "test"):
-        (out / folder).mkdir(parents=True, exist_ok=True)
-        for xml in sorted((cards_root / folder).glob("*.xml")):
-            tree = ElementTree.parse(xml)
-            for name in tree.getroot().iter("name"):
-                name.text = "card"
-            tree.write(out / folder / xml.name)
-            for image in xml.parent.glob(xml.stem + ".*"):
-                link = out / folder / image.name
-                if image.suffix != ".xml" and not link.exists():
-                    link.symlink_to(image.resolve())
-    return out
 
 
 def real_tasks(args):
