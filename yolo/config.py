@@ -234,8 +234,9 @@ class BaseConfig:
         self.search_alpha_split = "heldout"    # images the architecture weights learn on: heldout (a part of the
                                                # train split the weights never see) | same (the weights' batch)
         self.search_heldout_fraction = 0.5     # heldout: fraction of the train split kept for the alphas
-        self.search_alpha_lr = 3e-3            # Adam lr of the alphas (betas (0.5, 0.999)); DARTS's 3e-4 is for
-                                               # ~20,000 steps, 10 x that suits 2,000
+        self.search_alpha_lr = 1e-2            # Adam lr of the alphas (betas (0.5, 0.999)); DARTS's 3e-4 is for
+                                               # ~20,000 steps; in 2,000, 3e-3 left them near uniform, 1e-2
+                                               # separates them (docs/head_search.md)
         self.search_alpha_weight_decay = 0.0   # the alphas' L2 decay in Adam; it holds an alpha where decay x
                                                # alpha = its mean gradient: DARTS's 1e-3 pinned these (detection
                                                # gradients of ~1e-5) near zero (docs/head_search.md)
