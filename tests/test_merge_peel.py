@@ -148,7 +148,7 @@ def test_rsa_command_writes_its_outputs(tmp_path):
     for name in ("similarity.png", "similarity_depth.png", "similarity.json", "tree.png", "recommended.txt"):
         assert (out / name).is_file(), name
     rows = list(csv.DictReader(open(out / "trees.csv")))
-    assert len(rows) == 9 and rows[0]["rank"] == "1"
+    assert len(rows) == 10 and rows[0]["rank"] == "1"  # 9 trees of one model, and the two single models
     assert (out / "recommended.txt").read_text().startswith(f"self.branching = {result['recommended']!r}")
     layer = result["similarities"]["top4"]
     assert layer[0][0] == 1 and layer[0][1] == layer[1][0]
@@ -196,10 +196,30 @@ def test_rsa_command_recommends_within_rsa_budget_and_times_only_the_trees_it_na
         read_records(task, "val")
     result = rsa.run(cfg)
     rows = list(csv.DictReader(open(result["out_dir"] / "trees.csv")))
-    assert len(rows) == 9 and list(rows[0]) == ["rank", "branching", "fits", "dissimilarity", "compute", "gflops", "ms"]
+    assert len(rows) == 10 and list(rows[0]) == ["rank", "branching", "models", "fits", "dissimilarity", "compute",
+                                                 "gflops", "ms"]
     assert rows[0]["branching"] == repr(result["recommended"]) and float(rows[0]["compute"]) <= 0.65
     named = {repr(result["recommended"])} | {repr(r["branching"]) for r in result["budgets"].values() if r}
     assert {r["branching"] for r in rows if r["ms"]} == named and len(named) < len(rows)
     assert sorted(result["budgets"]) == [0.6, 0.65, 0.8, 1.0]
     text = (result["out_dir"] / "recommended.txt").read_text()
-    assert "cka RSA, least dissimilar within rsa_budget = 0.65 x" in text and "#   <= 0.65: " in text
+    assert "cka RSA, gflops node cost, least dissimilar within rsa_budget = 0.65 x" in text and "#   <= 0.65: " in text
+    # the two single models (-2) cost 1.0 x and share nothing (dissimilarity 0): the pick within 1.0, timed
+    alone = result["budgets"][1.0]
+    assert alone["branching"] == [[-2, [[0], [1]]]] and alone["models"] == 2 and alone["ms"] > 0
+
+
+def test_a_recommendation_of_separate_models_says_which_config_trains_each():
+    """A pick that splits at the input (-2) is no single `self.branching` line: one line per model, its tasks and
+    the branching in their own ids, a group of one task being its single-task model."""
+    from types import SimpleNamespace
+    best = dict(branching=[[-2, [[0, 2], [1]]], [3, [[0], [2]]]], rank=1, dissimilarity=0.2, compute=0.69,
+                gflops=1.5, ms=float("nan"))
+    cfg = SimpleNamespace(task_names=("cards_a", "raccoon", "cards_b"), rsa_measure="spearman", rsa_node_cost="gflops",
+                          rsa_budget=0.7)
+    text = rsa.recommendation(best, {0.7: best}, [best], cfg)
+    lines = text.splitlines()
+    assert lines[0].startswith("# separate models ([[-2, [[0, 2], [1]]], [3, [[0], [2]]]])")
+    assert lines[1] == "#   tasks ['cards_a', 'cards_b']: self.tasks = those tasks, self.branching = [[3, [[0], [1]]]]"
+    assert lines[2] == "#   tasks ['raccoon']: its single-task model"
+    assert "self.branching = [[-2" not in text and "gflops node cost" in text

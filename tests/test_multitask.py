@@ -49,7 +49,8 @@ def test_nested_example_groups():
     ([[2, [[0, 1], [1, 2]]]], "may appear once"),                                 # task 1 twice
     ([[2, [[0], [1], [2, 3]]]], "may appear once"),                               # unknown task 3
     ([[7, [[0], [1, 2]]]], "out of range"),                                       # nothing left after layer 7
-    ([[-2, [[0], [1, 2]]]], "out of range"),
+    ([[-2, [[0], [1, 2]]]], "separate models, not one"),                        # --task rsa's split at the input
+    ([[-3, [[0], [1, 2]]]], "out of range"),
     ([[4, [[0], [1, 2]]], [2, [[0], [1], [2]]]], "must increase"),
     ([[2, [[0], [1, 2]]], [2, [[0], [1], [2]]]], "must increase"),
     ([[2, [[0], [1, 2]]], [4, [[0, 1], [2]]]], "not inside one group of the previous entries"),  # a merge

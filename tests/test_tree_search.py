@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from yolo.branching import NECK_BLOCK_NAMES, neck_groups
-from yolo.research.tree_search import (ComputeModel, best_within, dissimilarity_score, enumerate_branchings, rank_trees,
-                                   tree_key)
+from yolo.research.tree_search import (ComputeModel, best_within, dissimilarity_score, enumerate_branchings,
+                                       model_config, rank_trees, score_tree, separate_models, tree_groups, tree_key)
 from yolo.config import BaseConfig
 from yolo.models.detector import build_model
 from yolo.models.flops import gflops
@@ -46,7 +46,7 @@ def brute_force_trees(num_tasks, max_entries):
     (3, 2, 1 + 8 + 3 * sum(8 - p for p in range(8))),
 ])
 def test_enumeration_is_every_tree_the_grammar_accepts_once(num_tasks, max_entries, expected):
-    found = enumerate_branchings(num_tasks)
+    found = [b for b in enumerate_branchings(num_tasks) if not (b and b[0][0] == -2)]  # one model: the config's trees
     keys = [tree_key(neck_groups(b, num_tasks)) for b in found]
     assert len(found) == len(set(keys)) == expected
     # a tree of T tasks splits at most T - 1 times, so lists of T - 1 entries reach every tree (for 2 tasks also
@@ -95,7 +95,7 @@ def test_ranking_and_budgets():
     assert rows[0]["branching"] is None and rows[0]["rank"] == 1  # identical tasks: share everything
     # tasks alike up to up5, then completely different: split right after up5 (index 2) costs nothing
     apart = {name: np.ones((2, 2)) if k <= 3 else np.eye(2) for k, name in enumerate(LAYER_NAMES)}
-    rows = rank_trees(cfg, apart)
+    rows = rank_trees(cfg, apart, node_cost="equal")
     assert best_within(rows, 1.0)["branching"] == [[2, [[0], [1]]]]
     by_branching = {str(r["branching"]): r for r in rows}
     assert by_branching["[[2, [[0], [1]]]]"]["dissimilarity"] == 0
@@ -103,17 +103,20 @@ def test_ranking_and_budgets():
     tight = best_within(rows, by_branching["[[4, [[0], [1]]]]"]["compute"])
     assert tight["branching"] == [[4, [[0], [1]]]]  # cheapest budget: only splits at 4 .. 6 and None fit
     assert best_within(rows, 0.01) is None
-    assert [r["rank"] for r in rows] == list(range(1, 10))
+    assert [r["rank"] for r in rows] == list(range(1, 11))  # 9 trees of one model and the two single models
     assert all((a["dissimilarity"], a["compute"]) <= (b["dissimilarity"], b["compute"])  # within 0.7 x, then over
                for a, b in zip(rows, rows[1:]) if a["fits"] == b["fits"])
 
 
-@pytest.mark.parametrize("num_tasks", [2, pytest.param(3, marks=pytest.mark.slow)])  # 9 and 117 trees
+@pytest.mark.parametrize("num_tasks", [2, pytest.param(3, marks=pytest.mark.slow)])  # 10 and 145 trees
 def test_tree_gflops_of_every_tree_match_the_flops_counted_on_its_model(num_tasks):
-    costs = ComputeModel(small_cfg(num_tasks))
-    for branching in enumerate_branchings(num_tasks):
-        counted = gflops(build_model(small_cfg(num_tasks, branching)), (64, 64))
-        assert costs.tree_gflops(neck_groups(branching, num_tasks)) == pytest.approx(counted, rel=1e-9), branching
+    cfg = small_cfg(num_tasks)
+    costs = ComputeModel(cfg)
+    for branching in enumerate_branchings(num_tasks):  # separate models (-2): the sum of the models built alone
+        counted = sum(gflops(build_model(model_config(cfg, tasks, b)), (64, 64))
+                      for tasks, b in separate_models(branching, num_tasks))
+        backbone, groups = tree_groups(branching, num_tasks)
+        assert costs.tree_gflops(groups, len(backbone)) == pytest.approx(counted, rel=1e-9), branching
 
 
 def test_budgeted_pick_on_a_hand_made_table():
@@ -153,16 +156,118 @@ def test_five_tasks_rank_without_building_a_model_per_tree(monkeypatch):
     alike = np.full((5, 5), 0.4)
     alike[:2, :2] = alike[2:, 2:] = 1.0
     rows = tree_search.rank_trees(cfg, {name: alike for name in LAYER_NAMES}, budget=0.7)
-    assert len(rows) == 41709 and len(built) <= 1  # the GFLOPs of every tree from the parts of one model
-    # dissimilarity 0 in the neck only when the groups never share a block; the cheapest such tree
-    assert rows[0]["branching"] == [[-1, [[0, 1], [2, 3, 4]]]] and rows[0]["fits"]
+    assert len(rows) == 64660 and len(built) <= 1  # the GFLOPs of every tree from the parts of one model
+    # dissimilarity 0 only when the two groups share nothing, not even the backbone: two models, 2 / 5 of the compute
+    assert rows[0]["branching"] == [[-2, [[0, 1], [2, 3, 4]]]] and rows[0]["fits"] and rows[0]["dissimilarity"] == 0
+    # within one model the pick is the cheapest tree that splits the groups right after the backbone
+    one_model = [r for r in rows if r["models"] == 1]
+    assert one_model[0]["branching"] == [[-1, [[0, 1], [2, 3, 4]]]]
     assert all(r["ms"] != r["ms"] for r in rows)  # nothing timed yet
     tree_search.time_trees(cfg, rows[:2])
-    assert len(built) <= 3 and rows[0]["ms"] > 0 and rows[2]["ms"] != rows[2]["ms"]
+    # one model built per model of the two trees timed (separate models: each of them)
+    assert len(built) <= 1 + rows[0]["models"] + rows[1]["models"]
+    assert rows[0]["ms"] > 0 and rows[2]["ms"] != rows[2]["ms"]
 
 
 def test_enumerated_groups_are_the_grammars():
     from yolo.research.tree_search import enumerate_trees
     for num_tasks in (2, 3, 4):
         for branching, groups in enumerate_trees(num_tasks):
-            assert groups == neck_groups(branching, num_tasks), branching
+            if branching and branching[0][0] == -2:
+                assert groups == tree_groups(branching, num_tasks)[1], branching
+            else:
+                assert groups == neck_groups(branching, num_tasks), branching
+
+
+@pytest.mark.parametrize("num_tasks", [2, 3, 4])
+def test_splits_at_the_input_are_every_partition_of_trees_of_one_model_once(num_tasks):
+    """Separate models: each partition of the tasks into 2 or more groups, each group any tree of its own tasks (a
+    group of one: its single model): sum over partitions of the product of the groups' tree counts."""
+    from yolo.research.tree_search import set_partitions
+    one_model = {n: sum(1 for b in enumerate_branchings(n) if not (b and b[0][0] == -2)) for n in range(1, 5)}
+    assert one_model[1] == 1 and one_model[2] == 9 and one_model[3] == 117
+    forests = [b for b in enumerate_branchings(num_tasks) if b and b[0][0] == -2]
+    expected = sum(int(np.prod([one_model[len(g)] for g in p])) for p in set_partitions(list(range(num_tasks)))
+                   if len(p) > 1)
+    assert len(forests) == expected == {2: 1, 3: 28, 4: 766}[num_tasks]
+    seen = set()
+    for branching in forests:
+        models = separate_models(branching, num_tasks)
+        assert sorted(t for tasks, _ in models for t in tasks) == list(range(num_tasks)) and len(models) > 1
+        for tasks, model_branching in models:
+            neck_groups(model_branching, len(tasks))  # each model is a tree the config accepts
+        backbone, groups = tree_groups(branching, num_tasks)
+        seen.add((tuple(sorted(tuple(g) for g in backbone)), tree_key(groups)))
+    assert len(seen) == len(forests)  # each once
+
+
+def test_a_split_at_the_input_is_refused_as_a_config_with_what_to_do():
+    with pytest.raises(ValueError, match=r"-2 .*separate models.*its own config"):
+        neck_groups([[-2, [[0, 1], [2]]]], 3)
+    with pytest.raises(ValueError, match="every task once"):
+        separate_models([[-2, [[0, 1]]]], 3)
+    with pytest.raises(ValueError, match=r"group \[0, 1, 2\] .* not inside one of the separate models"):
+        separate_models([[-2, [[0], [1, 2]]], [3, [[0, 1, 2]]]], 3)  # a later group across two models
+    with pytest.raises(ValueError, match="must increase"):
+        separate_models([[-2, [[0, 1], [2]]], [3, [[0], [1]]], [1, [[0], [1]]]], 3)
+
+
+def test_separate_models_score_and_compute_by_hand():
+    """[[-2, [[0, 2], [1]]], [3, [[0], [2]]]]: tasks 0 and 2 share a backbone and blocks 0-3, task 1 is alone.
+    Equal node cost: backbone node {0, 2} 1 x d02, blocks 0-3 (k = 1..4) (k + 1) x d02; the GFLOPs are the sum of
+    the two models built alone (task 1's single model and a two-task model)."""
+    d = np.array([[0, 0.01, 0.05], [0.01, 0, 0.03], [0.05, 0.03, 0]])
+    sims = {name: 1 - (k + 1) * d for k, name in enumerate(LAYER_NAMES)}
+    branching = [[-2, [[0, 2], [1]]], [3, [[0], [2]]]]
+    backbone, groups = tree_groups(branching, 3)
+    assert backbone == [[0, 2], [1]] and groups[3] == [[0, 2], [1]] and groups[4] == [[0], [2], [1]]
+    assert dissimilarity_score(groups, sims, backbone_groups=backbone) == pytest.approx(0.05 * (1 + 2 + 3 + 4 + 5))
+    cfg = small_cfg(3)
+    costs = ComputeModel(cfg)
+    models = separate_models(branching, 3)
+    assert models == [([0, 2], [[3, [[0], [1]]]]), ([1], None)]
+    counted = sum(gflops(build_model(model_config(cfg, tasks, b)), (64, 64)) for tasks, b in models)
+    dissimilarity, compute = score_tree(costs, sims, branching, "equal")
+    assert dissimilarity == pytest.approx(0.05 * 15)
+    assert compute * costs.singles_gflops() == pytest.approx(counted, rel=1e-9)
+    # task 1's model is its single-task model: its classes, no tasks list
+    single = model_config(cfg, [1], None)
+    assert single.tasks is None and single.num_classes == 2
+
+
+def test_gflops_node_cost_weighs_each_layer_by_its_share_of_the_compute():
+    """rsa_node_cost gflops: weight of a layer = its GFLOPs / (backbone + neck) of one model; the weights sum to 1,
+    and a tree's score is the sum of its nodes' costs times those weights (hand-computed on all shared)."""
+    costs = ComputeModel(small_cfg(3))
+    weights = costs.layer_weights("gflops")
+    assert costs.layer_weights("equal") is None
+    assert sum(weights.values()) == pytest.approx(1.0)
+    assert weights["backbone"] > max(weights[n] for n in NECK_BLOCK_NAMES)
+    rng = np.random.default_rng(0)
+    sims = {}
+    for name in LAYER_NAMES:
+        s = rng.uniform(0, 1, (3, 3))
+        s = (s + s.T) / 2
+        np.fill_diagonal(s, 1)
+        sims[name] = s
+    by_hand = sum(weights[name] * np.mean([max(1 - sims[name][t][u] for u in range(3) if u != t) for t in range(3)])
+                  for name in LAYER_NAMES)
+    assert score_tree(costs, sims, None, "gflops")[0] == pytest.approx(by_hand, rel=1e-12)
+    assert score_tree(costs, sims, None, "equal")[0] == pytest.approx(
+        sum(np.mean([max(1 - sims[n][t][u] for u in range(3) if u != t) for t in range(3)]) for n in LAYER_NAMES))
+
+
+def test_gflops_node_cost_puts_a_task_apart_from_the_input_when_rsa_finds_it_far_everywhere():
+    """Tasks 0 and 1 alike everywhere (0.84 at the backbone, 0.73 in the neck), task 2 far (0.36, 0.3): summed with
+    equal weights, eight shared neck blocks of the close pair cost more than the one backbone of all three, so the
+    pick shares the backbone; weighted by compute, the pick is task 2 alone and the pair in one model."""
+    cfg = small_cfg(3)
+    sims = {}
+    for k, name in enumerate(LAYER_NAMES):
+        s = np.full((3, 3), 0.36 if k == 0 else 0.3)
+        s[0, 1] = s[1, 0] = 0.84 if k == 0 else 0.73
+        np.fill_diagonal(s, 1)
+        sims[name] = s
+    assert rank_trees(cfg, sims, 0.7, "equal")[0]["branching"] == [[-1, [[0], [1], [2]]]]
+    pick = rank_trees(cfg, sims, 0.7, "gflops")[0]
+    assert pick["branching"][0] == [-2, [[0, 1], [2]]] and pick["models"] == 2 and pick["fits"]

@@ -27,6 +27,10 @@ def neck_groups(branching, num_tasks):
                 or not all(isinstance(g, (list, tuple)) and all(isinstance(t, int) for t in g) for g in entry[1])):
             raise ValueError(f"{where}: must be [layer_index, [[task ids], [task ids], ...]]")
         index, split = entry[0], [sorted(g) for g in entry[1]]
+        if index == -2:
+            raise ValueError(f"{where}: -2 (a split at the input, which --task rsa may recommend) makes separate "
+                             f"models, not one: train each of its groups as its own config (recommended.txt lists "
+                             f"them)")
         if not -1 <= index <= len(NECK_BLOCK_NAMES) - 2:
             raise ValueError(f"{where}: layer index {index} is out of range; split after a neck layer -1 (right "
                              f"after the backbone) ... {len(NECK_BLOCK_NAMES) - 2} (python main.py --task info lists them)")

@@ -266,6 +266,8 @@ class BaseConfig:
         self.rsa_measure = "spearman"          # --task rsa: spearman (rank correlation of the RDMs, the reference's) | cka
         self.rsa_budget = 0.7                  # --task rsa: recommend the least dissimilar tree within this compute
                                                # (a fraction of one single-task model per task)
+        self.rsa_node_cost = "gflops"          # --task rsa: weight of a shared layer in a tree's dissimilarity: gflops
+                                               # (its share of the model's compute) | equal (1 each, the reference's)
         self.merge_ckpts = None                # --task merge: single-task checkpoints, one per task, in task order
         self.merge_average = False             # --task merge: shared layers = the mean of the tasks sharing them
                                                # (False: taken from the first of those tasks)

@@ -23,6 +23,7 @@ ACTIVATIONS = ("leaky", "silu", "relu")                 # neck activation, yolo/
 RAY_SEARCHERS = {"optuna": "optuna", "hyperopt": "hyperopt", "bayesopt": "bayesian-optimization", "hebo": "HEBO",
                  "nevergrad": "nevergrad", "ax": "ax-platform"}
 RSA_MEASURES = ("spearman", "cka")                      # comparison of two RDMs, yolo/research/rsa.py
+RSA_NODE_COSTS = ("gflops", "equal")                    # weight of a shared layer, yolo/research/tree_search.py
 
 ALLOWED = {
     "dataset": ("shapes", "voc", "coco", "yolo"),
@@ -44,6 +45,7 @@ ALLOWED = {
     "evolve_ray_searcher": ("random", *RAY_SEARCHERS),
     "task_sampling": ("all", "proportional", "balanced"),  # multi-task steps, yolo/engine/multitask.py
     "rsa_measure": RSA_MEASURES,
+    "rsa_node_cost": RSA_NODE_COSTS,
 }
 PLAIN_NAME = re.compile(r"[A-Za-z0-9_.-]+")  # a task or run name: one plain folder name, never a path
 # what a task dict of config `tasks` may set: the data fields and the loss gains (everything else is shared)

@@ -4,18 +4,22 @@ import numpy as np
 from .detections import class_colour
 
 
-def draw_branching(groups, task_names, block_names):
+def draw_branching(groups, task_names, block_names, backbone_groups=None):
     """The branching tree as a figure: columns backbone, neck blocks 0..7 (one box per copy, placed at the rows of
     the tasks it serves), one head per task; a line joins a copy to the copies of the next block it feeds.
-    groups: neck_groups(branching, num_tasks). Returns the matplotlib figure."""
+    groups: neck_groups(branching, num_tasks); backbone_groups: the tasks of each backbone copy (None: one backbone
+    for every task; several: separate models, tree_search.tree_groups). Returns the matplotlib figure."""
     import matplotlib.pyplot as plt
 
     num_tasks = len(task_names)
     everyone = list(range(num_tasks))
-    columns = ([("backbone", [everyone])] + [(f"{j} {name}", g) for j, (name, g) in enumerate(zip(block_names, groups))]
+    columns = ([("backbone", backbone_groups or [everyone])]
+               + [(f"{j} {name}", g) for j, (name, g) in enumerate(zip(block_names, groups))]
                + [("head", [[t] for t in everyone])])
     fig, ax = plt.subplots(figsize=(1.25 * len(columns), 0.8 * num_tasks + 1.4))
-    row = {t: num_tasks - 1 - t for t in everyone}  # task 0 on top
+    # task 0 on top; the tasks of one backbone (separate models) on adjacent rows, so that its box sits on them only
+    order = [t for group in backbone_groups or [everyone] for t in group]
+    row = {t: num_tasks - 1 - k for k, t in enumerate(order)}
     previous = None
     for x, (title, column_groups) in enumerate(columns):
         centres = [(x, float(np.mean([row[t] for t in group]))) for group in column_groups]
