@@ -22,10 +22,17 @@ Trees: RSA's pick (the least dissimilar within rsa_budget), all shared, split ri
 evenly spaced over the dissimilarity order up to --num_trees (7); seed 0 for each, then seed 1 for the first three
 (two when the pick is the split after the backbone).
 
+A tree that splits at the input ([-2, groups] first: separate models) trains one model per group; a group of one task
+is that task's single-task model (seed 0: the one of --stage singles). The ranking weighs each shared layer by its
+compute (rsa_node_cost gflops, the default; `--rsa_node_cost equal`: every layer alike, the reference's sum); the
+report scores every trained tree both ways. `--reuse OTHER/results.csv` takes the
+trees trained there (same tasks and settings, another ranking) instead of training them again.
+
 Every training appends its row to <out_dir>/results.csv as it finishes, so a rerun skips what is done (a training cut
 off in the middle resumes from its last.pt). --max_minutes starts no new training after that many minutes.
 """
 import argparse
+import ast
 import copy
 import csv
 import json
@@ -43,8 +50,10 @@ import numpy as np  # noqa: E402
 from bench.common import emit, one_class_cards  # noqa: E402
 from bench.multitask_compare import last_row, last_scores  # noqa: E402
 from yolo.config import apply_overrides, load_config, task_configs  # noqa: E402
+from yolo.config_checks import RSA_NODE_COSTS  # noqa: E402
 from yolo.engine.trainer import train  # noqa: E402
 from yolo.research.rsa import rank_correlation as rsa_rank_correlation  # noqa: E402
+from yolo.research.tree_search import ComputeModel, model_config, score_tree, separate_models  # noqa: E402
 from yolo.tasks import rsa  # noqa: E402
 
 SHAPES, SYMBOLS = ["circle", "square", "triangle"], ["star", "cross", "ring"]
@@ -182,7 +191,8 @@ def stage_rsa(cfg, args):
     result = rsa.run(rsa_cfg.finalize())
     keep = ("branching", "dissimilarity", "compute", "rank", "fits")
     ranked = [{k: r[k] for k in keep} for r in result["trees"]]
-    out.write_text(json.dumps({"measure": cfg.rsa_measure, "budget": cfg.rsa_budget, "rsa_dir": str(result["out_dir"]),
+    out.write_text(json.dumps({"measure": cfg.rsa_measure, "node_cost": cfg.rsa_node_cost, "budget": cfg.rsa_budget,
+                               "rsa_dir": str(result["out_dir"]),
                                "similarities": result["similarities"], "trees": ranked,
                                "chosen": chosen_trees(ranked, result["recommended"], len(cfg.task_names),
                                                       args.num_trees)}, indent=1))
@@ -210,29 +220,76 @@ def stage_trees(cfg, args, clock):
     plan = json.loads((args.out_dir / "rsa.json").read_text()) if (args.out_dir / "rsa.json").is_file() else None
     if plan is None:
         sys.exit(f"error: no {args.out_dir / 'rsa.json'}: run --stage rsa first")
+    results = args.out_dir / "results.csv"
     by_branching = {repr(r["branching"]): r for r in plan["trees"]}
+    if args.reuse:
+        reuse_trees(args.reuse, results, plan, by_branching, cfg.task_names)
     # every tree's first seed before any second seed: a bench stopped half-way has the whole ranking already
     jobs = [(label, b, 0) for label, b in plan["chosen"]]
     jobs += [(label, b, 1) for label, b in plan["chosen"] if label in TWO_SEEDS]
-    todo = [j for j in jobs if not done(read_rows(args.out_dir / "results.csv"), "tree", j[0], j[2])]
+    todo = [j for j in jobs if not done(read_rows(results), "tree", j[0], j[2])]
     print(f"trees: {len(jobs) - len(todo)} trainings done, {len(todo)} to train")
     jobs = todo
     for k, (label, branching, seed) in enumerate(jobs):
         if clock.out_of_time(len(jobs) - k):
             return False
-        tree = copy.copy(cfg)
-        tree.branching, tree.seed = branching, seed
-        tree.runs_dir, tree.run_name = str(args.out_dir / "trees"), f"{label}_seed{seed}"
-        run_dir = trained(tree.finalize())
-        scores = last_scores(run_dir, cfg.task_names)
+        scores, seconds, run_dirs = train_tree(cfg, args, label, branching, seed)
         ranked = by_branching[repr(branching)]
-        append_row(args.out_dir / "results.csv", dict(
-            kind="tree", label=label, branching=repr(branching), seed=seed, rsa_rank=ranked["rank"],
-            dissimilarity=ranked["dissimilarity"], compute=ranked["compute"],
-            map50_mean=float(np.mean([s[0] for s in scores])), map_mean=float(np.mean([s[1] for s in scores])),
-            **{f"{m}_{n}": s[i] for n, s in zip(cfg.task_names, scores) for i, m in enumerate(("map50", "map"))},
-            train_s=last_row(run_dir)["time_s"], run_dir=run_dir), cfg.task_names)
+        append_row(results, tree_row(label, branching, seed, ranked, scores, seconds, ";".join(run_dirs)),
+                   cfg.task_names)
     return True
+
+
+def train_tree(cfg, args, label, branching, seed):
+    """({task: (mAP@0.5, mAP@0.5:0.95)}, training seconds, run dirs) of one tree: one model, or one per group of a
+    split at the input (a group of one task at seed 0 is the single-task model already trained)."""
+    singles = {r["label"]: r for r in read_rows(args.out_dir / "results.csv") if r["kind"] == "single"}
+    models = separate_models(branching, len(cfg.task_names))
+    scores, seconds, run_dirs = {}, 0.0, []
+    for tasks, model_branching in models:
+        names = [cfg.task_names[t] for t in tasks]
+        if len(tasks) == 1 and len(models) > 1 and seed == 0:
+            row = singles[names[0]]
+            scores[names[0]] = (float(row[f"map50_{names[0]}"]), float(row[f"map_{names[0]}"]))
+            seconds, run_dirs = seconds + float(row["train_s"]), run_dirs + [row["run_dir"]]
+            continue
+        model = copy.copy(model_config(cfg, tasks, model_branching))
+        model.seed, model.runs_dir = seed, str(args.out_dir / "trees")
+        model.run_name = f"{label}_seed{seed}" + ("" if len(models) == 1 else "_" + "-".join(names))
+        run_dir = trained(model.finalize())
+        scores.update(zip(names, last_scores(run_dir, names)))
+        seconds, run_dirs = seconds + last_row(run_dir)["time_s"], run_dirs + [str(run_dir)]
+    return scores, seconds, run_dirs
+
+
+def tree_row(label, branching, seed, ranked, scores, seconds, run_dir):
+    """A results.csv row of a trained tree; scores: {task: (mAP@0.5, mAP@0.5:0.95)}."""
+    return dict(kind="tree", label=label, branching=repr(branching), seed=seed, rsa_rank=ranked["rank"],
+                dissimilarity=ranked["dissimilarity"], compute=ranked["compute"],
+                map50_mean=float(np.mean([s[0] for s in scores.values()])),
+                map_mean=float(np.mean([s[1] for s in scores.values()])),
+                **{f"{m}_{n}": s[i] for n, s in scores.items() for i, m in enumerate(("map50", "map"))},
+                train_s=seconds, run_dir=run_dir)
+
+
+def reuse_trees(path, results, plan, by_branching, names):
+    """Copy the tree rows of another bench's results.csv (same tasks and settings) into this one, re-ranked by this
+    rsa.json; a tree this plan chooses takes its label, any other keeps its own (prefixed "other_" where that label
+    names another tree here). Rows already here are left alone."""
+    chosen = {repr(b): label for label, b in plan["chosen"]}
+    here = {(r["branching"], r["seed"]) for r in read_rows(results) if r["kind"] == "tree"}
+    copied = 0
+    for row in read_rows(Path(path)):
+        if row["kind"] != "tree" or (row["branching"], row["seed"]) in here or row["branching"] not in by_branching:
+            continue
+        label = chosen.get(row["branching"], row["label"])
+        if row["branching"] not in chosen and label in chosen.values():
+            label = f"other_{label}"
+        ranked = by_branching[row["branching"]]
+        append_row(results, {**row, "label": label, "rsa_rank": ranked["rank"],
+                             "dissimilarity": ranked["dissimilarity"], "compute": ranked["compute"]}, names)
+        copied += 1
+    print(f"reused {copied} tree training(s) of {path}")
 
 
 # ------------------------------------------------------------------------------------------------- report
@@ -251,8 +308,15 @@ def stage_report(cfg, args):
     if len(singles) < len(names) or not trees:
         sys.exit(f"error: {args.out_dir / 'results.csv'} has {len(singles)} single model(s) and {len(trees)} "
                  f"tree(s): run --stage singles, rsa and trees first")
+    if not (args.out_dir / "rsa.json").is_file():
+        sys.exit(f"error: no {args.out_dir / 'rsa.json'}: run --stage rsa first")
+    plan = json.loads((args.out_dir / "rsa.json").read_text())
     base = {n: float(singles[n][f"map_{n}"]) for n in names}
     base_mean = float(np.mean(list(base.values())))
+    # every trained tree scored with both node costs from the same similarities (the ranking used one of them)
+    costs = ComputeModel(cfg)
+    scored = {label: {cost: score_tree(costs, plan["similarities"], ast.literal_eval(runs[0]["branching"]), cost)[0]
+                      for cost in RSA_NODE_COSTS} for label, runs in trees.items()}
 
     def mean_of(runs, field):
         return float(np.mean([float(r[field]) for r in runs]))
@@ -262,31 +326,35 @@ def stage_report(cfg, args):
     spread = max(spreads.values()) if spreads else float("nan")
     sizes = ("photos" if args.data == "real" else
              f"{cfg.shapes_num_train} train / {cfg.shapes_num_val} val images per task")
+    ranked_by = plan.get("node_cost", "equal")
     lines = [f"{len(names)} tasks {names}, {cfg.img_size} px, {sizes}, {cfg.epochs} epoch(s); mAP at the last "
-             f"epoch, the mean over the seeds trained; "
+             f"epoch, the mean over the seeds trained; RSA rank by the {ranked_by} node cost; "
              f"loss = the single models' mean mAP@0.5:0.95 ({base_mean:.3f}) minus the tree's", "",
-             "| tree | branching | RSA rank | dissimilarity | compute x singles | seeds | mAP@0.5 | mAP@0.5:0.95 | "
-             + " | ".join(f"{n} @0.5:0.95" for n in names) + " | loss |",
-             "|---|---|---:|---:|---:|---:|---:|---:|" + "---:|" * (len(names) + 1)]
-    lines.append(f"| single models | | | | 1.00 | 1 | {mean_of(singles.values(), 'map50_mean'):.3f} | "
+             "| tree | branching | RSA rank | dissimilarity (equal) | dissimilarity (gflops) | compute x singles | "
+             "seeds | mAP@0.5 | mAP@0.5:0.95 | " + " | ".join(f"{n} @0.5:0.95" for n in names) + " | loss |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * (len(names) + 1)]
+    lines.append(f"| single models | | | | | 1.00 | 1 | {mean_of(singles.values(), 'map50_mean'):.3f} | "
                  f"{base_mean:.3f} | " + " | ".join(f"{base[n]:.3f}" for n in names) + " | |")
     loss = {}
-    for label, runs in sorted(trees.items(), key=lambda item: float(item[1][0]["dissimilarity"])):
+    for label, runs in sorted(trees.items(), key=lambda item: int(item[1][0]["rsa_rank"])):
         loss[label] = base_mean - mean_of(runs, "map_mean")
-        lines.append(f"| {label} | `{runs[0]['branching']}` | {runs[0]['rsa_rank']} | "
-                     f"{float(runs[0]['dissimilarity']):.3f} | {float(runs[0]['compute']):.2f} | {len(runs)} | "
+        lines.append(f"| {label} | `{runs[0]['branching']}` | {runs[0]['rsa_rank']} | {scored[label]['equal']:.3f} | "
+                     f"{scored[label]['gflops']:.3f} | {float(runs[0]['compute']):.2f} | {len(runs)} | "
                      f"{mean_of(runs, 'map50_mean'):.3f} | {mean_of(runs, 'map_mean'):.3f} | "
                      + " | ".join(f"{mean_of(runs, f'map_{n}'):.3f}" for n in names) + f" | {loss[label]:+.3f} |")
     labels = list(loss)
-    rho = rank_correlation([float(trees[k][0]["dissimilarity"]) for k in labels], [loss[k] for k in labels])
-    lines += ["", f"Spearman correlation of dissimilarity and loss over {len(labels)} trees: {rho:.2f} "
-              f"(target >= 0.7: {'met' if rho >= 0.7 else 'not met'})",
-              f"seed spread (largest |seed 0 - seed 1| of mean mAP@0.5:0.95 over {sorted(spreads)}): {spread:.3f}"]
+    lines.append("")
+    for cost in RSA_NODE_COSTS:
+        rho = rank_correlation([scored[k][cost] for k in labels], [loss[k] for k in labels])
+        lines.append(f"Spearman correlation of dissimilarity ({cost} node cost) and loss over {len(labels)} trees: "
+                     f"{rho:.2f} (target >= 0.7: {'met' if rho >= 0.7 else 'not met'})")
+    lines.append(f"seed spread (largest |seed 0 - seed 1| of mean mAP@0.5:0.95 over {sorted(spreads)}): {spread:.3f}")
     if "pick" in trees:
         pick, fits = loss["pick"], float(trees["pick"][0]["compute"]) <= 0.7 + 1e-9
         met = pick <= min(spread, 0.02) and fits
-        lines.append(f"RSA's pick: loss {pick:+.3f} at {float(trees['pick'][0]['compute']):.2f} x compute (target: "
-                     f"within the seed spread and 0.02, at <= 0.7 x: {'met' if met else 'not met'})")
+        lines.append(f"RSA's pick ({ranked_by} node cost): loss {pick:+.3f} at "
+                     f"{float(trees['pick'][0]['compute']):.2f} x compute (target: within the seed spread and 0.02, "
+                     f"at <= 0.7 x: {'met' if met else 'not met'})")
     if "all_shared" in trees:
         far = names[-1]
         far_loss = base[far] - mean_of(trees["all_shared"], f"map_{far}")
@@ -309,6 +377,8 @@ def main():
     parser.add_argument("--data", choices=("shapes", "real"), default="shapes", help="built-in tasks or photos")
     parser.add_argument("--cards_root", type=Path, default=Path("data/cards"), help="--data real: train/ and test/")
     parser.add_argument("--raccoon_root", type=Path, default=Path("../shared/data/raccoon"), help="--data real")
+    parser.add_argument("--reuse", type=Path, default=None, help="results.csv of a bench of the same tasks: its "
+                                                                "trained trees are taken, not trained again")
     args, overrides = parser.parse_known_args()
     if args.num_trees < 3:
         sys.exit("error: --num_trees must be at least 3 (the pick, all shared, split at the backbone)")
