@@ -25,8 +25,8 @@ evenly spaced over the dissimilarity order up to --num_trees (7); seed 0 for eac
 A tree that splits at the input ([-2, groups] first: separate models) trains one model per group; a group of one task
 is that task's single-task model (seed 0: the one of --stage singles). The ranking weighs each shared layer by its
 compute (rsa_node_cost gflops, the default; `--rsa_node_cost equal`: every layer alike, the reference's sum); the
-report scores every trained tree both ways. `--reuse OTHER/results.csv` takes the
-trees trained there (same tasks and settings, another ranking) instead of training them again.
+report scores every trained tree both ways. `--reuse OTHER/results.csv` takes the trees trained there (same tasks and
+settings, another ranking) instead of training them again.
 
 Every training appends its row to <out_dir>/results.csv as it finishes, so a rerun skips what is done (a training cut
 off in the middle resumes from its last.pt). --max_minutes starts no new training after that many minutes.

@@ -111,8 +111,8 @@ def separate_models(branching, num_tasks):
     for index, split in branching[1:]:
         for g in split:
             if sum(set(g) <= set(group) for group in groups) != 1:
-                raise ValueError(f"branching {branching!r}: group {sorted(g)} of entry [{index}, ...] is not inside one "
-                                 f"of the separate models {groups}")
+                raise ValueError(f"branching {branching!r}: group {sorted(g)} of entry [{index}, ...] is not inside "
+                                 f"one of the separate models {groups}")
     models = []
     for group in groups:
         local = {t: k for k, t in enumerate(group)}
@@ -243,7 +243,8 @@ def rank_trees(cfg, similarities, budget=0.7, node_cost="gflops"):
         backbone = branching[0][1] if branching and branching[0][0] == -2 else [list(range(num_tasks))]
         gflops = costs.tree_gflops(groups, len(backbone))
         rows.append(dict(branching=branching, models=len(backbone), gflops=gflops, compute=gflops / singles,
-                         dissimilarity=dissimilarity_score(groups, sims, node_costs, backbone, weights),
+                         dissimilarity=dissimilarity_score(groups, sims, node_costs, backbone_groups=backbone,
+                                                           weights=weights),
                          ms=float("nan")))
     return order_by_budget(rows, budget)
 
@@ -252,7 +253,7 @@ def score_tree(costs, similarities, branching, node_cost="gflops"):
     """(dissimilarity, compute) of one tree as rank_trees scores it; costs: the ComputeModel of the tasks' config (a
     report re-scores trained trees with it)."""
     backbone, groups = tree_groups(branching, len(costs.heads))
-    return (dissimilarity_score(groups, similarities, None, backbone, costs.layer_weights(node_cost)),
+    return (dissimilarity_score(groups, similarities, backbone_groups=backbone, weights=costs.layer_weights(node_cost)),
             costs.tree_gflops(groups, len(backbone)) / costs.singles_gflops())
 
 
