@@ -1,4 +1,5 @@
-"""Screen the options for tighter boxes one at a time: short runs, two seeds, scored on a held-out part of train.
+"""Screen recipe options one at a time (tighter boxes, the class-loss gain): short runs, two seeds, scored on a
+held-out part of train.
 
     python bench/box_screen.py --config configs/cards.py --minutes 5            # every variant, seeds 0 and 1
     python bench/box_screen.py --config configs/cards.py --variants baseline,box_bins_8 --seeds 0,1,2
@@ -51,6 +52,7 @@ VARIANTS = {
     "reach_2": ["--decode_reach", "2.0"],                             # far neighbours off the sigmoid's flat ends
     "ema": ["--ema", "true", "--ema_tau", "100"],                     # EMA weights, warmed up over 100 updates
     "img_320_width_0.35": ["--img_size", "320", "--width", "0.35"],   # smaller images, wider model, same minutes
+    "cls_weight_4": ["--cls_weight", "4.0"],                          # the class term x2 (six look-alike classes)
     "nms_merge": None,                                                # evaluation only: the baseline with merge-NMS
 }
 FIELDS = ["variant", "seed", "setting", "map50", "map", "epochs", "time_s", "run"]
