@@ -52,7 +52,7 @@ VARIANTS = {
     "reach_2": ["--decode_reach", "2.0"],                             # far neighbours off the sigmoid's flat ends
     "ema": ["--ema", "true", "--ema_tau", "100"],                     # EMA weights, warmed up over 100 updates
     "img_320_width_0.35": ["--img_size", "320", "--width", "0.35"],   # smaller images, wider model, same minutes
-    "cls_weight_4": ["--cls_weight", "4.0"],                          # the class term x2 (six look-alike classes)
+    "cls_weight_2": ["--cls_weight", "2.0"],                          # half of configs/own_data.py's class-loss gain
     "nms_merge": None,                                                # evaluation only: the baseline with merge-NMS
 }
 FIELDS = ["variant", "seed", "setting", "map50", "map", "epochs", "time_s", "run"]

@@ -38,10 +38,10 @@ class OwnDataConfig(BaseConfig):
         # mosaics off: on raccoon, whose objects fill the frame, they cut most boxes and lost 0.069 mAP@0.5 (0.702
         # vs 0.771, the same day; docs/peer_bench.md); with small objects try mosaic_prob 0.5 and mosaic_off_epochs 10
         self.mosaic_prob = 0.0
-        # the class term is the mean over the C classes, so each class logit gets cls_weight / C: 2/3 per logit won
-        # on the built-in data's 3 classes (2 against 0.5, 1 and 4; docs/performance.md) and on six look-alike
-        # playing-card classes (4 against 2: +0.07 mAP@0.5:0.95 on held-out train photos, two random seeds;
-        # docs/peer_bench.md). Measured for 3 and 6 classes only: for other counts let --task evolve tune it
+        # the class term is the mean over the C classes, so each class logit gets cls_weight / C: 2/3 per logit was
+        # the best of 0.5, 1, 2 and 4 on the built-in data's 3 classes (docs/performance.md) and beat 1/3 on six
+        # look-alike playing-card classes (4 against 2 on held-out train photos, docs/peer_bench.md); for another
+        # class count start near 2/3 per logit and check it with bench/box_screen.py
         self.cls_weight = 4.0
         self.neck_activation = "silu"           # beat YOLOv3's LeakyReLU on raccoon: mAP@0.5:0.95 0.352 vs 0.302
         # loss gains: evolve them for your data on a held-out part of train (docs/evolve.md, real data):
