@@ -48,7 +48,7 @@ def predict_loader(model, loader, cfg, device, show_progress=True, multi_label=F
             boxes = boxes_to_original(boxes.cpu().numpy(), rec.width, rec.height, images.shape[-1])
             detections[index] = (boxes, scores.cpu().numpy(), labels.cpu().numpy())
     # the cut matters only where it dropped a candidate predict would draw (score >= predict_conf): below that, on
-    # the default run, it moved mAP@0.5:0.95 by 1e-4 and mAP@0.5 not at all (docs/data.md)
+    # the default run at 256 px, it moved mAP@0.5:0.95 by 1e-4 and mAP@0.5 not at all (docs/data.md)
     harmful = [count for count, best_cut in capped if best_cut >= cfg.predict_conf]
     if harmful:
         logger.warning(f"{len(harmful)} of {len(records)} images had more than pre_nms_topk = {cfg.pre_nms_topk} "
