@@ -131,9 +131,11 @@ def proxy_configs(args, cfg):
 
 
 def part_proxy(args):
+    plain_nms = ["--nms_merge", "false"]  # the proxy table (docs/evolve.md) is scored with plain NMS, full runs too
     for name, genes in proxy_configs(args, make_config(args, DEFAULT)):
         for proxy in ["", *args.proxies]:
-            train_row(args, "proxy", name, args.seed, proxy, make_config(args, DEFAULT, proxy_overrides(proxy), genes))
+            cfg = make_config(args, DEFAULT, [*plain_nms, *proxy_overrides(proxy)], genes)
+            train_row(args, "proxy", name, args.seed, proxy, cfg)
 
 
 def spearman(x, y):

@@ -16,7 +16,7 @@ class MyConfig(BaseConfig):
         # 320 instead of 256 keeps more pixels of the small shapes: +0.065 / +0.069 mAP@0.5:0.95 over two random seeds
         # at the same 5 epochs, for 1.5 x the time per image (docs/performance.md, "The image size")
         self.img_size = 320
-        self.epochs = 5  # 2,000 images each: about 8 minutes on 2 CPU cores, 11 on the slowest day measured
+        self.epochs = 5  # 2,000 images each: about 8 minutes on 2 CPU cores, est. 11 on the slowest day
         self.val_interval = 2
         # 2,000 small images fit in RAM; decoding them once and loading in the training process beats worker
         # processes that would fight the two compute threads for the same two cores (bench/pipeline.py)
