@@ -41,8 +41,8 @@ from yolo.research.evolve import (append_csv_row, apply_genes, fitness, mutate, 
 from yolo.research.rsa import rank_correlation  # noqa: E402
 
 # at 256 px, the size the tables of docs/evolve.md were measured at (configs/my_config.py ships 320 px)
-DEFAULT = ["--config", "configs/my_config.py", "--img_size", "256", "--cls_weight", "0.5"]  # BaseConfig's class gain
-HANDMADE = ["--config", "configs/my_config.py", "--img_size", "256"]                       # cls_weight 2, hand-made
+HANDMADE = ["--config", "configs/my_config.py", "--img_size", "256"]  # cls_weight 2: the hand-made change
+DEFAULT = [*HANDMADE, "--cls_weight", "0.5"]                           # the start: BaseConfig's class-loss gain
 RACCOON = ["--config", "configs/raccoon.py"]
 RACCOON_SEARCH = ["--val_from_train", "0.2", "--time_budget", "None", "--epochs", "15"]  # tuned on a part of train
 # the proxies measured (docs/evolve.md); the last, five epochs on a fixed half of the images, ranks like the full run
